@@ -1,0 +1,74 @@
+"""Plain value types shared across modules (no dlib or FAISS objects cross the public boundary)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    """A face rectangle in pixel coordinates of the original (EXIF-rotated) image.
+
+    ``left``/``top`` are inclusive, ``right``/``bottom`` exclusive, like a numpy slice.
+    """
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
+    @property
+    def area(self) -> int:
+        return max(0, self.width) * max(0, self.height)
+
+    def as_xywh(self) -> tuple[int, int, int, int]:
+        return (self.left, self.top, self.width, self.height)
+
+    @classmethod
+    def from_xywh(cls, x: int, y: int, w: int, h: int) -> "FaceBox":
+        return cls(int(x), int(y), int(x) + int(w), int(y) + int(h))
+
+    def clipped(self, width: int, height: int) -> "FaceBox":
+        """The box clipped to an image of ``width`` x ``height`` pixels."""
+        return FaceBox(
+            max(0, min(self.left, width)),
+            max(0, min(self.top, height)),
+            max(0, min(self.right, width)),
+            max(0, min(self.bottom, height)),
+        )
+
+
+@dataclass
+class Detection:
+    """A detector's hit: the box, which detector/stage found it, and its confidence (detector units)."""
+
+    box: FaceBox
+    detector: str
+    confidence: float | None = None
+
+
+@dataclass
+class FaceRecord:
+    """A face found in an image, ready to store: box, landmarks, quality and embedding.
+
+    ``landmarks`` is ``(n, 2) float32`` (x, y) in original-image pixels (n = 68 or 5);
+    ``embedding`` is ``(128,) float32``; ``quality`` maps component name to value.
+    """
+
+    box: FaceBox
+    detector: str
+    confidence: float | None
+    landmarks: np.ndarray
+    embedding: np.ndarray
+    quality: dict = field(default_factory=dict)
+    quality_score: float | None = None
