@@ -1,0 +1,277 @@
+"""The catalogue: SQLite, the source of truth for subjects, images, faces, searches, decisions and audit.
+
+One ``Catalogue`` wraps one connection (SQLite connections belong to one thread); a service opens one per
+thread. WAL mode lets searches read while an ingest writes. Writes happen inside :meth:`atomic`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .errors import CatalogueError, NotFound
+from .face_models import EMBEDDING_DIM
+from .schema import migrate
+from .types import FaceRecord
+
+log = logging.getLogger(__name__)
+
+CATALOGUE_FILENAME = "catalogue.sqlite3"
+
+
+def utc_now() -> str:
+    """Timestamps are stored as ISO 8601 UTC strings with seconds precision."""
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+class Catalogue:
+    """Connection to a catalogue in ``data_dir`` (created on first open)."""
+
+    def __init__(self, data_dir: str | Path):
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / CATALOGUE_FILENAME
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            migrate(self.conn)
+        except (sqlite3.Error, OSError) as exc:
+            raise CatalogueError(f"cannot open catalogue at {self.path}: {exc}") from exc
+        self.catalogue_id = self._ensure_identity()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` .. ``COMMIT``; rolled back on any exception)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def _ensure_identity(self) -> str:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'catalogue_id'").fetchone()
+        if row:
+            return row[0]
+        with self.atomic():
+            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('catalogue_id', ?)", (str(uuid.uuid4()),))
+            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_at', ?)", (utc_now(),))
+        return self.conn.execute("SELECT value FROM meta WHERE key = 'catalogue_id'").fetchone()[0]
+
+    # -- audit -------------------------------------------------------------------------------------
+
+    def audit(self, actor: str, action: str, details: dict) -> None:
+        """Append to the audit log (the table refuses updates and deletes)."""
+        self.conn.execute(
+            "INSERT INTO audit_log (at, actor, action, details) VALUES (?, ?, ?, ?)",
+            (utc_now(), actor, action, json.dumps(details, sort_keys=True, default=str)),
+        )
+
+    def audit_entries(self, *, action: str | None = None, limit: int = 1000) -> list[dict]:
+        sql = "SELECT * FROM audit_log" + (" WHERE action = ?" if action else "") + " ORDER BY id DESC LIMIT ?"
+        args = (action, limit) if action else (limit,)
+        return [dict(r) | {"details": json.loads(r["details"])} for r in self.conn.execute(sql, args)]
+
+    # -- ingestion -------------------------------------------------------------------------------
+
+    def start_ingest_run(self, kind: str, source: str, user: str) -> int:
+        with self.atomic():
+            cur = self.conn.execute(
+                "INSERT INTO ingest_runs (kind, source, user, started_at) VALUES (?, ?, ?, ?)",
+                (kind, source, user, utc_now()),
+            )
+            self.audit(user, "ingest.start", {"run_id": cur.lastrowid, "kind": kind, "source": source})
+        return cur.lastrowid
+
+    def finish_ingest_run(self, run_id: int, user: str, counts: dict) -> None:
+        with self.atomic():
+            self.conn.execute(
+                "UPDATE ingest_runs SET finished_at = ?, counts = ? WHERE id = ?",
+                (utc_now(), json.dumps(counts, sort_keys=True), run_id),
+            )
+            self.audit(user, "ingest.finish", {"run_id": run_id, "counts": counts})
+
+    def stored_hashes(self, hashes: list[str], kind: str) -> set[str]:
+        """Which of ``hashes`` are already stored for ``kind`` (whatever their outcome)."""
+        found: set[str] = set()
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT sha256 FROM images WHERE kind = ? AND sha256 IN ({marks})", (kind, *chunk)
+            )
+            found.update(r[0] for r in rows)
+        return found
+
+    def subject_id(self, reference: str, *, create: bool = False) -> int | None:
+        row = self.conn.execute("SELECT id FROM subjects WHERE reference = ?", (reference,)).fetchone()
+        if row or not create:
+            return row[0] if row else None
+        cur = self.conn.execute(
+            "INSERT INTO subjects (reference, created_at) VALUES (?, ?)", (reference, utc_now())
+        )
+        return cur.lastrowid
+
+    def add_image(self, *, sha256: str, kind: str, original_path: str, outcome: str, reason: str | None,
+                  subject_id: int | None = None, custody_ref: str | None = None, case_ref: str | None = None,
+                  captured_at: str | None = None, source: str | None = None, width: int | None = None,
+                  height: int | None = None, format: str | None = None, notes: list[str] | None = None,
+                  run_id: int | None = None) -> int | None:
+        """Insert an image row; returns its id, or None if the same content is already stored for ``kind``."""
+        cur = self.conn.execute(
+            """INSERT OR IGNORE INTO images (sha256, kind, subject_id, custody_ref, case_ref, captured_at,
+               source, original_path, width, height, format, outcome, reason, notes, ingested_at, run_id)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (sha256, kind, subject_id, custody_ref, case_ref, captured_at, source, original_path, width,
+             height, format, outcome, reason, json.dumps(notes or []), utc_now(), run_id),
+        )
+        return cur.lastrowid if cur.rowcount else None
+
+    def add_face(self, image_id: int, kind: str, face_no: int, face: FaceRecord, *, model_name: str,
+                 model_version: str, subject_id: int | None = None, flags: list[str] | None = None) -> int:
+        """Insert one face with its float32 embedding; returns the face id (the FAISS id)."""
+        embedding = np.asarray(face.embedding, dtype=np.float32).reshape(EMBEDDING_DIM)
+        b = face.box
+        cur = self.conn.execute(
+            """INSERT INTO faces (image_id, kind, subject_id, face_no, box_left, box_top, box_right,
+               box_bottom, landmarks, detector, confidence, quality, quality_score, flags, embedding,
+               model_name, model_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (image_id, kind, subject_id, face_no, b.left, b.top, b.right, b.bottom,
+             np.asarray(face.landmarks, dtype=np.float32).tobytes(), face.detector, face.confidence,
+             json.dumps(face.quality, sort_keys=True), face.quality_score, json.dumps(flags or []),
+             embedding.tobytes(), model_name, model_version),
+        )
+        return cur.lastrowid
+
+    # -- faces for the index ------------------------------------------------------------------------
+
+    def face_state(self, kind: str) -> dict:
+        """What an index of ``kind`` faces must reflect: count, highest id, deletions so far, models."""
+        row = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM faces WHERE kind = ?", (kind,)
+        ).fetchone()
+        models = [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT model_name || ' ' || model_version FROM faces WHERE kind = ?", (kind,))]
+        return {
+            "catalogue_id": self.catalogue_id,
+            "kind": kind,
+            "count": row[0],
+            "max_face_id": row[1],
+            "deletions": int(self.get_meta(f"deletions.{kind}", "0")),
+            "models": sorted(models),
+        }
+
+    def iter_embeddings(self, kind: str, *, after_id: int = 0, block: int = 10_000
+                        ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(ids (n,) int64, vectors (n, 128) float32)`` blocks of ``kind`` faces with id > after_id."""
+        last = after_id
+        while True:
+            rows = self.conn.execute(
+                "SELECT id, embedding FROM faces WHERE kind = ? AND id > ? ORDER BY id LIMIT ?",
+                (kind, last, block),
+            ).fetchall()
+            if not rows:
+                return
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+            last = int(ids[-1])
+            yield ids, vectors.copy()
+
+    def embeddings(self, face_ids: list[int]) -> dict[int, np.ndarray]:
+        """Embeddings of the given faces, ``{face_id: (128,) float32}``."""
+        out: dict[int, np.ndarray] = {}
+        for start in range(0, len(face_ids), 500):
+            chunk = [int(i) for i in face_ids[start:start + 500]]
+            marks = ",".join("?" * len(chunk))
+            for r in self.conn.execute(f"SELECT id, embedding FROM faces WHERE id IN ({marks})", chunk):
+                out[r[0]] = np.frombuffer(r[1], dtype=np.float32).copy()
+        return out
+
+    def face_details(self, face_ids: list[int]) -> dict[int, dict]:
+        """Who and where each face is: subject reference, case, image path and quality."""
+        out: dict[int, dict] = {}
+        for start in range(0, len(face_ids), 500):
+            chunk = [int(i) for i in face_ids[start:start + 500]]
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"""SELECT f.id AS face_id, f.image_id, f.kind, f.quality_score, f.flags,
+                           s.reference AS subject_ref, i.case_ref, i.custody_ref, i.original_path,
+                           i.captured_at
+                    FROM faces f JOIN images i ON i.id = f.image_id
+                    LEFT JOIN subjects s ON s.id = f.subject_id WHERE f.id IN ({marks})""",
+                chunk,
+            )
+            for r in rows:
+                out[r["face_id"]] = dict(r)
+        return out
+
+    def gallery_size(self) -> tuple[int, int]:
+        """(enrolled custody subjects, custody faces): what FPIR grows with."""
+        row = self.conn.execute(
+            "SELECT COUNT(DISTINCT subject_id), COUNT(*) FROM faces WHERE kind = 'custody'"
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def outcome_counts(self, kind: str | None = None) -> dict[str, int]:
+        sql = "SELECT outcome, COUNT(*) FROM images" + (" WHERE kind = ?" if kind else "") + " GROUP BY outcome"
+        return {r[0]: r[1] for r in self.conn.execute(sql, (kind,) if kind else ())}
+
+    # -- deletion (retention) --------------------------------------------------------------------------
+
+    def delete_subject(self, reference: str, *, actor: str, reason: str) -> list[int]:
+        """Delete a subject with all its images and faces; returns the removed face ids (for the index)."""
+        with self.atomic():
+            sid = self.subject_id(reference)
+            if sid is None:
+                raise NotFound(f"no subject {reference!r} in the catalogue")
+            face_ids = [r[0] for r in self.conn.execute("SELECT id FROM faces WHERE subject_id = ?", (sid,))]
+            n_images = self.conn.execute("DELETE FROM images WHERE subject_id = ?", (sid,)).rowcount
+            self.conn.execute("DELETE FROM subjects WHERE id = ?", (sid,))
+            self._count_deletions("custody", len(face_ids))
+            self.audit(actor, "retention.delete_subject",
+                       {"subject": reference, "images": n_images, "faces": len(face_ids), "reason": reason})
+        return face_ids
+
+    def delete_case(self, case_ref: str, *, actor: str, reason: str) -> list[int]:
+        """Delete every crime-scene image of a case and its faces; returns the removed face ids."""
+        with self.atomic():
+            face_ids = [r[0] for r in self.conn.execute(
+                "SELECT f.id FROM faces f JOIN images i ON i.id = f.image_id "
+                "WHERE i.kind = 'scene' AND i.case_ref = ?", (case_ref,))]
+            n_images = self.conn.execute(
+                "DELETE FROM images WHERE kind = 'scene' AND case_ref = ?", (case_ref,)).rowcount
+            if n_images == 0:
+                raise NotFound(f"no crime-scene images for case {case_ref!r} in the catalogue")
+            self._count_deletions("scene", len(face_ids))
+            self.audit(actor, "retention.delete_case",
+                       {"case": case_ref, "images": n_images, "faces": len(face_ids), "reason": reason})
+        return face_ids
+
+    def _count_deletions(self, kind: str, n: int) -> None:
+        total = int(self.get_meta(f"deletions.{kind}", "0")) + n
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"deletions.{kind}", str(total)))
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default

@@ -1,0 +1,96 @@
+"""dlib models from the face_recognition_models package, loaded lazily, once per owner.
+
+Nothing is loaded at import time (face_recognition's own api module loads five models on import): a
+``DlibModels`` object loads each model the first time it is used, so a worker process or a long-running
+service pays only for the models it needs. No model is ever downloaded: the files ship in the wheel.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from importlib import metadata
+
+log = logging.getLogger(__name__)
+
+#: Name of the descriptor model stored with every embedding; bump when the model or alignment changes.
+MODEL_NAME = "dlib_face_recognition_resnet_model_v1"
+EMBEDDING_DIM = 128
+
+
+def model_version() -> str:
+    """Version string stored beside every embedding: the models package and dlib versions."""
+    return f"face_recognition_models-{_dist_version('face_recognition_models')}+dlib-{_dlib_version()}"
+
+
+def _dist_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _dlib_version() -> str:
+    import dlib
+
+    return getattr(dlib, "__version__", "unknown")
+
+
+class DlibModels:
+    """Holds dlib's detectors, landmark predictors and descriptor network; each loaded on first use.
+
+    dlib objects never leave the facematch internals. Loading is guarded by a lock so two threads of one
+    service do not load the same model twice.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+
+    def _load(self, what: str, factory):
+        with self._lock:
+            started = time.perf_counter()
+            model = factory()
+            log.debug("loaded %s in %.2f s", what, time.perf_counter() - started)
+            return model
+
+    @functools.cached_property
+    def hog_detector(self):
+        import dlib
+
+        return self._load("HOG detector", dlib.get_frontal_face_detector)
+
+    @functools.cached_property
+    def cnn_detector(self):
+        import dlib
+        import face_recognition_models as frm
+
+        return self._load(
+            "CNN detector", lambda: dlib.cnn_face_detection_model_v1(frm.cnn_face_detector_model_location())
+        )
+
+    @functools.cached_property
+    def landmarks_68(self):
+        import dlib
+        import face_recognition_models as frm
+
+        return self._load("68-point predictor", lambda: dlib.shape_predictor(frm.pose_predictor_model_location()))
+
+    @functools.cached_property
+    def landmarks_5(self):
+        import dlib
+        import face_recognition_models as frm
+
+        return self._load(
+            "5-point predictor", lambda: dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
+        )
+
+    @functools.cached_property
+    def encoder(self):
+        import dlib
+        import face_recognition_models as frm
+
+        return self._load(
+            "descriptor network", lambda: dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+        )

@@ -1,0 +1,152 @@
+"""Stored searches and reviewers' decisions: what was shown to whom, and what a person decided.
+
+Every search is written with its user, case reference, reason, bands and candidates; every decision is
+a new row (a later decision on the same candidate does not erase an earlier one) and an audit entry.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from .catalogue import Catalogue, utc_now
+from .errors import InvalidArgument, NotFound
+from .search import Candidate, ProbeFace, SearchResult
+
+DECISIONS = ("confirmed", "rejected", "inconclusive")
+LISTS = ("custody", "scene")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A reviewer's decision on one candidate of a stored search."""
+
+    decision_id: int
+    search_id: int
+    probe_no: int
+    face_no: int | None
+    list: str
+    rank: int
+    candidate: str | None
+    decision: str
+    reviewer: str
+    note: str | None
+    decided_at: str
+
+
+def store_search(catalogue: Catalogue, result: SearchResult, params: dict) -> int:
+    """Write a search, its probe faces and candidates in one transaction (audited); returns its id."""
+    with catalogue.atomic():
+        cur = catalogue.conn.execute(
+            """INSERT INTO searches (created_at, user, case_ref, reason, params, bands, gallery_subjects,
+               gallery_faces) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+            (result.created_at, result.user, result.case_ref, result.reason,
+             json.dumps(params, sort_keys=True, default=str), json.dumps(result.bands, sort_keys=True),
+             result.gallery_subjects, result.gallery_faces))
+        search_id = cur.lastrowid
+        for row_no, probe in enumerate(result.probes, start=1):
+            probe_id = catalogue.conn.execute(
+                """INSERT INTO search_probes (search_id, probe_no, path, sha256, face_no, box, detector,
+                   quality, quality_score, warning, outcome, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (search_id, row_no, probe.path, probe.sha256, probe.face_no, json.dumps(probe.box),
+                 probe.detector, json.dumps(probe.quality, sort_keys=True), probe.quality_score,
+                 probe.warning, probe.outcome, probe.reason)).lastrowid
+            for list_name, candidates in (("custody", probe.subjects), ("scene", probe.scene_faces)):
+                catalogue.conn.executemany(
+                    """INSERT INTO candidates (search_id, probe_id, list, rank, subject_ref, case_ref, face_id,
+                       image_path, distance, score, band, est_fmr) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    [(search_id, probe_id, list_name, c.rank, c.subject, c.case_ref, c.face_id, c.image_path,
+                      c.distance, c.score, c.band, c.estimated_fmr) for c in candidates])
+        catalogue.audit(result.user, "search", {
+            "search_id": search_id, "case_ref": result.case_ref, "reason": result.reason,
+            "probes": sorted({p.path for p in result.probes}),
+            "candidates": sum(len(p.subjects) + len(p.scene_faces) for p in result.probes)})
+    result.search_id = search_id
+    return search_id
+
+
+def load_search(catalogue: Catalogue, search_id: int) -> SearchResult:
+    """A stored search as it was returned. Raises ``NotFound``."""
+    row = catalogue.conn.execute("SELECT * FROM searches WHERE id = ?", (search_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no search with id {search_id}")
+    probes = []
+    for p in catalogue.conn.execute("SELECT * FROM search_probes WHERE search_id = ? ORDER BY probe_no",
+                                    (search_id,)):
+        box = json.loads(p["box"]) if p["box"] else None
+        probe = ProbeFace(probe_no=p["probe_no"], path=p["path"], outcome=p["outcome"], reason=p["reason"],
+                          face_no=p["face_no"], box=tuple(box) if box else None, detector=p["detector"],
+                          quality_score=p["quality_score"], quality=json.loads(p["quality"] or "{}"),
+                          warning=p["warning"], sha256=p["sha256"])
+        for c in catalogue.conn.execute("SELECT * FROM candidates WHERE probe_id = ? ORDER BY list, rank",
+                                        (p["id"],)):
+            target = probe.subjects if c["list"] == "custody" else probe.scene_faces
+            target.append(Candidate(rank=c["rank"], distance=c["distance"], score=c["score"], band=c["band"],
+                                    estimated_fmr=c["est_fmr"], face_id=c["face_id"],
+                                    image_path=c["image_path"], subject=c["subject_ref"],
+                                    case_ref=c["case_ref"]))
+        probes.append(probe)
+    params = json.loads(row["params"])
+    bands = json.loads(row["bands"])
+    return SearchResult(search_id=row["id"], created_at=row["created_at"], user=row["user"],
+                        case_ref=row["case_ref"], reason=row["reason"], top=params.get("top", 0), bands=bands,
+                        gallery_subjects=row["gallery_subjects"], gallery_faces=row["gallery_faces"],
+                        expected_false_candidates=params.get("expected_false_candidates"), probes=probes)
+
+
+def decide(catalogue: Catalogue, search_id: int, rank: int, *, decision: str, reviewer: str,
+           note: str | None = None, probe: int | None = None, list: str = "custody") -> Decision:
+    """Record a reviewer's decision on candidate ``rank`` of a stored search (audited).
+
+    ``probe`` is the probe-face row number shown by ``review`` (may be omitted when the search has
+    one searched face). Raises ``NotFound`` or ``InvalidArgument``.
+    """
+    if decision not in DECISIONS:
+        raise InvalidArgument(f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
+    if list not in LISTS:
+        raise InvalidArgument(f"list must be one of {', '.join(LISTS)}, got {list!r}")
+    if not reviewer or not reviewer.strip():
+        raise InvalidArgument("a reviewer id is required")
+    probe_row = _probe_row(catalogue, search_id, probe)
+    cand = catalogue.conn.execute(
+        "SELECT * FROM candidates WHERE probe_id = ? AND list = ? AND rank = ?",
+        (probe_row["id"], list, rank)).fetchone()
+    if cand is None:
+        raise NotFound(f"search {search_id} probe {probe_row['probe_no']} has no {list} candidate at rank {rank}")
+    at = utc_now()
+    with catalogue.atomic():
+        decision_id = catalogue.conn.execute(
+            "INSERT INTO decisions (candidate_id, decision, reviewer, note, decided_at) VALUES (?, ?, ?, ?, ?)",
+            (cand["id"], decision, reviewer, note, at)).lastrowid
+        catalogue.audit(reviewer, "decision", {
+            "search_id": search_id, "probe": probe_row["probe_no"], "list": list, "rank": rank,
+            "candidate": cand["subject_ref"] or cand["case_ref"], "decision": decision, "note": note})
+    return Decision(decision_id, search_id, probe_row["probe_no"], probe_row["face_no"], list, rank,
+                    cand["subject_ref"] or cand["case_ref"], decision, reviewer, note, at)
+
+
+def decisions_for(catalogue: Catalogue, search_id: int) -> list[Decision]:
+    """All decisions recorded on a search, oldest first."""
+    rows = catalogue.conn.execute(
+        """SELECT d.*, c.list, c.rank, c.subject_ref, c.case_ref, p.probe_no, p.face_no
+           FROM decisions d JOIN candidates c ON c.id = d.candidate_id JOIN search_probes p ON p.id = c.probe_id
+           WHERE c.search_id = ? ORDER BY d.id""", (search_id,))
+    return [Decision(r["id"], search_id, r["probe_no"], r["face_no"], r["list"], r["rank"],
+                     r["subject_ref"] or r["case_ref"], r["decision"], r["reviewer"], r["note"], r["decided_at"])
+            for r in rows]
+
+
+def _probe_row(catalogue: Catalogue, search_id: int, probe: int | None):
+    if catalogue.conn.execute("SELECT 1 FROM searches WHERE id = ?", (search_id,)).fetchone() is None:
+        raise NotFound(f"no search with id {search_id}")
+    rows = catalogue.conn.execute(
+        "SELECT * FROM search_probes WHERE search_id = ? AND outcome = 'searched' ORDER BY probe_no",
+        (search_id,)).fetchall()
+    if probe is None:
+        if len(rows) != 1:
+            raise InvalidArgument(f"search {search_id} has {len(rows)} searched faces: say which with --probe N")
+        return rows[0]
+    for r in rows:
+        if r["probe_no"] == probe:
+            return r
+    raise NotFound(f"search {search_id} has no searched probe face {probe}")

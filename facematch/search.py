@@ -1,0 +1,174 @@
+"""Search: every face of each probe image against custody subjects and earlier crime-scene faces.
+
+Investigation mode (NIST FRTE terms): each probe face gets the top-K custody *subjects*, fused over all
+of a subject's enrolled images (the closest image decides, and is named), and separately the closest
+unidentified faces from earlier crime-scene images so one unknown person can be linked across cases.
+Every candidate is a lead for trained human review, never an identification.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .bands import BandScheme, similarity_score
+from .catalogue import Catalogue
+from .errors import FacematchError, ImageTooLarge
+from .imaging import load_image
+from .index import FaceIndex
+from .pipeline import FacePipeline
+from .quality import FaceQuality, probe_warning
+from .types import FaceBox
+
+log = logging.getLogger(__name__)
+
+#: Version of the JSON document ``SearchResult.to_dict`` produces (docs/search-json.md).
+SEARCH_SCHEMA_VERSION = 1
+
+NOTICE = ("Candidates are investigative leads for review by a trained person. They are not "
+          "identifications; no decision is made automatically.")
+
+
+@dataclass
+class Candidate:
+    """One ranked lead. ``subject`` is set for custody candidates, ``case_ref`` for scene faces."""
+
+    rank: int
+    distance: float
+    score: float
+    band: str
+    estimated_fmr: float | None
+    face_id: int | None
+    image_path: str
+    subject: str | None = None
+    case_ref: str | None = None
+
+
+@dataclass
+class ProbeFace:
+    """One face of one probe image with its two candidate lists (or why it could not be searched)."""
+
+    probe_no: int                     # row number of this face in the search (1, 2, ...)
+    path: str
+    outcome: str                      # "searched", "no_face", "unreadable", "too_large"
+    reason: str | None = None
+    face_no: int | None = None
+    box: tuple[int, int, int, int] | None = None   # x, y, w, h in original pixels
+    detector: str | None = None
+    quality_score: float | None = None
+    quality: dict = field(default_factory=dict)
+    warning: str | None = None
+    subjects: list[Candidate] = field(default_factory=list)
+    scene_faces: list[Candidate] = field(default_factory=list)
+    sha256: str | None = None
+
+
+@dataclass
+class SearchResult:
+    """A stored search: who ran it, why, against what, with which bands, and what it returned."""
+
+    search_id: int
+    created_at: str
+    user: str
+    case_ref: str | None
+    reason: str | None
+    top: int
+    bands: dict
+    gallery_subjects: int
+    gallery_faces: int
+    expected_false_candidates: float | None
+    probes: list[ProbeFace]
+    notice: str = NOTICE
+
+    def to_dict(self) -> dict:
+        """The documented JSON form (schema version ``SEARCH_SCHEMA_VERSION``)."""
+        return {"schema": "facematch.search", "schema_version": SEARCH_SCHEMA_VERSION, **asdict(self)}
+
+
+def analyse_probes(pipeline: FacePipeline, paths: list[Path], *, max_pixels: int,
+                   box: FaceBox | None = None) -> list[tuple[ProbeFace, np.ndarray | None]]:
+    """Decode and analyse probe images; one ``ProbeFace`` per face found (or per failed image).
+
+    Returns pairs of the probe face and its ``(128,) float32`` embedding (None when not searchable).
+    """
+    out: list[tuple[ProbeFace, np.ndarray | None]] = []
+    for path in paths:
+        probe_no = len(out) + 1
+        try:
+            image = load_image(path, max_pixels=max_pixels)
+        except FacematchError as exc:
+            outcome = "too_large" if isinstance(exc, ImageTooLarge) else "unreadable"
+            out.append((ProbeFace(probe_no, str(path), outcome, str(exc)), None))
+            continue
+        faces = pipeline.analyse(image.pixels, purpose="probe", box=box)
+        if not faces:
+            out.append((ProbeFace(probe_no, str(path), "no_face", "no face detected: mark the face with "
+                                  "--box x,y,w,h to search it", sha256=image.sha256), None))
+        for face_no, face in enumerate(faces):
+            probe_no = len(out) + 1
+            quality = FaceQuality.from_dict(face.quality)
+            out.append((ProbeFace(
+                probe_no, str(path), "searched", face_no=face_no, box=face.box.as_xywh(),
+                detector=face.detector, quality_score=face.quality_score, quality=face.quality,
+                warning=probe_warning(quality), sha256=image.sha256), face.embedding))
+    return out
+
+
+def rank_subjects(catalogue: Catalogue, index: FaceIndex, embedding: np.ndarray, top: int,
+                  bands: BandScheme) -> list[Candidate]:
+    """Top-``top`` custody subjects for one probe embedding, fused by the closest of their images."""
+    if index.ntotal == 0:
+        return []
+    k = min(index.ntotal, top * 8 + 32)
+    while True:
+        distances, ids = index.search(embedding.reshape(1, -1).astype(np.float32), k)
+        pairs = [(float(d), int(i)) for d, i in zip(distances[0], ids[0]) if i >= 0]
+        details = catalogue.face_details([i for _, i in pairs])
+        best: dict[str, tuple[float, int]] = {}
+        for distance, face_id in pairs:  # ascending: a subject's first hit is its closest image
+            subject = details.get(face_id, {}).get("subject_ref")
+            if subject is not None and subject not in best:
+                best[subject] = (distance, face_id)
+        if len(best) >= top or k >= index.ntotal:
+            break
+        k = min(index.ntotal, k * 4)
+    ranked = sorted(best.items(), key=lambda kv: (kv[1][0], kv[0]))[:top]
+    return [
+        _candidate(rank, distance, face_id, details[face_id], bands, subject=subject)
+        for rank, (subject, (distance, face_id)) in enumerate(ranked, start=1)
+    ]
+
+
+def rank_scene_faces(catalogue: Catalogue, index: FaceIndex, embedding: np.ndarray, top: int,
+                     bands: BandScheme, *, exclude_sha256: str | None) -> list[Candidate]:
+    """Closest unidentified crime-scene faces, within the weak band, excluding the probe image itself."""
+    if index.ntotal == 0:
+        return []
+    k = min(index.ntotal, top + 16)
+    distances, ids = index.search(embedding.reshape(1, -1).astype(np.float32), k)
+    pairs = [(float(d), int(i)) for d, i in zip(distances[0], ids[0])
+             if i >= 0 and d <= bands.thresholds.weak]
+    details = catalogue.face_details([i for _, i in pairs])
+    shas = _image_hashes(catalogue, [details[i]["image_id"] for _, i in pairs if i in details])
+    kept = [(d, i) for d, i in pairs if i in details and shas.get(details[i]["image_id"]) != exclude_sha256]
+    return [_candidate(rank, d, i, details[i], bands, case_ref=details[i]["case_ref"])
+            for rank, (d, i) in enumerate(kept[:top], start=1)]
+
+
+def _candidate(rank, distance, face_id, detail, bands: BandScheme, *, subject=None,
+               case_ref=None) -> Candidate:
+    return Candidate(rank=rank, distance=round(distance, 4), score=similarity_score(distance),
+                     band=bands.band(distance), estimated_fmr=bands.estimated_fmr(distance),
+                     face_id=face_id, image_path=detail["original_path"], subject=subject,
+                     case_ref=case_ref)
+
+
+def _image_hashes(catalogue: Catalogue, image_ids: list[int]) -> dict[int, str]:
+    if not image_ids:
+        return {}
+    marks = ",".join("?" * len(image_ids))
+    rows = catalogue.conn.execute(f"SELECT id, sha256 FROM images WHERE id IN ({marks})", image_ids)
+    return {r[0]: r[1] for r in rows}

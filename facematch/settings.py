@@ -1,0 +1,137 @@
+"""Defaults defined once: a settings dataclass read from the environment, passed down explicitly.
+
+Every tunable of the pipeline lives here so that the CLI, the Python API, the evaluation and the demo all
+agree, and so a search or evaluation can record exactly which settings produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InvalidArgument
+
+#: face_recognition's documented tolerance: distances at or below it are "a match" in its README.
+FACE_RECOGNITION_TOLERANCE = 0.6
+
+
+@dataclass(frozen=True)
+class BandThresholds:
+    """Upper distance limits of the review bands (Euclidean distance between 128-d descriptors).
+
+    A candidate at distance <= ``strong`` is in band "strong", <= ``possible`` "possible", <= ``weak``
+    "weak", else "below" (still listed in investigation mode, but with no band). The uncalibrated
+    defaults sit under face_recognition's 0.6 tolerance; ``facematch calibrate`` replaces them with
+    thresholds measured for target false-match rates.
+    """
+
+    strong: float = 0.40
+    possible: float = 0.50
+    weak: float = FACE_RECOGNITION_TOLERANCE
+
+    def __post_init__(self):
+        if not (0 < self.strong <= self.possible <= self.weak):
+            raise InvalidArgument(
+                f"band thresholds must satisfy 0 < strong <= possible <= weak, got "
+                f"{self.strong}, {self.possible}, {self.weak}"
+            )
+
+
+@dataclass(frozen=True)
+class DetectionSettings:
+    """How faces are found.
+
+    ``custody_max_side``: custody photos are large, posed and the face fills much of the frame, so the
+    fast HOG detector runs on a copy downscaled to this many pixels on its long side (boxes mapped back).
+    ``upsample``: HOG upsampling passes for probes (finds faces down to ~40 px at 1).
+    ``cnn_fallback``: run dlib's CNN detector when HOG finds nothing (slow on CPU, better off-angle).
+    """
+
+    custody_max_side: int = 800
+    upsample: int = 1
+    retry_upsample: int = 2
+    retry_max_side: int = 1200
+    cnn_fallback: bool = False
+    cnn_max_side: int = 700
+    landmarks: str = "68"
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    """How descriptors are computed: ``num_jitters`` re-samples per face (1 = none, as face_recognition)."""
+
+    num_jitters: int = 1
+    padding: float = 0.25
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All defaults of facematch, in one place.
+
+    Built from the environment with :meth:`from_env`; the CLI overrides individual fields from flags.
+    """
+
+    data_dir: Path = Path("facematch-data")
+    index_dir: Path = Path("indexes")
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    batch_size: int = 32
+    max_pixels: int = 50_000_000
+    top: int = 20
+    detection: DetectionSettings = field(default_factory=DetectionSettings)
+    embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+    bands: BandThresholds = field(default_factory=BandThresholds)
+    calibration_file: Path | None = None
+
+    @classmethod
+    def from_env(cls, environ: dict | None = None, **overrides) -> "Settings":
+        """Settings from ``FACEMATCH_*`` environment variables, then explicit ``overrides`` (None = keep)."""
+        env = os.environ if environ is None else environ
+        values: dict = {}
+        if env.get("FACEMATCH_DATA_DIR"):
+            values["data_dir"] = Path(env["FACEMATCH_DATA_DIR"])
+        if env.get("FACEMATCH_INDEX_DIR"):
+            values["index_dir"] = Path(env["FACEMATCH_INDEX_DIR"])
+        if env.get("FACEMATCH_WORKERS"):
+            values["workers"] = _positive_int("FACEMATCH_WORKERS", env["FACEMATCH_WORKERS"])
+        if env.get("FACEMATCH_CALIBRATION"):
+            values["calibration_file"] = Path(env["FACEMATCH_CALIBRATION"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes) -> "Settings":
+        """A copy with ``changes`` applied (None values are ignored)."""
+        new = dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        """Raise InvalidArgument for values that make no sense."""
+        if self.workers < 1:
+            raise InvalidArgument(f"workers must be at least 1, got {self.workers}")
+        if self.batch_size < 1:
+            raise InvalidArgument(f"batch size must be at least 1, got {self.batch_size}")
+        if self.top < 1:
+            raise InvalidArgument(f"top must be at least 1, got {self.top}")
+        if self.max_pixels < 1:
+            raise InvalidArgument(f"max pixels must be positive, got {self.max_pixels}")
+
+    def describe_pipeline(self) -> dict:
+        """The settings that change embeddings or scores, recorded with searches and calibrations."""
+        return {
+            "detection": dataclasses.asdict(self.detection),
+            "embedding": dataclasses.asdict(self.embedding),
+        }
+
+
+def _positive_int(name: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise InvalidArgument(f"{name} must be an integer, got {text!r}") from None
+    if value < 1:
+        raise InvalidArgument(f"{name} must be at least 1, got {value}")
+    return value

@@ -1,0 +1,111 @@
+"""Ingestion sources: a folder or a CSV manifest, turned into a list of ``IngestItem``.
+
+Custody folders are laid out ``<subject_id>/<image>``; scene folders may be any tree. A manifest is a CSV
+with a header: ``path,subject_id`` (optional ``custody_ref,captured_at,source``) for custody, and
+``path,case_ref`` (optional ``captured_at,source``) for scene images. Relative paths in a manifest are
+resolved against the manifest's folder.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InvalidArgument, ManifestError, SourceNotFound
+
+#: File name endings taken from folders; manifests may name any file (bad ones get a recorded reason).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm"})
+
+
+@dataclass(frozen=True)
+class IngestItem:
+    """One file to ingest and the facts known about it before it is opened."""
+
+    path: Path
+    subject_ref: str | None = None
+    custody_ref: str | None = None
+    case_ref: str | None = None
+    captured_at: str | None = None
+    source: str | None = None
+
+
+def custody_items(source: str | Path) -> list[IngestItem]:
+    """Items of a custody source (``<subject_id>/<image>`` folder or manifest), sorted by path.
+
+    Raises ``SourceNotFound`` or ``ManifestError``.
+    """
+    source = _existing(source)
+    if source.is_dir():
+        items = []
+        for path in _image_files(source):
+            rel = path.relative_to(source)
+            if len(rel.parts) < 2:
+                continue  # loose files at the top have no subject folder
+            items.append(IngestItem(path=path, subject_ref=rel.parts[0], source=str(source)))
+        return items
+    rows = _read_manifest(source, required=("path", "subject_id"))
+    return [
+        IngestItem(path=p, subject_ref=r["subject_id"], custody_ref=r.get("custody_ref") or None,
+                   captured_at=r.get("captured_at") or None, source=r.get("source") or str(source))
+        for p, r in rows
+    ]
+
+
+def scene_items(source: str | Path, case_ref: str | None = None) -> list[IngestItem]:
+    """Items of a crime-scene source (any folder tree with ``case_ref``, or a manifest with ``case_ref``).
+
+    A folder needs ``case_ref``; in a manifest a row's own ``case_ref`` wins, and ``case_ref`` fills blanks.
+    Raises ``SourceNotFound``, ``ManifestError`` or ``InvalidArgument``.
+    """
+    source = _existing(source)
+    if source.is_dir():
+        if not case_ref:
+            raise InvalidArgument("a case reference is required for crime-scene images (--case REF)")
+        return [IngestItem(path=p, case_ref=case_ref, source=str(source)) for p in _image_files(source)]
+    rows = _read_manifest(source, required=("path",) if case_ref else ("path", "case_ref"))
+    items = []
+    for path, row in rows:
+        ref = row.get("case_ref") or case_ref
+        if not ref:
+            raise ManifestError(f"manifest {source}: row for {path.name!r} has no case_ref")
+        items.append(IngestItem(path=path, case_ref=ref, captured_at=row.get("captured_at") or None,
+                                source=row.get("source") or str(source)))
+    return items
+
+
+def _existing(source: str | Path) -> Path:
+    path = Path(source)
+    if not path.exists():
+        raise SourceNotFound(f"source {str(path)!r} does not exist")
+    return path
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _read_manifest(path: Path, required: tuple[str, ...]) -> list[tuple[Path, dict]]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            missing = [c for c in required if c not in columns]
+            if missing:
+                raise ManifestError(
+                    f"manifest {path}: missing column(s) {', '.join(missing)} (found: {', '.join(columns) or 'none'})"
+                )
+            rows = []
+            for line_no, raw in enumerate(reader, start=2):
+                row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+                for column in required:
+                    if not row.get(column):
+                        raise ManifestError(f"manifest {path}: line {line_no} has an empty {column}")
+                file = Path(row["path"])
+                rows.append((file if file.is_absolute() else path.parent / file, row))
+            return rows
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"manifest {path}: not a UTF-8 CSV file ({exc.reason})") from None
+    except csv.Error as exc:
+        raise ManifestError(f"manifest {path}: {exc}") from None
