@@ -59,13 +59,15 @@ def _hog_downscaled(models, pixels, settings):
 
 
 def _hog_probe(models, pixels, settings):
-    return _hog(models, pixels, upsample=settings.upsample, scale=1.0, name="hog")
+    small, scale = downscale_for_detection(pixels, settings.probe_max_side)
+    return _hog(models, small, upsample=settings.upsample, scale=scale, name="hog")
 
 
 def _hog_retry(models, pixels, settings):
     """A second, more sensitive HOG pass, only for images small enough that it stays affordable."""
-    small, scale = downscale_for_detection(pixels, settings.retry_max_side)
-    return _hog(models, small, upsample=settings.retry_upsample, scale=scale, name="hog-upsampled")
+    if max(pixels.shape[:2]) > settings.retry_max_side:
+        return []
+    return _hog(models, pixels, upsample=settings.retry_upsample, scale=1.0, name="hog-upsampled")
 
 
 def _cnn(models, pixels, settings):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from .catalogue import Catalogue, utc_now
-from .errors import FacematchError
+from .errors import FacematchError, ImageTooLarge
 from .face_models import MODEL_NAME, model_version
 from .imaging import load_image, sha256_file
 from .index_store import IndexStore
@@ -168,7 +168,7 @@ def _analyse_one(job: tuple[IngestItem, str]) -> ItemResult:
     try:
         image = load_image(item.path, max_pixels=settings.max_pixels)
     except FacematchError as exc:
-        outcome = TOO_LARGE if type(exc).__name__ == "ImageTooLarge" else UNREADABLE
+        outcome = TOO_LARGE if isinstance(exc, ImageTooLarge) else UNREADABLE
         return ItemResult(item, _safe_hash(item), outcome, str(exc))
     base = dict(item=item, sha256=image.sha256, width=image.width, height=image.height,
                 format=image.format, notes=tuple(image.notes))

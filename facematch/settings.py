@@ -45,14 +45,19 @@ class DetectionSettings:
 
     ``custody_max_side``: custody photos are large, posed and the face fills much of the frame, so the
     fast HOG detector runs on a copy downscaled to this many pixels on its long side (boxes mapped back).
+    ``probe_max_side``: probes larger than this are searched on a downscaled copy first (a 24 MP photo
+    would otherwise cost tens of seconds of HOG).
     ``upsample``: HOG upsampling passes for probes (finds faces down to ~40 px at 1).
+    ``retry_upsample``/``retry_max_side``: a more sensitive pass when nothing was found, only for images
+    no larger than ``retry_max_side`` (small CCTV stills), where it stays affordable.
     ``cnn_fallback``: run dlib's CNN detector when HOG finds nothing (slow on CPU, better off-angle).
     """
 
     custody_max_side: int = 800
+    probe_max_side: int = 1280
     upsample: int = 1
     retry_upsample: int = 2
-    retry_max_side: int = 1200
+    retry_max_side: int = 640
     cnn_fallback: bool = False
     cnn_max_side: int = 700
     landmarks: str = "68"

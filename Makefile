@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine:  `make demo` (the main job) and `make test`.
+# The virtual environment is created on first use and refreshed when pyproject.toml changes.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+# face_recognition pins `dlib`, whose source build takes ~15 minutes: it is installed with --no-deps,
+# and its real needs (dlib via the prebuilt dlib-bin wheel, face_recognition_models, Click, Pillow,
+# numpy) come from pyproject.toml.
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,report]'
+	$(BIN)/python -m pip install --quiet --no-deps face_recognition==1.3.0
+	$(BIN)/python -c "import dlib, face_recognition_models, faiss, cv2; print('facematch environment ready')"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/facematch --data-dir facematch-data/demo demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) facematch-data indexes/*/ .pytest_cache

@@ -1,0 +1,91 @@
+"""The catalogue: schema version and migrations, foreign keys, append-only audit, identity."""
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from facematch.catalogue import Catalogue
+from facematch.errors import CatalogueError, NotFound
+from facematch.schema import SCHEMA_VERSION
+from facematch.types import FaceBox, FaceRecord
+
+
+def _face(seed: int) -> FaceRecord:
+    rng = np.random.default_rng(seed)
+    return FaceRecord(box=FaceBox(1, 2, 30, 40), detector="hog", confidence=1.5,
+                      landmarks=rng.random((68, 2), dtype=np.float32),
+                      embedding=rng.random(128, dtype=np.float32), quality={"score": 50.0}, quality_score=50.0)
+
+
+def test_new_catalogue_has_current_schema_wal_and_foreign_keys(tmp_path):
+    with Catalogue(tmp_path) as cat:
+        assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert cat.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert cat.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        first_id = cat.catalogue_id
+    with Catalogue(tmp_path) as again:
+        assert again.catalogue_id == first_id  # identity survives reopening
+
+
+def test_newer_schema_is_refused(tmp_path):
+    Catalogue(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / "catalogue.sqlite3")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(CatalogueError, match="newer than this facematch understands"):
+        Catalogue(tmp_path)
+
+
+def test_audit_log_is_append_only(tmp_path):
+    with Catalogue(tmp_path) as cat:
+        cat.audit("alice", "search", {"search_id": 1})
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            cat.conn.execute("UPDATE audit_log SET actor = 'mallory'")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            cat.conn.execute("DELETE FROM audit_log")
+        assert cat.audit_entries()[0]["actor"] == "alice"
+
+
+def test_face_round_trip_and_embeddings_are_float32(tmp_path):
+    cat = Catalogue(tmp_path)
+    with cat.atomic():
+        sid = cat.subject_id("S1", create=True)
+        image_id = cat.add_image(sha256="ab" * 32, kind="custody", original_path="/x.jpg", outcome="enrolled",
+                                 reason=None, subject_id=sid)
+        face = _face(1)
+        face_id = cat.add_face(image_id, "custody", 0, face, model_name="m", model_version="v", subject_id=sid)
+        assert cat.add_image(sha256="ab" * 32, kind="custody", original_path="/copy.jpg", outcome="enrolled",
+                             reason=None) is None  # same content: not stored twice
+    stored = cat.embeddings([face_id])[face_id]
+    assert stored.dtype == np.float32 and np.array_equal(stored, face.embedding)
+    ids, vectors = next(cat.iter_embeddings("custody"))
+    assert ids.tolist() == [face_id] and vectors.shape == (1, 128)
+    assert cat.face_state("custody")["count"] == 1
+    cat.close()
+
+
+def test_transaction_rolls_back_on_error(tmp_path):
+    with Catalogue(tmp_path) as cat:
+        with pytest.raises(RuntimeError):
+            with cat.atomic():
+                cat.subject_id("S1", create=True)
+                raise RuntimeError("crash mid-batch")
+        assert cat.subject_id("S1") is None
+
+
+def test_delete_subject_cascades_and_counts_deletions(tmp_path):
+    with Catalogue(tmp_path) as cat:
+        with cat.atomic():
+            sid = cat.subject_id("S1", create=True)
+            image_id = cat.add_image(sha256="cd" * 32, kind="custody", original_path="/y.jpg",
+                                     outcome="enrolled", reason=None, subject_id=sid)
+            face_id = cat.add_face(image_id, "custody", 0, _face(2), model_name="m", model_version="v",
+                                   subject_id=sid)
+        removed = cat.delete_subject("S1", actor="records-officer", reason="retention ended")
+        assert removed == [face_id]
+        assert cat.conn.execute("SELECT COUNT(*) FROM faces").fetchone()[0] == 0
+        assert cat.face_state("custody")["deletions"] == 1
+        assert cat.audit_entries(action="retention.delete_subject")[0]["details"]["reason"] == "retention ended"
+        with pytest.raises(NotFound, match="no subject 'S1'"):
+            cat.delete_subject("S1", actor="x", reason="y")
