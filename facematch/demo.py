@@ -20,7 +20,7 @@ from .settings import Settings
 
 DEMO_SUBJECTS = [f"{n:03d}" for n in range(40, 61)]
 DEMO_VIEWS = ["Img_13.jpg", "Img_23.jpg", "Img_33.jpg", "Img_43.jpg", "Img_53.jpg"]
-DEMO_PROBES = [("040", "Img_02.jpg"), ("045", "Img_04.jpg"), ("052", "Img_03.jpg"), ("063", "Img_02.jpg")]
+DEMO_PROBES = [("040", "Img_03.jpg"), ("045", "Img_02.jpg"), ("052", "Img_03.jpg"), ("062", "Img_03.jpg")]
 DEMO_DISTRACTORS = 150
 
 
