@@ -87,6 +87,7 @@ def test_frontal_mugshot_is_good(frontal):
     assert q.warnings == ()
     assert q.inter_eye_px > 60 and q.face_width_px == box.width
     assert abs(q.yaw_deg) < 15 and abs(q.pitch_deg) < 15
+    assert q.frontal_face_score > 1.0
     assert probe_warning(q) is None
     assert is_fit_for_enrolment(q) == (True, ())
 
@@ -147,6 +148,21 @@ def test_mirrored_face_mirrors_yaw(dl):
     assert any(w.startswith("strongly turned (yaw") or w.startswith("turned (yaw") for w in turned.warnings)
 
 
+def test_profile_is_not_trusted_to_its_landmarks(dl):
+    """Profiles (Img_13, Img_53: -90 and +90 degrees) landmarked in the frontal view's box, as a CNN
+    detection would be: dlib still fits a frontal template, but the frontal-face score sees no face."""
+    for subject in ("042", "043"):
+        box, _ = dl.find(mugshot(subject, "Img_33"))
+        for view in ("Img_13", "Img_53"):
+            q = dl.assess(mugshot(subject, view), box)
+            assert q.frontal_face_score < 0, (subject, view, q)
+            assert q.score <= 25, (subject, view, q)
+            assert "no frontal view (profile, from above or hidden?)" in q.warnings
+            assert probe_warning(q) is not None
+            fit, reasons = is_fit_for_enrolment(q)
+            assert not fit and "no frontal view (profile, from above or hidden?)" in reasons
+
+
 def test_pitch_follows_the_rig(dl):
     """Img_32 / Img_33 / Img_34: camera 30 degrees above, level, 30 degrees below (positive = from above)."""
     for subject in ("043", "044"):
@@ -196,6 +212,8 @@ def test_round_trip_through_json(frontal, dl):
     assert isinstance(again.warnings, tuple)
     with pytest.raises(InvalidArgument, match="lacks score"):
         FaceQuality.from_dict({k: v for k, v in q.to_dict().items() if k != "score"})
+    older = FaceQuality.from_dict({k: v for k, v in q.to_dict().items() if k != "frontal_face_score"})
+    assert older.frontal_face_score is None and older.score == q.score
 
 
 def test_detector_confidence_is_kept_not_scored(dl, frontal):
