@@ -1,0 +1,533 @@
+"""FAISS index of face embeddings keyed by face id: a derived artefact, always rebuildable from the catalogue.
+
+Three kinds, chosen by `choose_index_spec` from the gallery size and a memory budget:
+
+- ``flat``: exact search over every vector (``IDMap2,Flat``); fastest to build, O(n) per query.
+- ``ivf_flat``: inverted file over k-means cells with the raw vectors in the lists (``IVF<nlist>,Flat``);
+  a query scans ``nprobe`` cells, so recall depends on ``nprobe``; distances are exact.
+- ``ivf_pq``: inverted file with product-quantised codes (``IVF<nlist>,PQ<m>x<nbits>``) in RAM; the raw
+  float32 vectors live in a file beside the index (memory-mapped once saved) and re-rank a shortlist of
+  ``shortlist_factor * k`` candidates, so returned distances are exact.
+
+Every kind returns exact Euclidean (not squared) distances and supports removal (retention deletion).
+Measured figures behind the selection rule are in docs/scale.md. Faiss's thread count is process-wide:
+set it with `set_faiss_threads`, never implicitly here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import struct
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from facematch.errors import IndexMissing, IndexStale, InvalidArgument
+
+log = logging.getLogger(__name__)
+
+__all__ = ["IndexSpec", "FaceIndex", "choose_index_spec", "set_faiss_threads", "KINDS"]
+
+KINDS = ("flat", "ivf_flat", "ivf_pq")
+#: Largest gallery searched exhaustively: Flat single-query p50 was 4.7 ms at 100k (1 thread, docs/scale.md).
+FLAT_MAX_VECTORS = 100_000
+#: RAM allowed for an index when the caller gives no budget (the 10M-vector target of docs/scale.md).
+DEFAULT_MEMORY_BUDGET_BYTES = 4 * 2**30
+_DEFAULTS = {
+    "flat": {},
+    "ivf_flat": {"nlist": 1024, "nprobe": 32, "train_size": None, "seed": 1234},
+    "ivf_pq": {"nlist": 4096, "nprobe": 32, "m": 32, "nbits": 8, "shortlist_factor": 8,
+               "train_size": None, "seed": 1234},
+}
+_FORMAT = 1
+_VEC_MAGIC = b"FMRAWVEC"
+_VEC_HEADER = 64  # magic(8) n(8) dim(8) sha256(32) padding(8)
+_CHUNK = 65536  # vectors per faiss add / file write, bounding temporary memory
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """How to build an index: ``kind`` (one of `KINDS`) and its ``params``.
+
+    Params (missing ones take defaults): ``nlist`` k-means cells, ``nprobe`` cells scanned per query,
+    ``m`` PQ sub-vectors (must divide dim) of ``nbits`` bits, ``shortlist_factor`` PQ candidates re-ranked
+    per wanted neighbour, ``train_size`` training sample (default 64 * nlist), ``seed``.
+    Raises InvalidArgument for an unknown kind or parameter.
+    """
+
+    kind: str
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise InvalidArgument(f"unknown index kind {self.kind!r}; expected one of {', '.join(KINDS)}")
+        unknown = set(self.params) - set(_DEFAULTS[self.kind])
+        if unknown:
+            raise InvalidArgument(f"unknown parameter(s) for {self.kind} index: {', '.join(sorted(unknown))}")
+        merged = {**_DEFAULTS[self.kind], **self.params}
+        for name in ("nlist", "nprobe", "m", "nbits", "shortlist_factor"):
+            if name in merged and not (isinstance(merged[name], int) and merged[name] >= 1):
+                raise InvalidArgument(f"index parameter {name} must be a positive integer, got {merged[name]!r}")
+        object.__setattr__(self, "params", merged)
+
+
+def choose_index_spec(n_vectors: int, *, dim: int = 128, memory_budget_bytes: int | None = None) -> IndexSpec:
+    """Pick the index kind for a gallery of `n_vectors` embeddings of `dim` float32 values.
+
+    Rule (figures measured on the 2-core development machine, docs/scale.md):
+    exact ``flat`` up to FLAT_MAX_VECTORS (beyond it Flat's single-query p50 exceeds ~5 ms);
+    ``ivf_flat`` while raw vectors plus ids fit `memory_budget_bytes` (default 4 GiB);
+    ``ivf_pq`` beyond (RAM holds m+8 bytes per vector; raw vectors stay on disk for re-ranking).
+    nlist is the power of two nearest 4*sqrt(n), within [256, 8192].
+    """
+    if n_vectors < 0 or dim < 1:
+        raise InvalidArgument(f"n_vectors must be >= 0 and dim >= 1, got {n_vectors}, {dim}")
+    budget = DEFAULT_MEMORY_BUDGET_BYTES if memory_budget_bytes is None else memory_budget_bytes
+    if n_vectors <= FLAT_MAX_VECTORS:
+        return IndexSpec("flat")
+    nlist = int(min(8192, max(256, 2 ** round(math.log2(4 * math.sqrt(n_vectors))))))
+    if n_vectors * (dim * 4 + 8) <= budget:
+        return IndexSpec("ivf_flat", {"nlist": nlist, "nprobe": 32})
+    m = max(d for d in range(1, dim // 4 + 1) if dim % d == 0)
+    return IndexSpec("ivf_pq", {"nlist": nlist, "nprobe": 32, "m": m})
+
+
+def set_faiss_threads(n: int) -> None:
+    """Set the number of OpenMP threads faiss uses, process-wide (1 is best for single queries on 2 cores)."""
+    if n < 1:
+        raise InvalidArgument(f"thread count must be >= 1, got {n}")
+    faiss.omp_set_num_threads(n)
+
+
+class _RawVectors:
+    """Raw float32 vectors addressed by row: an optional read-only memmap base plus a growable RAM tail."""
+
+    def __init__(self, dim: int, base: np.ndarray | None = None):
+        self.dim = dim
+        self.base_ = np.empty((0, dim), np.float32) if base is None else base
+        self.tail_ = np.empty((0, dim), np.float32)
+        self.n_tail_ = 0
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.base_) + self.n_tail_
+
+    def append(self, vectors: np.ndarray, reserve: int = 0) -> np.ndarray:
+        """Store (n, dim) vectors; return their row numbers (n,) int64."""
+        need = self.n_tail_ + len(vectors)
+        if need > len(self.tail_):
+            grown = np.empty((max(need, reserve, int(len(self.tail_) * 1.5)), self.dim), np.float32)
+            grown[: self.n_tail_] = self.tail_[: self.n_tail_]
+            self.tail_ = grown
+        self.tail_[self.n_tail_ : need] = vectors
+        rows = np.arange(self.n_rows, self.n_rows + len(vectors), dtype=np.int64)
+        self.n_tail_ = need
+        return rows
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Vectors (len(rows), dim) float32 of the given rows."""
+        out = np.empty((len(rows), self.dim), np.float32)
+        in_base = rows < len(self.base_)
+        out[in_base] = self.base_[rows[in_base]]
+        out[~in_base] = self.tail_[rows[~in_base] - len(self.base_)]
+        return out
+
+
+def _exact_topk(queries: np.ndarray, cand_ids: np.ndarray, cand_vecs: np.ndarray, k: int):
+    """Re-rank candidates by exact Euclidean distance (float64 arithmetic).
+
+    queries (m, dim); cand_ids (m, s) int64 with -1 for none; cand_vecs (m, s, dim).
+    Returns D (m, k) float32 ascending with inf padding, I (m, k) int64 with -1 padding.
+    """
+    m, s = cand_ids.shape
+    diff = cand_vecs.astype(np.float64) - queries[:, None, :].astype(np.float64)
+    dist = np.sqrt(np.einsum("msd,msd->ms", diff, diff))
+    dist[cand_ids < 0] = np.inf
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    D = np.full((m, k), np.inf, np.float32)
+    I = np.full((m, k), -1, np.int64)
+    D[:, : order.shape[1]] = np.take_along_axis(dist, order, axis=1)
+    I[:, : order.shape[1]] = np.take_along_axis(cand_ids, order, axis=1)
+    I[~np.isfinite(D)] = -1
+    return D, I
+
+
+class FaceIndex:
+    """Embeddings keyed by int64 face id. Distances returned are EXACT Euclidean (not squared), even for
+    approximate index kinds (the shortlist is re-ranked with the raw vectors).
+
+    Concurrent `search` calls from several threads are safe while nothing calls add/remove/save.
+    """
+
+    def __init__(self, dim: int = 128, spec: IndexSpec | None = None):
+        if not (isinstance(dim, int) and dim >= 1):
+            raise InvalidArgument(f"dim must be a positive integer, got {dim!r}")
+        self.dim = dim
+        self.spec = spec if spec is not None else IndexSpec("flat")
+        if self.spec.kind == "ivf_pq" and dim % self.spec.params["m"]:
+            raise InvalidArgument(f"PQ m={self.spec.params['m']} does not divide dim={dim}")
+        self._index_ = None  # faiss index, created on first train/add
+        self._ids_ = np.empty(0, np.int64)  # sorted ids of stored vectors
+        self._rows_ = np.empty(0, np.int64)  # ivf_pq: raw-vector row of each id in _ids_
+        self._raw_ = _RawVectors(dim) if self.spec.kind == "ivf_pq" else None
+
+    def __repr__(self) -> str:
+        return f"FaceIndex(dim={self.dim}, kind={self.spec.kind!r}, ntotal={self.ntotal})"
+
+    @property
+    def ntotal(self) -> int:
+        """Number of stored vectors."""
+        return len(self._ids_)
+
+    @property
+    def is_trained(self) -> bool:
+        """False for an IVF index that has not been trained yet (use `FaceIndex.build`)."""
+        return self.spec.kind == "flat" or (self._index_ is not None and self._index_.is_trained)
+
+    def ids(self) -> np.ndarray:
+        """All stored face ids, sorted (n,) int64 (a copy)."""
+        return self._ids_.copy()
+
+    # -- building -------------------------------------------------------------------------------------
+    def _factory(self) -> faiss.Index:
+        p = self.spec.params
+        key = {"flat": "IDMap2,Flat", "ivf_flat": f"IVF{p.get('nlist')},Flat",
+               "ivf_pq": f"IVF{p.get('nlist')},PQ{p.get('m')}x{p.get('nbits')}np"}[self.spec.kind]
+        index = faiss.index_factory(self.dim, key, faiss.METRIC_L2)  # "np": no polysemous training (slow)
+        if self.spec.kind != "flat":
+            index.cp.seed = p["seed"]
+            if self.spec.kind == "ivf_pq":
+                index.pq.cp.seed = p["seed"]
+        return index
+
+    def train(self, vectors: np.ndarray) -> None:
+        """Train an IVF index (k-means cells, PQ codebooks) on a seeded sample of (n, dim) vectors.
+
+        Raises InvalidArgument if the index is not empty or there are fewer vectors than cells.
+        """
+        if self.spec.kind == "flat":
+            return
+        if self.ntotal:
+            raise InvalidArgument("cannot retrain an index that holds vectors; build a new one")
+        vectors = self._check_vectors(vectors)
+        p = self.spec.params
+        if len(vectors) < p["nlist"]:
+            raise InvalidArgument(f"{self.spec.kind} needs at least nlist={p['nlist']} training vectors, "
+                                  f"got {len(vectors)}")
+        size = min(len(vectors), p["train_size"] or 64 * p["nlist"])
+        rows = np.sort(np.random.default_rng(p["seed"]).choice(len(vectors), size, replace=False))
+        sample = np.ascontiguousarray(vectors[rows], dtype=np.float32)
+        t0 = time.perf_counter()
+        self._index_ = self._factory()
+        self._index_.train(sample)
+        log.info("trained %s on %d vectors in %.1f s", self.spec.kind, size, time.perf_counter() - t0)
+
+    @classmethod
+    def build(cls, ids, vectors, *, spec: IndexSpec | None = None) -> "FaceIndex":
+        """Index (n,) int64 `ids` with (n, dim) float32 `vectors`: train (IVF kinds) then add.
+
+        The spec defaults to `choose_index_spec(n, dim=dim)`. Deterministic for a given spec (fixed seed).
+        Raises InvalidArgument on malformed input or duplicate ids.
+        """
+        vectors = np.asarray(vectors) if not isinstance(vectors, np.ndarray) else vectors
+        if vectors.ndim != 2:
+            raise InvalidArgument(f"vectors must be (n, dim), got shape {vectors.shape}")
+        spec = spec if spec is not None else choose_index_spec(len(vectors), dim=vectors.shape[1])
+        index = cls(vectors.shape[1], spec)
+        index.train(vectors)
+        index.add(ids, vectors)
+        return index
+
+    def _check_vectors(self, vectors) -> np.ndarray:
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise InvalidArgument(f"expected vectors of shape (n, {self.dim}), got {vectors.shape}")
+        if not np.issubdtype(vectors.dtype, np.floating):
+            raise InvalidArgument(f"vectors must be floating point, got {vectors.dtype}")
+        return vectors
+
+    def _check_ids(self, ids) -> np.ndarray:
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or not (np.issubdtype(ids.dtype, np.integer) or ids.size == 0):
+            raise InvalidArgument(f"ids must be a 1-D integer array, got {ids.dtype} {ids.shape}")
+        return ids.astype(np.int64, copy=False)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add (n, dim) float32 `vectors` under (n,) int64 face `ids` (>= 0).
+
+        Raises InvalidArgument on a shape mismatch, non-finite values, a negative id, an id repeated in
+        `ids` or already stored, or an untrained IVF index.
+        """
+        ids, vectors = self._check_ids(ids), self._check_vectors(vectors)
+        if len(ids) != len(vectors):
+            raise InvalidArgument(f"{len(ids)} ids for {len(vectors)} vectors")
+        if not len(ids):
+            return
+        if ids.min() < 0:
+            raise InvalidArgument("face ids must be >= 0 (-1 marks padding in search results)")
+        order = np.argsort(ids, kind="stable")
+        sorted_new = ids[order]
+        repeated = sorted_new[1:][sorted_new[1:] == sorted_new[:-1]]
+        existing = sorted_new[np.isin(sorted_new, self._ids_)]
+        if len(repeated) or len(existing):
+            dup = np.unique(np.concatenate([repeated, existing]))
+            raise InvalidArgument(f"duplicate face id(s) {dup[:5].tolist()} ({len(dup)} in all)")
+        if not self.is_trained:
+            raise InvalidArgument(f"{self.spec.kind} index is not trained; create it with FaceIndex.build")
+        if self._index_ is None:
+            self._index_ = self._factory()
+        if not all(np.isfinite(vectors[s : s + _CHUNK]).all() for s in range(0, len(ids), _CHUNK)):
+            raise InvalidArgument("vectors contain NaN or infinity")
+        t0, rows = time.perf_counter(), [np.empty(0, np.int64)]
+        for start in range(0, len(ids), _CHUNK):
+            block = np.ascontiguousarray(vectors[start : start + _CHUNK], dtype=np.float32)
+            self._index_.add_with_ids(block, np.ascontiguousarray(ids[start : start + _CHUNK]))
+            if self._raw_ is not None:
+                rows.append(self._raw_.append(block, reserve=self._raw_.n_tail_ + len(ids) - start))
+        pos = np.searchsorted(self._ids_, sorted_new)
+        if self._raw_ is not None:
+            self._rows_ = np.insert(self._rows_, pos, np.concatenate(rows)[order])
+        self._ids_ = np.insert(self._ids_, pos, sorted_new)
+        log.info("added %d vectors to %s index in %.1f s", len(ids), self.spec.kind, time.perf_counter() - t0)
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove the vectors of (n,) int64 face `ids`; ids not stored are ignored. Returns the number removed."""
+        ids = np.unique(self._check_ids(ids))
+        present = ids[np.isin(ids, self._ids_)]
+        if not len(present):
+            return 0
+        removed = self._index_.remove_ids(faiss.IDSelectorBatch(len(present), faiss.swig_ptr(present)))
+        if removed != len(present):  # would mean faiss and _ids_ disagree: never silently continue
+            raise IndexStale(f"faiss removed {removed} of {len(present)} ids; run `facematch index rebuild`")
+        keep = ~np.isin(self._ids_, present)
+        self._ids_ = self._ids_[keep]
+        if self._raw_ is not None:
+            self._rows_ = self._rows_[keep]  # the raw rows become tombstones, dropped at the next save
+        return int(removed)
+
+    # -- searching ------------------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, k: int, *, nprobe: int | None = None,
+               shortlist_factor: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest stored vectors of each of (m, dim) float32 `queries`.
+
+        Returns D (m, k) float32 exact Euclidean distances ascending and I (m, k) int64 face ids; rows
+        with fewer than k results are padded with D=inf, I=-1. `nprobe` and `shortlist_factor` override
+        the spec's values for this call (IVF kinds; for tuning). Raises InvalidArgument on bad input.
+        """
+        queries = np.ascontiguousarray(self._check_vectors(queries), dtype=np.float32)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InvalidArgument(f"k must be a positive integer, got {k!r}")
+        if not np.isfinite(queries).all():
+            raise InvalidArgument("queries contain NaN or infinity")
+        k, m, p = int(k), len(queries), self.spec.params
+        D = np.full((m, k), np.inf, np.float32)
+        I = np.full((m, k), -1, np.int64)
+        if self.ntotal == 0 or m == 0:
+            return D, I
+        params = None
+        if self.spec.kind != "flat":
+            probe = nprobe if nprobe is not None else p["nprobe"]
+            if probe < 1:
+                raise InvalidArgument(f"nprobe must be >= 1, got {probe}")
+            params = faiss.SearchParametersIVF(nprobe=min(probe, p["nlist"]))
+        if self.spec.kind == "ivf_flat":  # the IVF-Flat scanner computes each distance directly: exact
+            D2, I = self._index_.search(queries, k, params=params)
+            D = np.sqrt(np.maximum(D2, 0)).astype(np.float32)
+            D[I < 0] = np.inf
+            return D, I
+        factor = 1 if self.spec.kind == "flat" else (shortlist_factor or p["shortlist_factor"])
+        s = min(k * factor, self.ntotal)
+        step = max(1, 2**21 // (s * self.dim))  # bounds the float64 re-ranking block to ~16 MB
+        for start in range(0, m, step):
+            block = queries[start : start + step]
+            _, cand = self._index_.search(block, s, params=params)
+            D[start : start + step], I[start : start + step] = _exact_topk(block, cand, self._vectors_of(cand), k)
+        return D, I
+
+    def _vectors_of(self, cand: np.ndarray) -> np.ndarray:
+        """Raw vectors (m, s, dim) float32 of candidate ids (m, s); zeros where the id is -1."""
+        out = np.zeros(cand.shape + (self.dim,), np.float32)
+        valid = cand >= 0
+        if self.spec.kind == "flat":
+            out[valid] = self._index_.reconstruct_batch(np.ascontiguousarray(cand[valid]))
+        else:
+            rows = self._rows_[np.searchsorted(self._ids_, cand[valid])]
+            out[valid] = self._raw_.take(rows)
+        return out
+
+    # -- persistence ----------------------------------------------------------------------------------
+    def save(self, path: Path, sidecar: dict) -> None:
+        """Write the index to `path` (.faiss) and `sidecar` plus an ``index`` entry to `path`.json, atomically.
+
+        The ``index`` key (kind, params, dim, ntotal, sha256 of the index file) is reserved and replaced.
+        ivf_pq also writes its raw vectors, sorted by id, to `path`.vectors (then memory-maps them).
+        Each file is written to a temporary name in the same folder, fsynced and renamed (sidecar last),
+        then the folder is fsynced: a crash leaves the old pair, or a torn pair that `load` refuses.
+        Raises InvalidArgument if `sidecar` is not a JSON-serialisable dict.
+        """
+        path = Path(path)
+        meta_path, vec_path = path.with_suffix(".json"), path.with_suffix(".vectors")
+        if not isinstance(sidecar, dict):
+            raise InvalidArgument(f"sidecar must be a dict, got {type(sidecar).__name__}")
+        info = {"format": _FORMAT, "kind": self.spec.kind, "params": self.spec.params, "dim": self.dim,
+                "ntotal": self.ntotal}
+        try:
+            json.dumps(sidecar)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"sidecar is not JSON-serialisable: {exc}") from None
+        t0, temps = time.perf_counter(), []
+        try:
+            tmp_index = _temp_beside(path, temps)
+            faiss.write_index(self._index_ if self._index_ is not None else self._factory(), str(tmp_index))
+            info["index_sha256"], info["index_bytes"] = _fsync_and_hash(tmp_index), tmp_index.stat().st_size
+            if self._raw_ is not None:
+                tmp_vec = _temp_beside(vec_path, temps)
+                info["vectors_sha256"] = _write_vectors(tmp_vec, self._ids_, self._rows_, self._raw_)
+            tmp_meta = _temp_beside(meta_path, temps)
+            with open(tmp_meta, "w", encoding="utf-8") as f:
+                json.dump({**sidecar, "index": info}, f, indent=2, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            if self._raw_ is not None:
+                os.replace(tmp_vec, vec_path)
+            os.replace(tmp_index, path)
+            os.replace(tmp_meta, meta_path)
+            _fsync_dir(path.parent)
+        finally:
+            for tmp in temps:
+                tmp.unlink(missing_ok=True)
+        if self._raw_ is not None:  # from now on the raw vectors are read from disk, not held in RAM
+            _, base = _open_vectors(vec_path, info)
+            self._raw_, self._rows_ = _RawVectors(self.dim, base), np.arange(self.ntotal, dtype=np.int64)
+        else:
+            vec_path.unlink(missing_ok=True)  # raw vectors of an earlier ivf_pq save
+        log.info("saved %s index (%d vectors) to %s in %.1f s", self.spec.kind, self.ntotal, path,
+                 time.perf_counter() - t0)
+
+    @classmethod
+    def load(cls, path: Path) -> tuple["FaceIndex", dict]:
+        """Read an index saved by `save`; returns it and the sidecar dict (the caller's keys plus ``index``).
+
+        Raises IndexMissing if neither file exists, IndexStale if one is missing, or the checksum, size,
+        dimension or vector count disagree with the sidecar (a torn or interrupted save).
+        """
+        path = Path(path)
+        meta_path = path.with_suffix(".json")
+        if not path.exists() and not meta_path.exists():
+            raise IndexMissing(f"no index at {path}: run `facematch index rebuild`")
+        stale = f"; run `facematch index rebuild`"
+        if not path.exists() or not meta_path.exists():
+            missing = path if not path.exists() else meta_path
+            raise IndexStale(f"index file pair is incomplete ({missing.name} is missing){stale}")
+        try:
+            doc = json.loads(meta_path.read_text(encoding="utf-8"))
+            info = doc["index"]
+            spec, dim, ntotal = IndexSpec(info["kind"], info["params"]), int(info["dim"]), int(info["ntotal"])
+            expected_sha = info["index_sha256"]
+        except (ValueError, KeyError, TypeError, InvalidArgument) as exc:
+            raise IndexStale(f"index sidecar {meta_path.name} is unreadable ({exc}){stale}") from None
+        if info.get("format") != _FORMAT:
+            raise IndexStale(f"index format {info.get('format')!r} is not {_FORMAT}{stale}")
+        if _fsync_and_hash(path, sync=False) != expected_sha:
+            raise IndexStale(f"{path.name} does not match its sidecar (checksum differs: torn or "
+                             f"interrupted save){stale}")
+        index = faiss.read_index(str(path))
+        wanted = {"flat": faiss.IndexIDMap2, "ivf_flat": faiss.IndexIVFFlat, "ivf_pq": faiss.IndexIVFPQ}
+        if index.d != dim or index.ntotal != ntotal or not isinstance(index, wanted[spec.kind]):
+            raise IndexStale(f"{path.name} holds {type(index).__name__} d={index.d} n={index.ntotal}, "
+                             f"sidecar says {spec.kind} d={dim} n={ntotal}{stale}")
+        obj = cls(dim, spec)
+        obj._index_, obj._ids_ = index, _index_ids(index)
+        if obj._raw_ is not None:
+            vec_ids, base = _open_vectors(path.with_suffix(".vectors"), info)
+            if not np.array_equal(vec_ids, obj._ids_):
+                raise IndexStale(f"raw vectors beside {path.name} hold other ids{stale}")
+            obj._raw_, obj._rows_ = _RawVectors(dim, base), np.arange(ntotal, dtype=np.int64)
+        return obj, doc
+
+
+def _index_ids(index: faiss.Index) -> np.ndarray:
+    """Sorted ids (n,) int64 stored in a faiss IDMap2 or IVF index."""
+    if isinstance(index, faiss.IndexIDMap2):
+        ids = faiss.vector_to_array(index.id_map)
+    else:
+        lists = index.invlists
+        parts = [np.empty(0, np.int64)]
+        for no in range(index.nlist):
+            size = lists.list_size(no)
+            if size:
+                ptr = lists.get_ids(no)
+                parts.append(faiss.rev_swig_ptr(ptr, size).copy())
+                lists.release_ids(no, ptr)
+        ids = np.concatenate(parts)
+    return np.sort(ids.astype(np.int64))
+
+
+def _temp_beside(path: Path, temps: list) -> Path:
+    """A new temporary file in `path`'s folder (same filesystem, so os.replace is atomic), noted in `temps`."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    temps.append(Path(name))
+    return Path(name)
+
+
+def _fsync_and_hash(path: Path, sync: bool = True) -> str:
+    """sha256 hex digest of a file, fsyncing it first when `sync`."""
+    with open(path, "rb+" if sync else "rb") as f:
+        if sync:
+            os.fsync(f.fileno())
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_vectors(path: Path, ids: np.ndarray, rows: np.ndarray, raw: _RawVectors) -> str:
+    """Write header, ids (n,) int64 and their raw vectors (n, dim) float32 to `path`; return the sha256 of
+    ids + vectors, which is also stored in the header so a file from another save is recognised."""
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        f.write(bytes(_VEC_HEADER))
+        for chunk in (ids.astype("<i8").tobytes(),):
+            digest.update(chunk)
+            f.write(chunk)
+        for start in range(0, len(ids), _CHUNK):
+            chunk = raw.take(rows[start : start + _CHUNK]).astype("<f4").tobytes()
+            digest.update(chunk)
+            f.write(chunk)
+        f.seek(0)
+        f.write(_VEC_MAGIC + struct.pack("<qq", len(ids), raw.dim) + digest.digest())
+        f.flush()
+        os.fsync(f.fileno())
+    return digest.hexdigest()
+
+
+def _open_vectors(path: Path, info: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Check a raw-vector file against the sidecar `info`; return its ids (n,) and a read-only memmap (n, dim)."""
+    n, dim = int(info["ntotal"]), int(info["dim"])
+    stale = f"raw vectors {path.name} do not match the index sidecar"
+    if not path.exists():
+        raise IndexStale(f"raw vectors {path.name} are missing; run `facematch index rebuild`")
+    with open(path, "rb") as f:
+        header = f.read(_VEC_HEADER)
+    size = _VEC_HEADER + n * 8 + n * dim * 4
+    if (len(header) < 56 or header[:8] != _VEC_MAGIC or struct.unpack("<qq", header[8:24]) != (n, dim)
+            or header[24:56].hex() != info.get("vectors_sha256") or path.stat().st_size != size):
+        raise IndexStale(f"{stale} (torn or interrupted save); run `facematch index rebuild`")
+    ids = np.fromfile(path, dtype="<i8", count=n, offset=_VEC_HEADER).astype(np.int64)
+    if n == 0:
+        return ids, np.empty((0, dim), np.float32)
+    return ids, np.memmap(path, dtype="<f4", mode="r", offset=_VEC_HEADER + n * 8, shape=(n, dim))
