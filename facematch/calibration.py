@@ -1,11 +1,314 @@
-"""Calibration of the review bands (placeholder until the calibration module lands): uncalibrated defaults."""
+"""Calibration of the review bands: thresholds measured for target false-match rates, and their file.
+
+A calibration turns distances of comparisons between *different* people (non-mated comparisons) from
+one or more labelled data sets into the band thresholds search uses: each band's threshold is the
+largest distance whose false-match rate (FMR) does not exceed its target (defaults: strong 1e-4,
+possible 1e-3, weak 1e-2), computed exactly as :func:`facematch.evaluation.metrics.threshold_for_fmr`.
+
+Several data sets combine conservatively: the FMR curve is the upper envelope of the sets' curves
+(at each distance, the highest FMR any set shows), so each threshold is the smallest of the sets'
+thresholds and meets its target on every set.
+
+Rule of three: with n non-mated comparisons and no false match seen, FMR < 3/n is all one can claim
+at 95% confidence, so a target below 3/n (n of the smallest set) is *not supported*. It is refused with
+``strict``; otherwise the band falls back to just below the smallest non-mated distance seen (no false
+match on any set) and is marked unsupported, with a warning.
+
+The calibration file (JSON, ``schema: facematch.calibration``) records its provenance: data sets and
+counts, date, model name and version, pipeline settings, targets, thresholds per set, warnings, and a
+downsampled FMR curve of ``(distance, fmr)`` points that search interpolates for each candidate's
+estimated FMR. :func:`load_band_scheme` finds and validates it.
+"""
 
 from __future__ import annotations
 
-from .bands import BandScheme
-from .settings import Settings
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .bands import BANDS, BandScheme
+from .errors import CalibrationError, InvalidArgument
+from .settings import BandThresholds, Settings
+
+__all__ = ["DEFAULT_TARGETS", "CALIBRATION_FILE_NAME", "SCHEMA", "SCHEMA_VERSION", "RULE_OF_THREE", "ScoreSample", "pairwise_sample",
+           "compute_calibration", "write_calibration", "read_calibration", "band_scheme_from_calibration",
+           "calibration_path", "load_band_scheme"]
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "facematch.calibration"
+SCHEMA_VERSION = 1
+#: Target false-match rate of each review band.
+DEFAULT_TARGETS = {"strong": 1e-4, "possible": 1e-3, "weak": 1e-2}
+#: With n comparisons and none false, 3/n is the 95% upper bound on the rate (the "rule of three").
+RULE_OF_THREE = 3.0
+CALIBRATION_FILE_NAME = "calibration.json"
+_EPS = 1e-9  # as metrics._EPS: floor(target * n) robust to binary rounding
+_TAIL_EDGES = np.linspace(0.0, 2.0, 4001)  # 0.0005 steps: dlib descriptor distances stay below ~1.6
+
+
+@dataclass
+class ScoreSample:
+    """Comparison distances from one labelled data set.
+
+    ``nonmated_low``: ascending ``(k,) float64``, every non-mated distance ``<= cap`` (all of them when
+    ``cap`` is inf); ``n_nonmated``: how many non-mated comparisons there were in all. Above ``cap`` the
+    FMR comes from ``tail_cumulative`` (non-mated counts below each of ``_TAIL_EDGES``). ``mated``
+    ``(m,)`` distances (may be empty) give the true-accept rate at each threshold. ``counts`` is provenance.
+    """
+
+    name: str
+    description: str
+    n_nonmated: int
+    nonmated_low: np.ndarray
+    cap: float = math.inf
+    mated: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    tail_cumulative: np.ndarray | None = None
+    counts: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_distances(cls, name: str, description: str, nonmated, mated=(), **counts) -> "ScoreSample":
+        """A sample holding every non-mated distance ``(n,)``; raises CalibrationError when n = 0."""
+        values = np.sort(np.asarray(nonmated, dtype=np.float64).ravel())
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            raise CalibrationError(f"{name}: no non-mated comparisons: nothing to calibrate on")
+        return cls(name, description, int(values.size), values, math.inf,
+                   np.asarray(mated, dtype=np.float64).ravel(), None, dict(counts))
+
+    def fmr(self, distance) -> np.ndarray:
+        """FMR at each distance: the fraction of non-mated comparisons at or below it."""
+        d = np.asarray(distance, dtype=np.float64)
+        low = np.searchsorted(self.nonmated_low, d, side="right") / self.n_nonmated
+        if self.tail_cumulative is None:
+            return low
+        tail = np.interp(d, _TAIL_EDGES, self.tail_cumulative) / self.n_nonmated
+        return np.where(d <= self.cap, low, np.maximum(low, tail))
+
+    def threshold(self, target: float) -> float:
+        """Largest distance with FMR <= ``target``; NaN when target < 1/n (no false match allowed)."""
+        k = int(math.floor(target * self.n_nonmated + _EPS))
+        if k == 0:
+            return math.nan
+        if k >= self.nonmated_low.size:
+            raise CalibrationError(f"{self.name}: target FMR {target:g} lies above the stored part of the "
+                                   f"non-mated distances (cap {self.cap:.3f})")
+        return float(np.nextafter(self.nonmated_low[k], -np.inf))
+
+    def curve_distances(self, n_points: int = 120) -> np.ndarray:
+        """Distances where this sample's FMR steps, spaced geometrically in FMR (for the stored curve)."""
+        ranks = np.unique(np.round(np.geomspace(1, self.nonmated_low.size, n_points)).astype(int))
+        points = self.nonmated_low[ranks - 1]
+        if self.tail_cumulative is not None:
+            beyond = _TAIL_EDGES[(_TAIL_EDGES > self.cap) & (self.tail_cumulative < self.n_nonmated)][::40]
+            points = np.concatenate([points, beyond])
+        return points
+
+
+def pairwise_sample(embeddings: np.ndarray, labels, *, name: str, description: str, keep_fmr: float = 0.05,
+                    block: int = 512, **counts) -> ScoreSample:
+    """All comparisons between the rows of ``embeddings`` ``(n, 128)``: mated when labels match.
+
+    There are n(n-1)/2 comparisons (29.6 million for LFW's 7,701 pair images), so two passes bound the
+    memory: a histogram of every non-mated distance, then the exact distances up to the one where the FMR
+    reaches ``keep_fmr`` (above the largest band target). Distances are Euclidean, as face_distance.
+    """
+    x = np.asarray(embeddings, dtype=np.float64)
+    lab = np.asarray(labels)
+    if x.ndim != 2 or x.shape[0] != lab.shape[0] or x.shape[0] < 2:
+        raise InvalidArgument("embeddings must be (n, d) with n >= 2 and one label per row")
+    hist = np.zeros(_TAIL_EDGES.size - 1, dtype=np.int64)
+    mated: list[np.ndarray] = []
+    for d, same in _pair_blocks(x, lab, block):
+        hist += np.histogram(np.clip(d[~same], 0.0, _TAIL_EDGES[-1]), bins=_TAIL_EDGES)[0]
+        mated.append(d[same])
+    cumulative = np.concatenate([[0], np.cumsum(hist)]).astype(np.float64)
+    n = int(cumulative[-1])
+    if n == 0:
+        raise CalibrationError(f"{name}: every row has the same label: no non-mated comparison")
+    cap = float(_TAIL_EDGES[min(np.searchsorted(cumulative, keep_fmr * n, side="left") + 1, _TAIL_EDGES.size - 1)])
+    low = np.sort(np.concatenate([d[~same][d[~same] <= cap] for d, same in _pair_blocks(x, lab, block)]))
+    return ScoreSample(name, description, n, low, cap, np.concatenate(mated), cumulative, dict(counts))
+
+
+def _pair_blocks(x: np.ndarray, labels: np.ndarray, block: int):
+    """Distances ``d`` and same-label flags of pairs (i, j), i < j, a block of rows at a time."""
+    sq = np.einsum("ij,ij->i", x, x)
+    for start in range(0, x.shape[0], block):
+        rows = slice(start, min(start + block, x.shape[0]))
+        d2 = sq[rows, None] + sq[None, :] - 2.0 * x[rows] @ x.T
+        i, j = np.triu_indices(rows.stop - start, k=1, m=x.shape[0] - start)
+        j = j + start
+        d = np.sqrt(np.maximum(d2[i, j], 0.0))
+        yield d, labels[rows][i] == labels[j]
+
+
+# --------------------------------------------------------------------------------------- computing
+
+def _check_targets(targets: dict) -> dict[str, float]:
+    if set(targets) != set(BANDS):
+        raise InvalidArgument(f"targets must name the bands {', '.join(BANDS)}, got {sorted(targets)}")
+    values = {b: float(targets[b]) for b in BANDS}
+    if not all(0 < v < 1 for v in values.values()):
+        raise InvalidArgument(f"target FMRs must lie between 0 and 1, got {values}")
+    if not values["strong"] <= values["possible"] <= values["weak"]:
+        raise InvalidArgument(f"target FMRs must satisfy strong <= possible <= weak, got {values}")
+    return values
+
+
+def _band_entry(band: str, target: float, samples: list[ScoreSample], strict: bool,
+                warnings: list[str]) -> dict:
+    n_min = min(s.n_nonmated for s in samples)
+    smallest = min(samples, key=lambda s: s.n_nonmated)
+    supported = target >= RULE_OF_THREE / n_min - _EPS
+    if supported:
+        threshold = min(s.threshold(target) for s in samples)
+    else:
+        message = (f"{band} band: target FMR {target:g} is below what {n_min:,} non-mated comparisons "
+                   f"({smallest.name}) can support (rule of three: >= {RULE_OF_THREE / n_min:.2g}; "
+                   f"needs {math.ceil(RULE_OF_THREE / target):,} comparisons)")
+        if strict:
+            raise CalibrationError(message)
+        threshold = min(float(np.nextafter(s.nonmated_low[0], -np.inf)) for s in samples)
+        warnings.append(message + "; threshold set just below the smallest non-mated distance seen")
+        log.warning(warnings[-1])
+    if not threshold > 0:
+        raise CalibrationError(f"{band} band: threshold {threshold} is not positive: a non-mated distance "
+                               "of 0 (the same image under two names?)")
+    per_source = {s.name: {"threshold": None if math.isnan(t := s.threshold(target)) else t,
+                           "fmr_at_threshold": float(s.fmr(threshold)),
+                           "tar_at_threshold": float(np.mean(s.mated <= threshold)) if s.mated.size else None}
+                  for s in samples}
+    return {"band": band, "target_fmr": target, "threshold": threshold, "supported": bool(supported),
+            "min_supported_fmr": RULE_OF_THREE / n_min, "per_source": per_source}
+
+
+def _envelope_curve(samples: list[ScoreSample], extra: list[float]) -> list[list[float]]:
+    grid = np.unique(np.concatenate([s.curve_distances() for s in samples] + [np.asarray(extra, float)]))
+    grid = grid[grid > 0]
+    fmr = np.max([s.fmr(grid) for s in samples], axis=0)
+    fmr = np.maximum.accumulate(fmr)
+    return [[float(d), float(f)] for d, f in zip(grid, fmr)]
+
+
+def compute_calibration(samples: list[ScoreSample], *, targets: dict | None = None, strict: bool = False,
+                        settings: Settings | None = None, dataset: str | None = None,
+                        created_at: str | None = None) -> dict:
+    """The calibration document for ``samples`` (one per labelled data set).
+
+    ``targets`` maps each band to its target FMR (default :data:`DEFAULT_TARGETS`). Raises
+    CalibrationError when a target is unsupported and ``strict`` (see the module docstring) or no sample
+    has non-mated comparisons; InvalidArgument for bad targets.
+    """
+    from .face_models import MODEL_NAME, model_version
+
+    if not samples:
+        raise CalibrationError("no labelled data set to calibrate on")
+    targets = _check_targets(targets or DEFAULT_TARGETS)
+    warnings: list[str] = []
+    bands = [_band_entry(b, targets[b], samples, strict, warnings) for b in BANDS]
+    thresholds = {e["band"]: e["threshold"] for e in bands}
+    BandThresholds(**thresholds)  # ordered by construction; validated all the same
+    return {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+        "created_at": created_at or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "dataset": dataset or " + ".join(s.name for s in samples),
+        "model": {"name": MODEL_NAME, "version": model_version()},
+        "pipeline": settings.describe_pipeline() if settings else None,
+        "targets": targets, "thresholds": thresholds, "bands": bands,
+        "rule_of_three": {"n_nonmated_smallest_set": min(s.n_nonmated for s in samples),
+                          "min_supported_fmr": RULE_OF_THREE / min(s.n_nonmated for s in samples)},
+        "sources": [{"name": s.name, "description": s.description, "n_nonmated": s.n_nonmated,
+                     "n_mated": int(s.mated.size), **s.counts} for s in samples],
+        "combination": "upper envelope of the data sets' FMR curves (each threshold meets its target on every set)",
+        "warnings": warnings,
+        "fmr_curve": _envelope_curve(samples, list(thresholds.values())),
+    }
+
+
+# ------------------------------------------------------------------------------------------ the file
+
+def write_calibration(doc: dict, path: str | Path) -> Path:
+    """Write ``doc`` as JSON (atomically: temporary file, then rename); creates the folder. Returns path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def read_calibration(path: str | Path) -> dict:
+    """Read and validate a calibration file for the model in use.
+
+    Raises CalibrationError for an unreadable file, a wrong schema, a model name or version other than
+    the one embeddings are made with, thresholds out of order, or a malformed FMR curve.
+    """
+    from .face_models import MODEL_NAME, model_version
+
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CalibrationError(f"calibration file {path}: cannot read it ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise CalibrationError(f"calibration file {path}: not a facematch calibration (schema {SCHEMA!r})")
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        raise CalibrationError(f"calibration file {path}: schema version {doc.get('schema_version')} is not "
+                               f"supported (expected {SCHEMA_VERSION})")
+    model = doc.get("model") or {}
+    if model.get("name") != MODEL_NAME or model.get("version") != model_version():
+        raise CalibrationError(f"calibration file {path} was made for model {model.get('name')} "
+                               f"{model.get('version')}, but embeddings are made with {MODEL_NAME} "
+                               f"{model_version()}: run `facematch calibrate` again")
+    try:
+        BandThresholds(**{b: float(doc["thresholds"][b]) for b in BANDS})
+        curve = [(float(d), float(f)) for d, f in doc["fmr_curve"]]
+    except (KeyError, TypeError, ValueError, InvalidArgument) as exc:
+        raise CalibrationError(f"calibration file {path}: bad thresholds or FMR curve ({exc})") from exc
+    if not curve or any(b[0] < a[0] or b[1] < a[1] for a, b in zip(curve, curve[1:])) \
+            or not all(0.0 <= f <= 1.0 for _, f in curve):
+        raise CalibrationError(f"calibration file {path}: the FMR curve must be non-empty, ascending in "
+                               "distance, non-decreasing in FMR and within 0..1")
+    return doc
+
+
+def band_scheme_from_calibration(doc: dict, path: str | Path) -> BandScheme:
+    """The :class:`BandScheme` search uses for a validated calibration document."""
+    thresholds = BandThresholds(**{b: float(doc["thresholds"][b]) for b in BANDS})
+    return BandScheme(
+        thresholds, True, f"calibration {path} ({doc.get('dataset', 'unknown data')}, {doc.get('created_at')})",
+        fmr_curve=tuple((float(d), float(f)) for d, f in doc["fmr_curve"]),
+        target_fmr=tuple((b, float(doc["targets"][b])) for b in BANDS if b in doc.get("targets", {})))
+
+
+def calibration_path(settings: Settings) -> Path | None:
+    """``settings.calibration_file`` if set, else ``<data_dir>/calibration.json`` if it exists, else None."""
+    if settings.calibration_file is not None:
+        return Path(settings.calibration_file)
+    default = Path(settings.data_dir) / CALIBRATION_FILE_NAME
+    return default if default.is_file() else None
 
 
 def load_band_scheme(settings: Settings) -> BandScheme:
-    """The band scheme search uses: the uncalibrated defaults of ``settings.bands``."""
-    return BandScheme.uncalibrated(settings.bands)
+    """The band scheme search uses: the calibration file when there is one, else uncalibrated defaults.
+
+    Raises CalibrationError when a configured file is missing or invalid (see :func:`read_calibration`):
+    a broken calibration must not silently fall back to defaults.
+    """
+    path = calibration_path(settings)
+    if path is None:
+        return BandScheme.uncalibrated(settings.bands)
+    if not path.is_file():
+        raise CalibrationError(f"calibration file {path} does not exist (FACEMATCH_CALIBRATION or settings)")
+    doc = read_calibration(path)
+    if doc.get("pipeline") is not None and \
+            json.dumps(doc["pipeline"], sort_keys=True) != json.dumps(settings.describe_pipeline(), sort_keys=True):
+        log.warning("calibration %s was measured with other pipeline settings (%s) than in use (%s)",
+                    path, doc["pipeline"], settings.describe_pipeline())
+    return band_scheme_from_calibration(doc, path)

@@ -1,0 +1,142 @@
+"""The standard evaluations of docs/evaluation.md, by name, over the shared face data.
+
+    python scripts/evaluate.py frmdb                 # frmdb-dev CCTV protocol: facematch vs baseline
+    python scripts/evaluate.py lfw                   # LFW View 2, 10 folds: facematch vs baseline
+    python scripts/evaluate.py lfw --folds 3         # the first 3 folds only (a partial run)
+    python scripts/evaluate.py lfw --fixed-box --no-baseline   # LFW-only fixed-box fallback
+    python scripts/evaluate.py lfw-boxes             # median detected box on LFW (for --fixed-box)
+    python scripts/evaluate.py calibrate             # frmdb-dev + LFW calibration -> docs/calibration-dev.json
+
+Everything is done by the library (facematch.evaluation.runner, facematch.calibration); this script only
+names the data and the output folders. Embeddings are cached in .cache/facematch-eval, so a second run,
+or a calibration after an evaluation, re-embeds nothing. Run long ones with `nice -n 10`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from facematch.calibration import compute_calibration, write_calibration  # noqa: E402
+from facematch.evaluation import runner  # noqa: E402
+from facematch.evaluation.embed_cache import DEFAULT_CACHE_DIR, EmbeddingCache, SystemSpec, embed_images  # noqa: E402
+from facematch.bands import BandScheme  # noqa: E402
+from facematch.settings import Settings  # noqa: E402
+
+log = logging.getLogger("evaluate")
+DATA = Path(os.environ.get("FACEMATCH_TEST_DATA", REPO.parent / "shared" / "data"))
+FRMDB_PROTOCOL = DATA / "protocols" / "frmdb-dev-cctv.json"
+LFW_PAIRS = DATA / "lfw" / "pairs.txt"
+#: Median box facematch's detector finds on the LFW pair images (`evaluate.py lfw-boxes`), used as the
+#: fixed-box fallback of the LFW-specific protocol option.
+LFW_FIXED_BOX = (67, 74, 182, 189)
+
+
+def _settings(args) -> Settings:
+    settings = Settings.from_env(workers=args.workers)
+    if args.num_jitters:
+        settings = settings.replace(embedding=dataclasses.replace(settings.embedding, num_jitters=args.num_jitters))
+    return settings
+
+
+def _systems(args, settings: Settings) -> list[SystemSpec]:
+    return runner.default_systems(settings, baseline=not args.no_baseline,
+                                  fallback_box=LFW_FIXED_BOX if getattr(args, "fixed_box", False) else None)
+
+
+def _progress(what: str, done: int, total: int) -> None:
+    if done == total or done % 500 == 0:
+        log.info("%s: %d/%d", what, done, total)
+
+
+def run_frmdb(args, cache: EmbeddingCache) -> None:
+    settings = _settings(args)
+    protocol = runner.load_source(FRMDB_PROTOCOL)
+    evaluation = runner.evaluate_protocol(protocol, _systems(args, settings), scheme=_scheme(args), cache=cache,
+                                          workers=settings.workers, n_boot=args.n_boot, progress=_progress)
+    print(evaluation.write(args.output or REPO / "reports" / "frmdb-dev-cctv")["markdown"])
+
+
+def run_lfw(args, cache: EmbeddingCache) -> None:
+    settings = _settings(args)
+    pairs = runner.load_source(LFW_PAIRS)
+    if args.folds:
+        pairs = [p for p in pairs if p.fold < args.folds]
+    name = f"LFW View 2 pairs ({args.folds or 10} folds{', fixed-box fallback' if args.fixed_box else ''})"
+    evaluation = runner.evaluate_pairs(pairs, _systems(args, settings), scheme=_scheme(args), name=name,
+                                       cache=cache, workers=settings.workers, n_boot=args.n_boot,
+                                       progress=_progress)
+    suffix = ("-fixed-box" if args.fixed_box else "") + (f"-jitter{args.num_jitters}" if args.num_jitters else "")
+    print(evaluation.write(args.output or REPO / "reports" / f"lfw{suffix}")["markdown"])
+
+
+def run_lfw_boxes(args, cache: EmbeddingCache) -> None:
+    """Median (left, top, right, bottom) of the faces facematch detects on the LFW pair images."""
+    import numpy as np
+
+    settings = _settings(args)
+    pairs = runner.load_source(LFW_PAIRS)
+    paths = list(dict.fromkeys([p.path_a for p in pairs] + [p.path_b for p in pairs]))
+    entries = embed_images(paths, SystemSpec.facematch(settings), purpose="probe", cache=cache,
+                           workers=settings.workers)
+    boxes = np.array([e.box for e in entries if e.acquired and e.detector == "hog"])
+    print(f"{len(boxes)} HOG boxes of {len(paths)} images; median (left, top, right, bottom): "
+          f"{tuple(int(v) for v in np.median(boxes, axis=0))}; "
+          f"IQR of width: {np.percentile(boxes[:, 2] - boxes[:, 0], [25, 75])}")
+
+
+def run_calibrate(args, cache: EmbeddingCache) -> None:
+    settings = _settings(args)
+    system = SystemSpec.facematch(settings)
+    samples = [
+        runner.calibration_sample(runner.load_source(FRMDB_PROTOCOL), system, name="frmdb-dev-cctv", cache=cache,
+                                  workers=settings.workers, progress=_progress),
+        runner.calibration_sample(runner.load_source(LFW_PAIRS), system, name="lfw-pairs-all", cache=cache,
+                                  workers=settings.workers, progress=_progress),
+    ]
+    doc = compute_calibration(samples, settings=settings, dataset="frmdb-dev-cctv + LFW pair images (dev)")
+    path = write_calibration(doc, args.output or REPO / "docs" / "calibration-dev.json")
+    print(f"wrote {path}: thresholds {doc['thresholds']}")
+    for band in doc["bands"]:
+        print(f"  {band['band']}: target FMR {band['target_fmr']:g} -> distance <= {band['threshold']:.4f} "
+              f"(supported: {band['supported']}); per source {band['per_source']}")
+    for w in doc["warnings"]:
+        print(f"  warning: {w}")
+
+
+def _scheme(args) -> BandScheme:
+    if args.calibration:
+        from facematch.calibration import load_band_scheme
+
+        return load_band_scheme(Settings(calibration_file=Path(args.calibration)))
+    return BandScheme.uncalibrated()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", choices=["frmdb", "lfw", "lfw-boxes", "calibrate"])
+    parser.add_argument("--output", type=Path, help="Report folder (calibrate: the JSON file).")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--n-boot", type=int, default=1000, help="Bootstrap replicates (0: no intervals).")
+    parser.add_argument("--folds", type=int, help="LFW: evaluate the first N folds only.")
+    parser.add_argument("--fixed-box", action="store_true", help=f"LFW: fall back to the box {LFW_FIXED_BOX}.")
+    parser.add_argument("--num-jitters", type=int, help="facematch: descriptor jitters (default: settings).")
+    parser.add_argument("--no-baseline", action="store_true", help="Skip the face_recognition baseline.")
+    parser.add_argument("--calibration", help="Calibration file whose bands the report uses.")
+    parser.add_argument("--cache-dir", type=Path, default=REPO / DEFAULT_CACHE_DIR)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss").setLevel(logging.WARNING)
+    cache = EmbeddingCache(args.cache_dir)
+    {"frmdb": run_frmdb, "lfw": run_lfw, "lfw-boxes": run_lfw_boxes, "calibrate": run_calibrate}[args.run](args, cache)
+
+
+if __name__ == "__main__":
+    main()
