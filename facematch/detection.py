@@ -43,7 +43,7 @@ def detect_faces(
 
 def _stages(settings: DetectionSettings, purpose: str):
     if purpose == "custody":
-        stages = [_hog_downscaled, _hog_retry]
+        stages = [_hog_downscaled, _hog_custody_fine]
     elif purpose == "probe":
         stages = [_hog_probe, _hog_retry]
     else:
@@ -54,8 +54,36 @@ def _stages(settings: DetectionSettings, purpose: str):
 
 
 def _hog_downscaled(models, pixels, settings):
+    """Custody, first pass: HOG without upsampling on a copy at most ``custody_detect_side`` px long.
+
+    A custody photo is a posed portrait whose face spans at least about a quarter of the longer side,
+    so at 320 px the face is 80 px or more, the HOG window's size: no upsampling is needed, and the
+    pass costs ~18 ms instead of ~100 ms for upsampled HOG on a 400 px crop. Images no longer than half
+    ``custody_detect_side`` are upsampled once. Hits scoring above ``custody_threshold`` count (a
+    little below dlib's 0: it keeps the half-profile views that upsampled HOG also finds).
+    """
+    small, scale = downscale_for_detection(pixels, settings.custody_detect_side)
+    upsample = 1 if 2 * max(small.shape[:2]) <= settings.custody_detect_side else 0
+    return _hog_thresholded(models, small, upsample, settings.custody_threshold, scale, "hog")
+
+
+def _hog_custody_fine(models, pixels, settings):
+    """Custody, on a miss: faces under a quarter of the frame (an uncropped photo, a wide shot).
+
+    HOG without upsampling on a copy at most ``custody_max_side`` px long, run only when that copy is at
+    least twice as large as the first pass's (it then finds faces half the size; a copy closer in size
+    would only repeat the first pass at the cost of a slower one).
+    """
+    longer = max(pixels.shape[:2])
+    if min(longer, settings.custody_max_side) < 2 * min(longer, settings.custody_detect_side):
+        return []
     small, scale = downscale_for_detection(pixels, settings.custody_max_side)
-    return _hog(models, small, upsample=settings.upsample if scale == 1.0 else 0, scale=scale, name="hog")
+    return _hog_thresholded(models, small, 0, settings.custody_threshold, scale, "hog-fine")
+
+
+def _hog_thresholded(models, pixels, upsample: int, threshold: float, scale: float, name: str):
+    rects, scores, _ = models.hog_detector.run(np.ascontiguousarray(pixels), upsample, threshold)
+    return [Detection(_scaled_box(r, scale), name, float(s)) for r, s in zip(rects, scores)]
 
 
 def _hog_probe(models, pixels, settings):

@@ -43,8 +43,11 @@ class BandThresholds:
 class DetectionSettings:
     """How faces are found.
 
-    ``custody_max_side``: custody photos are large, posed and the face fills much of the frame, so the
-    fast HOG detector runs on a copy downscaled to this many pixels on its long side (boxes mapped back).
+    ``custody_detect_side``/``custody_threshold``: custody photos are posed portraits whose face spans
+    at least about a quarter of the frame, so HOG runs without upsampling on a copy at most this many
+    pixels long (boxes mapped back), keeping hits that score above the threshold (dlib's default is 0).
+    ``custody_max_side``: when that finds nothing in a large photo, a second pass at this size looks
+    for smaller faces (an uncropped photo).
     ``probe_max_side``: probes larger than this are searched on a downscaled copy first (a 24 MP photo
     would otherwise cost tens of seconds of HOG).
     ``upsample``: HOG upsampling passes for probes (finds faces down to ~40 px at 1).
@@ -53,6 +56,8 @@ class DetectionSettings:
     ``cnn_fallback``: run dlib's CNN detector when HOG finds nothing (slow on CPU, better off-angle).
     """
 
+    custody_detect_side: int = 320
+    custody_threshold: float = -0.2
     custody_max_side: int = 800
     probe_max_side: int = 1280
     upsample: int = 1
