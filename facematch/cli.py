@@ -341,6 +341,16 @@ def demo(ctx, workers, data_root):
     run_demo(ctx.obj["settings"], workers=workers, data_root=data_root, echo=click.echo)
 
 
+def _register_evaluation_commands():
+    from .cli_evaluation import COMMANDS
+
+    for command in COMMANDS:
+        cli.add_command(command)
+
+
+_register_evaluation_commands()
+
+
 def main():
     cli(prog_name="facematch")
 
