@@ -1,8 +1,9 @@
 """Face detection: a cascade of dlib detectors with boxes mapped back to original pixels.
 
 Custody photos are large and posed, so the fast HOG detector runs on a downscaled copy. Probes
-(crime-scene stills) are small and hard, so they get upsampled HOG passes and, where enabled, the CNN
-detector, but only when the cheaper stage found nothing.
+(crime-scene stills) are small and hard, so they get a cascade of ever more sensitive and costly
+stages (upsampled HOG, then dlib's CNN detector on a rescaled copy), each run only when the cheaper
+ones found nothing, and only while the probe's time budget allows (see :func:`detect_faces`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
+import cv2
 import numpy as np
 
 from .face_models import DlibModels
@@ -19,38 +21,88 @@ from .types import Detection, FaceBox
 
 log = logging.getLogger(__name__)
 
+#: CPU seconds per processed pixel on one core of the 2-core development machine, image pyramid included
+#: (measured on the FRMDB CCTV crops, docs/cctv-probes.md): dlib's CNN detector (0.20 s at 160x160,
+#: 0.81 s at 320x320) and its HOG detector (per pixel after upsampling). They keep stages within budget.
+CNN_SECONDS_PER_PIXEL = 7.8e-6
+HOG_SECONDS_PER_PIXEL = 2.8e-7
+
 
 def detect_faces(
-    models: DlibModels, pixels: np.ndarray, settings: DetectionSettings, *, purpose: str
+    models: DlibModels, pixels: np.ndarray, settings: DetectionSettings, *, purpose: str,
+    budget_s: float | None = None,
 ) -> list[Detection]:
     """Find faces in an RGB image with the cascade suited to ``purpose`` ("custody" or "probe").
 
-    Parameters: ``pixels`` is ``(H, W, 3) uint8`` RGB. Returns detections in original-image pixel
+    Parameters: ``pixels`` is ``(H, W, 3) uint8`` RGB; ``budget_s`` caps the CPU seconds (of this
+    thread, model loading excluded) the probe cascade may spend (default ``settings.probe_budget_s``):
+    a stage whose estimated cost would overrun what is left is skipped. CPU time rather than wall time
+    keeps the result the same on a busy machine. Returns detections in original-image pixel
     coordinates, largest first. Stages run in order and stop at the first that finds a face.
     """
     height, width = pixels.shape[:2]
-    for stage in _stages(settings, purpose):
-        started = time.perf_counter()
+    budget = settings.probe_budget_s if budget_s is None else budget_s
+    spent = 0.0
+    for name, stage in _stages(settings, purpose):
+        estimate = _estimated_cost(name, pixels.shape, settings)
+        if purpose == "probe" and spent + estimate > budget:
+            log.debug("stage %s skipped: %.2f s spent, about %.2f s needed, budget %.2f s",
+                      name, spent, estimate, budget)
+            continue
+        getattr(models, "cnn_detector" if name.startswith("cnn") else "hog_detector")  # load outside the clock
+        stage_started = time.thread_time()
         found = stage(models, pixels, settings)
-        log.debug("stage %s: %d faces in %.3f s", stage.__name__, len(found), time.perf_counter() - started)
-        if found:
-            boxes = [d for d in found if d.box.clipped(width, height).area > 0]
+        took = time.thread_time() - stage_started
+        spent += took
+        log.debug("stage %s: %d faces in %.3f s CPU", name, len(found), took)
+        boxes = [d for d in found if d.box.clipped(width, height).area > 0]
+        if boxes:
             for d in boxes:
                 d.box = d.box.clipped(width, height)
             return sorted(boxes, key=lambda d: d.box.area, reverse=True)
     return []
 
 
+def probe_stage_names(settings: DetectionSettings) -> list[str]:
+    """Names of the probe cascade's stages, in the order they run."""
+    return [name for name, _ in _stages(settings, "probe")]
+
+
+def run_probe_stage(name: str, models: DlibModels, pixels: np.ndarray,
+                    settings: DetectionSettings) -> list[Detection]:
+    """Run one probe stage alone (for measuring each stage's recall and cost); original-pixel boxes."""
+    stages = dict(_stages(settings, "probe"))
+    if name not in stages:
+        raise ValueError(f"unknown probe stage {name!r}; stages are {sorted(stages)}")
+    return stages[name](models, pixels, settings)
+
+
 def _stages(settings: DetectionSettings, purpose: str):
     if purpose == "custody":
-        stages = [_hog_downscaled, _hog_custody_fine]
+        stages = [("hog", _hog_downscaled), ("hog-fine", _hog_custody_fine)]
     elif purpose == "probe":
-        stages = [_hog_probe, _hog_retry]
+        if settings.cnn_fallback:
+            stages = [("hog", _hog_probe), ("cnn", _cnn), ("cnn-upsampled", _cnn_upsampled),
+                      ("hog-upsampled", _hog_retry)]
+        else:
+            stages = [("hog", _hog_probe), ("hog-upsampled", _hog_retry)]
     else:
         raise ValueError(f"unknown detection purpose {purpose!r}")
-    if settings.cnn_fallback:
-        stages.append(_cnn)
     return stages
+
+
+def _estimated_cost(name: str, shape: tuple, settings: DetectionSettings) -> float:
+    """Expected CPU seconds of a probe stage on an image of ``shape``, from the pixels it processes."""
+    pixels = shape[0] * shape[1]
+    if name == "hog":
+        return HOG_SECONDS_PER_PIXEL * pixels * _probe_hog_factor(shape, settings) ** 2
+    if name == "hog-upsampled":
+        return 0.0 if max(shape[:2]) > settings.retry_max_side else (
+            HOG_SECONDS_PER_PIXEL * pixels * 4 ** settings.retry_upsample)
+    if name in ("cnn", "cnn-upsampled"):
+        factor = _cnn_factor(shape, settings) * (2 if name == "cnn-upsampled" else 1)
+        return CNN_SECONDS_PER_PIXEL * pixels * factor * factor
+    return 0.0
 
 
 def _hog_downscaled(models, pixels, settings):
@@ -86,7 +138,13 @@ def _hog_thresholded(models, pixels, upsample: int, threshold: float, scale: flo
     return [Detection(_scaled_box(r, scale), name, float(s)) for r, s in zip(rects, scores)]
 
 
+def _probe_hog_factor(shape: tuple, settings: DetectionSettings) -> float:
+    """Linear size of what probe HOG scans, relative to the image (downscaling, then upsampling)."""
+    return min(1.0, settings.probe_max_side / max(shape[:2])) * 2 ** settings.upsample
+
+
 def _hog_probe(models, pixels, settings):
+    """Probe, first pass: HOG (``upsample`` times) on a copy at most ``probe_max_side`` px long."""
     small, scale = downscale_for_detection(pixels, settings.probe_max_side)
     return _hog(models, small, upsample=settings.upsample, scale=scale, name="hog")
 
@@ -98,10 +156,51 @@ def _hog_retry(models, pixels, settings):
     return _hog(models, pixels, upsample=settings.retry_upsample, scale=1.0, name="hog-upsampled")
 
 
+def _cnn_factor(shape: tuple, settings: DetectionSettings) -> float:
+    """Resize factor of the first CNN pass: about ``cnn_max_pixels`` pixels, enlarged by ``cnn_max_upscale`` at most.
+
+    dlib's CNN finds faces from about 80 px wide; its cost grows with the pixels it scans. A crop of a
+    face is shrunk to the pixel count (the face stays well over 80 px); a small still is enlarged up to
+    ``cnn_max_upscale`` times, so 40 px faces reach the detector's size.
+    """
+    return min(settings.cnn_max_upscale, (settings.cnn_max_pixels / (shape[0] * shape[1])) ** 0.5)
+
+
 def _cnn(models, pixels, settings):
-    small, scale = downscale_for_detection(pixels, settings.cnn_max_side)
-    hits = models.cnn_detector(np.ascontiguousarray(small), 1)
-    return [Detection(_scaled_box(h.rect, scale), "cnn", float(h.confidence)) for h in hits]
+    """Probe, when HOG found nothing: dlib's CNN (MMOD) detector on a copy of about ``cnn_max_pixels``."""
+    return _cnn_at(models, pixels, _cnn_factor(pixels.shape, settings), "cnn")
+
+
+def _cnn_upsampled(models, pixels, settings):
+    """Probe, last resort: the CNN on a copy twice as large as the first pass's (faces half the size)."""
+    return _cnn_at(models, pixels, 2 * _cnn_factor(pixels.shape, settings), "cnn-upsampled")
+
+
+def _cnn_at(models, pixels, factor: float, name: str) -> list[Detection]:
+    resized, sx, sy = resize_exact(pixels, factor)
+    hits = models.cnn_detector(resized, 0)
+    return [Detection(_mapped_box(h.rect, sx, sy), name, float(h.confidence)) for h in hits]
+
+
+def resize_exact(pixels: np.ndarray, factor: float) -> tuple[np.ndarray, float, float]:
+    """``pixels`` resized by about ``factor``, with the exact per-axis factors to map coordinates back.
+
+    Returns ``(resized, sx, sy)``: a contiguous ``(h', w', 3)`` copy (area interpolation when
+    shrinking, bilinear when enlarging) and ``sx = W / w'``, ``sy = H / h'`` so that a point ``(x, y)``
+    of the copy is ``(x * sx, y * sy)`` in the original (pixel edges, not centres).
+    """
+    height, width = pixels.shape[:2]
+    new_w, new_h = max(1, round(width * factor)), max(1, round(height * factor))
+    if (new_w, new_h) == (width, height):
+        return np.ascontiguousarray(pixels), 1.0, 1.0
+    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    resized = np.ascontiguousarray(cv2.resize(pixels, (new_w, new_h), interpolation=interpolation))
+    return resized, width / new_w, height / new_h
+
+
+def _mapped_box(rect, sx: float, sy: float) -> FaceBox:
+    return FaceBox(int(round(rect.left() * sx)), int(round(rect.top() * sy)),
+                   int(round((rect.right() + 1) * sx)), int(round((rect.bottom() + 1) * sy)))
 
 
 def _hog(models, pixels, *, upsample: int, scale: float, name: str) -> list[Detection]:

@@ -53,7 +53,11 @@ class DetectionSettings:
     ``upsample``: HOG upsampling passes for probes (finds faces down to ~40 px at 1).
     ``retry_upsample``/``retry_max_side``: a more sensitive pass when nothing was found, only for images
     no larger than ``retry_max_side`` (small CCTV stills), where it stays affordable.
-    ``cnn_fallback``: run dlib's CNN detector when HOG finds nothing (slow on CPU, better off-angle).
+    ``cnn_fallback``: when probe HOG finds nothing, run dlib's CNN detector (finds 3x more faces in CCTV
+    stills, see docs/cctv-probes.md) on a copy of about ``cnn_max_pixels`` pixels (enlarged at most
+    ``cnn_max_upscale`` times), then upsampled HOG, then the CNN on a copy twice as large.
+    ``probe_budget_s``: CPU seconds the probe cascade may spend; a stage that would overrun it is skipped.
+    ``landmarks``: "68" or "5", the dlib landmark model that aligns faces for the descriptor.
     """
 
     custody_detect_side: int = 320
@@ -63,17 +67,27 @@ class DetectionSettings:
     upsample: int = 1
     retry_upsample: int = 2
     retry_max_side: int = 640
-    cnn_fallback: bool = False
-    cnn_max_side: int = 700
+    cnn_fallback: bool = True
+    cnn_max_pixels: int = 60_000
+    cnn_max_upscale: float = 2.0
+    probe_budget_s: float = 1.5
     landmarks: str = "68"
 
 
 @dataclass(frozen=True)
 class EmbeddingSettings:
-    """How descriptors are computed: ``num_jitters`` re-samples per face (1 = none, as face_recognition)."""
+    """How descriptors are computed.
+
+    ``num_jitters``: re-samples per face at enrolment (1 = none, as face_recognition);
+    ``probe_jitters``: the same for probe faces (a probe is embedded once per search, so it can afford more).
+    ``padding``: margin of the aligned chip around the face (dlib's 0.25).
+    ``flip``: average the descriptors of the chip and its mirror image (both sides, gallery and probe).
+    """
 
     num_jitters: int = 1
+    probe_jitters: int = 1
     padding: float = 0.25
+    flip: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,142 @@
+"""Probe detection cascade: boxes mapped back to original pixels, CCTV faces found, time budget kept."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from facematch.detection import detect_faces, probe_stage_names, resize_exact, run_probe_stage
+from facematch.face_models import DlibModels
+from facematch.imaging import load_image
+from facematch.settings import DetectionSettings
+from facematch.types import FaceBox
+
+from conftest import require_data
+
+#: Small real CCTV crops where plain HOG finds no face (measured, docs/cctv-probes.md).
+HOG_MISSES = ["060/Img_05.jpg", "048/Img_01.jpg", "054/Img_05.jpg"]
+#: A crop whose face plain HOG misses once shrunk to coarse-CCTV size (80 px long side).
+COARSE_HOG_MISS = "040/Img_02.jpg"
+
+
+@pytest.fixture(scope="module")
+def models() -> DlibModels:
+    return DlibModels()
+
+
+def _crop(name: str) -> np.ndarray:
+    return load_image(require_data("frmdb-dev", "cctv_crops", name), max_pixels=10**8).pixels
+
+
+def _shrink(pixels: np.ndarray, side: int) -> np.ndarray:
+    h, w = pixels.shape[:2]
+    r = side / max(h, w)
+    return cv2.resize(pixels, (round(w * r), round(h * r)), interpolation=cv2.INTER_AREA)
+
+
+def _edges_close(a: FaceBox, b: FaceBox, tolerance: float) -> bool:
+    return all(abs(x - y) <= tolerance for x, y in zip((a.left, a.top, a.right, a.bottom),
+                                                       (b.left, b.top, b.right, b.bottom)))
+
+
+@pytest.mark.parametrize("factor", [0.37, 0.5, 1.0, 1.9, 3.0])
+def test_resize_exact_maps_a_rectangle_back(factor):
+    image = np.zeros((200, 300, 3), np.uint8)
+    image[52:122, 37:137] = 255  # rows 52..121, columns 37..136
+    resized, sx, sy = resize_exact(image, factor)
+    assert resized.shape[1] * sx == pytest.approx(300) and resized.shape[0] * sy == pytest.approx(200)
+    ys, xs = np.nonzero(resized[:, :, 0] > 127)
+    left, right = xs.min() * sx, (xs.max() + 1) * sx
+    top, bottom = ys.min() * sy, (ys.max() + 1) * sy
+    # one pixel of the resized copy is the resolution limit
+    assert abs(left - 37) <= sx and abs(right - 137) <= sx
+    assert abs(top - 52) <= sy and abs(bottom - 122) <= sy
+
+
+def _iou(a: FaceBox, b: FaceBox) -> float:
+    inter = FaceBox(max(a.left, b.left), max(a.top, b.top), min(a.right, b.right), min(a.bottom, b.bottom))
+    if inter.width <= 0 or inter.height <= 0:
+        return 0.0
+    return inter.area / (a.area + b.area - inter.area)
+
+
+def test_cnn_box_maps_back_from_an_enlarged_copy(models, astronaut):
+    """The CNN pass on a copy 1.5x as large puts the face where the pass on the original does."""
+    original = np.ascontiguousarray(astronaut[0:240, 90:330])  # the face is ~85 px wide
+    reference = run_probe_stage("cnn", models, original, DetectionSettings(cnn_max_pixels=240 * 240))
+    enlarged = run_probe_stage("cnn", models, original, DetectionSettings(cnn_max_pixels=360 * 360))
+    assert len(reference) == 1 and len(enlarged) == 1
+    a, b = reference[0].box, enlarged[0].box
+    # the detector's box size is quantised by its image pyramid; the place must agree
+    assert _iou(a, b) >= 0.6, (a, b)
+    assert abs((a.left + a.right) - (b.left + b.right)) / 2 <= 0.1 * a.width
+    assert abs((a.top + a.bottom) - (b.top + b.bottom)) / 2 <= 0.1 * a.height
+
+
+def test_hog_box_maps_back_from_a_downscaled_copy(models, astronaut):
+    full = run_probe_stage("hog", models, astronaut, DetectionSettings(probe_max_side=512))
+    half = run_probe_stage("hog", models, astronaut, DetectionSettings(probe_max_side=256))
+    face = max(full, key=lambda d: d.confidence).box
+    small = max(half, key=lambda d: d.confidence).box
+    assert _edges_close(small, face, 0.1 * face.width), (small, face)
+
+
+@pytest.mark.parametrize("name", HOG_MISSES)
+def test_cascade_finds_cctv_faces_plain_hog_misses(models, name):
+    pixels = _crop(name)
+    settings = DetectionSettings()
+    assert run_probe_stage("hog", models, pixels, settings) == []
+    found = detect_faces(models, pixels, settings, purpose="probe")
+    assert found, f"{name}: the cascade found no face"
+    box = found[0].box
+    height, width = pixels.shape[:2]
+    assert found[0].detector.startswith("cnn")
+    assert 0.25 * width <= box.width <= width and 0 <= box.left < box.right <= width
+    assert 0 <= box.top < box.bottom <= height
+
+
+def test_cascade_finds_a_coarse_cctv_face(models):
+    pixels = np.ascontiguousarray(_shrink(_crop(COARSE_HOG_MISS), 80))
+    settings = DetectionSettings()
+    assert run_probe_stage("hog", models, pixels, settings) == []
+    assert run_probe_stage("hog-upsampled", models, pixels, settings) == []
+    found = detect_faces(models, pixels, settings, purpose="probe")
+    assert found and found[0].detector.startswith("cnn")
+    assert 15 <= found[0].box.width <= 80
+
+
+def test_without_cnn_the_cascade_is_hog_only(models):
+    assert probe_stage_names(DetectionSettings(cnn_fallback=False)) == ["hog", "hog-upsampled"]
+    assert detect_faces(models, _crop(HOG_MISSES[0]), DetectionSettings(cnn_fallback=False), purpose="probe") == []
+
+
+def test_budget_skips_costly_stages(models, caplog):
+    noise = np.random.default_rng(0).integers(0, 256, (288, 352, 3), dtype=np.uint8)
+    settings = DetectionSettings()
+    caplog.set_level(logging.DEBUG, logger="facematch.detection")
+    started = time.thread_time()
+    assert detect_faces(models, noise, settings, purpose="probe", budget_s=0.3) == []
+    spent = time.thread_time() - started
+    skipped = {r.getMessage().split()[1] for r in caplog.records if "skipped" in r.getMessage()}
+    assert {"cnn", "cnn-upsampled"} <= skipped
+    assert spent < 0.3 + 0.2  # the cheap first HOG pass may run past a tiny budget, nothing else
+
+
+def test_default_budget_is_kept_on_a_faceless_frame(models):
+    """A 352x288 frame with no face runs every affordable stage and stays within the budget."""
+    noise = np.random.default_rng(1).integers(0, 256, (288, 352, 3), dtype=np.uint8)
+    settings = DetectionSettings()
+    started = time.thread_time()
+    assert detect_faces(models, noise, settings, purpose="probe") == []
+    assert time.thread_time() - started <= settings.probe_budget_s * 1.25
+
+
+def test_unknown_stage_and_purpose_are_refused(models, astronaut):
+    with pytest.raises(ValueError):
+        run_probe_stage("nope", models, astronaut, DetectionSettings())
+    with pytest.raises(ValueError):
+        detect_faces(models, astronaut, DetectionSettings(), purpose="selfie")
