@@ -223,6 +223,7 @@ def _decode(data: bytes, *, name: str, suffix: str, max_pixels: int) -> LoadedIm
     orientation_note = _orientation_note(image, name)  # before load(): TIFF load applies it itself
     notes = [note for note in (orientation_note, _extension_mismatch(suffix, fmt)) if note]
     notes.extend(_frame_notes(image))
+    _require_complete(data, fmt, name)
     try:
         image.load()
     except _DECODE_ERRORS as exc:
@@ -237,6 +238,20 @@ def _decode(data: bytes, *, name: str, suffix: str, max_pixels: int) -> LoadedIm
     height, width = pixels.shape[:2]
     logger.debug("decoded %s: %s %s %dx%d notes=%s", name, fmt, original_mode, width, height, notes)
     return LoadedImage(pixels, digest, width, height, fmt, original_mode, tuple(notes))
+
+
+def _require_complete(data: bytes, fmt: str, name: str) -> None:
+    """Refuse JPEG and PNG files that stop before their end marker.
+
+    Pillow raises on truncation only while the process-wide ``ImageFile.LOAD_TRUNCATED_IMAGES`` is
+    False, and other libraries set it to True on import (face_recognition's api module does), so the
+    check is made here, independently of that global.
+    """
+    tail = data[-64:]
+    if fmt == "JPEG" and b"\xff\xd9" not in tail:
+        raise _unreadable(name, "corrupt or truncated JPEG data (no end-of-image marker)")
+    if fmt == "PNG" and b"IEND" not in tail:
+        raise _unreadable(name, "corrupt or truncated PNG data (no IEND chunk)")
 
 
 def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:

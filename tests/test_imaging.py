@@ -395,3 +395,16 @@ def _jpeg_bytes(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
+
+
+def test_truncation_is_refused_even_when_another_library_set_pillows_global(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    from tests.bad_inputs import write_bad_input_corpus
+    from skimage import data as skdata
+
+    write_bad_input_corpus(tmp_path, skdata.astronaut())
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # as `import face_recognition` does
+    with pytest.raises(ImageUnreadable, match="truncated JPEG"):
+        load_image(tmp_path / "truncated.jpg")
+    assert load_image(tmp_path / "grey.png").width == 512
