@@ -1,17 +1,18 @@
 """FAISS index of face embeddings keyed by face id: a derived artefact, always rebuildable from the catalogue.
 
-Three kinds, chosen by `choose_index_spec` from the gallery size and a memory budget:
+Three kinds (`choose_index_spec` picks one from the gallery size and a memory budget):
 
-- ``flat``: exact search over every vector (``IDMap2,Flat``); fastest to build, O(n) per query.
-- ``ivf_flat``: inverted file over k-means cells with the raw vectors in the lists (``IVF<nlist>,Flat``);
-  a query scans ``nprobe`` cells, so recall depends on ``nprobe``; distances are exact.
-- ``ivf_pq``: inverted file with product-quantised codes (``IVF<nlist>,PQ<m>x<nbits>``) in RAM; the raw
-  float32 vectors live in a file beside the index (memory-mapped once saved) and re-rank a shortlist of
-  ``shortlist_factor * k`` candidates, so returned distances are exact.
+- ``flat``: exact search over every vector (``IDMap2,Flat``); O(n) per query.
+- ``ivf_flat``: inverted file over k-means cells holding the raw vectors (``IVF<nlist>,Flat``); a query
+  scans ``nprobe`` cells, so recall depends on ``nprobe``; distances are exact.
+- ``ivf_pq``: inverted file of product-quantised codes in RAM (``nbits=4``: SIMD "fast-scan" codes,
+  ``IVF<nlist>,PQ<m>x4fs``; ``nbits=8``: ``IVF<nlist>,PQ<m>x8``). The raw float32 vectors live in a file
+  beside the index (memory-mapped once saved) and re-rank a shortlist of ``shortlist_factor * k``
+  candidates, so the distances returned are exact and recall is limited only by the shortlist.
 
-Every kind returns exact Euclidean (not squared) distances and supports removal (retention deletion).
-Measured figures behind the selection rule are in docs/scale.md. Faiss's thread count is process-wide:
-set it with `set_faiss_threads`, never implicitly here.
+Every kind returns exact Euclidean (not squared) distances and supports removal (retention deletion;
+HNSW is avoided because it cannot remove). Measured figures behind the selection rule: docs/scale.md.
+Faiss's thread count is process-wide: set it with `set_faiss_threads`, never implicitly here.
 """
 
 from __future__ import annotations
@@ -37,14 +38,16 @@ log = logging.getLogger(__name__)
 __all__ = ["IndexSpec", "FaceIndex", "choose_index_spec", "set_faiss_threads", "KINDS"]
 
 KINDS = ("flat", "ivf_flat", "ivf_pq")
-#: Largest gallery searched exhaustively: Flat single-query p50 was 4.7 ms at 100k (1 thread, docs/scale.md).
+#: Largest gallery searched exhaustively: Flat single-query p50 reaches ~5 ms near 100k (docs/scale.md).
 FLAT_MAX_VECTORS = 100_000
 #: RAM allowed for an index when the caller gives no budget (the 10M-vector target of docs/scale.md).
 DEFAULT_MEMORY_BUDGET_BYTES = 4 * 2**30
+#: Share of IVF cells scanned by default: dlib descriptors have little cluster structure (docs/scale.md).
+PROBE_FRACTION = 0.25
 _DEFAULTS = {
     "flat": {},
-    "ivf_flat": {"nlist": 1024, "nprobe": 32, "train_size": None, "seed": 1234},
-    "ivf_pq": {"nlist": 4096, "nprobe": 32, "m": 32, "nbits": 8, "shortlist_factor": 8,
+    "ivf_flat": {"nlist": 1024, "nprobe": 256, "train_size": None, "seed": 1234},
+    "ivf_pq": {"nlist": 1024, "nprobe": 256, "m": 64, "nbits": 4, "shortlist_factor": 20,
                "train_size": None, "seed": 1234},
 }
 _FORMAT = 1
@@ -58,9 +61,9 @@ class IndexSpec:
     """How to build an index: ``kind`` (one of `KINDS`) and its ``params``.
 
     Params (missing ones take defaults): ``nlist`` k-means cells, ``nprobe`` cells scanned per query,
-    ``m`` PQ sub-vectors (must divide dim) of ``nbits`` bits, ``shortlist_factor`` PQ candidates re-ranked
-    per wanted neighbour, ``train_size`` training sample (default 64 * nlist), ``seed``.
-    Raises InvalidArgument for an unknown kind or parameter.
+    ``m`` PQ sub-vectors (must divide dim) of ``nbits`` bits (4 or 8), ``shortlist_factor`` PQ candidates
+    re-ranked per wanted neighbour, ``train_size`` training sample (default max(64 * nlist, 65536)), ``seed``.
+    Raises InvalidArgument for an unknown kind or parameter, or an out-of-range value.
     """
 
     kind: str
@@ -76,28 +79,40 @@ class IndexSpec:
         for name in ("nlist", "nprobe", "m", "nbits", "shortlist_factor"):
             if name in merged and not (isinstance(merged[name], int) and merged[name] >= 1):
                 raise InvalidArgument(f"index parameter {name} must be a positive integer, got {merged[name]!r}")
+        if merged.get("nbits", 4) not in (4, 8):
+            raise InvalidArgument(f"PQ nbits must be 4 (fast-scan) or 8, got {merged['nbits']}")
         object.__setattr__(self, "params", merged)
 
 
-def choose_index_spec(n_vectors: int, *, dim: int = 128, memory_budget_bytes: int | None = None) -> IndexSpec:
-    """Pick the index kind for a gallery of `n_vectors` embeddings of `dim` float32 values.
+def _pq_bytes_per_vector(m: int, nbits: int) -> int:
+    """RAM per vector of an ivf_pq index: code, faiss id, and FaceIndex's sorted id and row arrays."""
+    return m * nbits // 8 + 8 + 16
 
-    Rule (figures measured on the 2-core development machine, docs/scale.md):
-    exact ``flat`` up to FLAT_MAX_VECTORS (beyond it Flat's single-query p50 exceeds ~5 ms);
-    ``ivf_flat`` while raw vectors plus ids fit `memory_budget_bytes` (default 4 GiB);
-    ``ivf_pq`` beyond (RAM holds m+8 bytes per vector; raw vectors stay on disk for re-ranking).
-    nlist is the power of two nearest 4*sqrt(n), within [256, 8192].
+
+def choose_index_spec(n_vectors: int, *, dim: int = 128, memory_budget_bytes: int | None = None) -> IndexSpec:
+    """Pick the index for a gallery of `n_vectors` embeddings of `dim` float32 values.
+
+    Rule (from figures measured on the 2-core development machine, docs/scale.md):
+    exact ``flat`` up to FLAT_MAX_VECTORS, where Flat's single-query p50 reaches ~5 ms; beyond,
+    ``ivf_pq`` with 4-bit fast-scan codes and exact re-ranking, which reached recall@50 >= 0.99 several
+    times faster than ``ivf_flat`` at equal recall (dlib descriptors need ~25% of cells scanned).
+    m is dim/2 (32 bytes a vector for 128-d), halved while the index RAM would exceed
+    `memory_budget_bytes` (default 4 GiB). nlist is the power of two nearest sqrt(n), within
+    [256, 2048] (k-means and assignment cost grow with nlist); nprobe scans PROBE_FRACTION of the cells.
     """
     if n_vectors < 0 or dim < 1:
         raise InvalidArgument(f"n_vectors must be >= 0 and dim >= 1, got {n_vectors}, {dim}")
     budget = DEFAULT_MEMORY_BUDGET_BYTES if memory_budget_bytes is None else memory_budget_bytes
     if n_vectors <= FLAT_MAX_VECTORS:
         return IndexSpec("flat")
-    nlist = int(min(8192, max(256, 2 ** round(math.log2(4 * math.sqrt(n_vectors))))))
-    if n_vectors * (dim * 4 + 8) <= budget:
-        return IndexSpec("ivf_flat", {"nlist": nlist, "nprobe": 32})
-    m = max(d for d in range(1, dim // 4 + 1) if dim % d == 0)
-    return IndexSpec("ivf_pq", {"nlist": nlist, "nprobe": 32, "m": m})
+    nlist = int(min(2048, max(256, 2 ** round(math.log2(math.sqrt(n_vectors))))))
+    m = dim // 2 if dim % 2 == 0 else dim
+    while m % 2 == 0 and dim % (m // 2) == 0 and n_vectors * _pq_bytes_per_vector(m, 4) > budget and m > 8:
+        m //= 2
+    if n_vectors * _pq_bytes_per_vector(m, 4) > budget:
+        log.warning("an ivf_pq index of %d vectors needs ~%.1f GiB, over the %.1f GiB budget", n_vectors,
+                    n_vectors * _pq_bytes_per_vector(m, 4) / 2**30, budget / 2**30)
+    return IndexSpec("ivf_pq", {"nlist": nlist, "nprobe": max(1, round(PROBE_FRACTION * nlist)), "m": m})
 
 
 def set_faiss_threads(n: int) -> None:
@@ -199,8 +214,9 @@ class FaceIndex:
     # -- building -------------------------------------------------------------------------------------
     def _factory(self) -> faiss.Index:
         p = self.spec.params
+        pq = f"PQ{p.get('m')}x4fs" if p.get("nbits") == 4 else f"PQ{p.get('m')}x{p.get('nbits')}np"
         key = {"flat": "IDMap2,Flat", "ivf_flat": f"IVF{p.get('nlist')},Flat",
-               "ivf_pq": f"IVF{p.get('nlist')},PQ{p.get('m')}x{p.get('nbits')}np"}[self.spec.kind]
+               "ivf_pq": f"IVF{p.get('nlist')},{pq}"}[self.spec.kind]
         index = faiss.index_factory(self.dim, key, faiss.METRIC_L2)  # "np": no polysemous training (slow)
         if self.spec.kind != "flat":
             index.cp.seed = p["seed"]
@@ -222,7 +238,7 @@ class FaceIndex:
         if len(vectors) < p["nlist"]:
             raise InvalidArgument(f"{self.spec.kind} needs at least nlist={p['nlist']} training vectors, "
                                   f"got {len(vectors)}")
-        size = min(len(vectors), p["train_size"] or 64 * p["nlist"])
+        size = min(len(vectors), p["train_size"] or max(64 * p["nlist"], 65536))
         rows = np.sort(np.random.default_rng(p["seed"]).choice(len(vectors), size, replace=False))
         sample = np.ascontiguousarray(vectors[rows], dtype=np.float32)
         t0 = time.perf_counter()
@@ -304,7 +320,11 @@ class FaceIndex:
         present = ids[np.isin(ids, self._ids_)]
         if not len(present):
             return 0
+        fast_scan = isinstance(self._index_, faiss.IndexIVFFastScan)
+        sizes = _list_sizes(self._index_) if fast_scan else None
         removed = self._index_.remove_ids(faiss.IDSelectorBatch(len(present), faiss.swig_ptr(present)))
+        if fast_scan:
+            _clear_stale_slots(self._index_, np.flatnonzero(_list_sizes(self._index_) != sizes))
         if removed != len(present):  # would mean faiss and _ids_ disagree: never silently continue
             raise IndexStale(f"faiss removed {removed} of {len(present)} ids; run `facematch index rebuild`")
         keep = ~np.isin(self._ids_, present)
@@ -440,7 +460,8 @@ class FaceIndex:
             raise IndexStale(f"{path.name} does not match its sidecar (checksum differs: torn or "
                              f"interrupted save){stale}")
         index = faiss.read_index(str(path))
-        wanted = {"flat": faiss.IndexIDMap2, "ivf_flat": faiss.IndexIVFFlat, "ivf_pq": faiss.IndexIVFPQ}
+        wanted = {"flat": faiss.IndexIDMap2, "ivf_flat": faiss.IndexIVFFlat,
+                  "ivf_pq": faiss.IndexIVFPQFastScan if spec.params.get("nbits") == 4 else faiss.IndexIVFPQ}
         if index.d != dim or index.ntotal != ntotal or not isinstance(index, wanted[spec.kind]):
             raise IndexStale(f"{path.name} holds {type(index).__name__} d={index.d} n={index.ntotal}, "
                              f"sidecar says {spec.kind} d={dim} n={ntotal}{stale}")
@@ -469,6 +490,29 @@ def _index_ids(index: faiss.Index) -> np.ndarray:
                 lists.release_ids(no, ptr)
         ids = np.concatenate(parts)
     return np.sort(ids.astype(np.int64))
+
+
+def _list_sizes(index: faiss.IndexIVF) -> np.ndarray:
+    return np.array([index.invlists.list_size(no) for no in range(index.nlist)], np.int64)
+
+
+def _clear_stale_slots(index: faiss.IndexIVF, lists: np.ndarray) -> None:
+    """Zero the unused slots of the last block of fast-scan lists after a removal.
+
+    Works around faiss 1.15: BlockInvertedLists.remove_ids leaves the removed codes' 4-bit nibbles in the
+    freed slots, and a later add ORs new codes into them, corrupting exactly the re-added vectors.
+    """
+    invlists = faiss.downcast_InvertedLists(index.invlists)
+    packer, per_block = invlists.packer, invlists.n_per_block
+    zero = np.zeros(packer.code_size, np.uint8)
+    for no in lists:
+        size = invlists.list_size(int(no))
+        n_slots = -(-size // per_block) * per_block
+        if size == n_slots:
+            continue
+        codes = faiss.rev_swig_ptr(invlists.get_codes(int(no)), n_slots // per_block * invlists.block_size)
+        for slot in range(size, n_slots):
+            packer.pack_1_c(faiss.swig_ptr(zero), slot, faiss.swig_ptr(codes))
 
 
 def _temp_beside(path: Path, temps: list) -> Path:
