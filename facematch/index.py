@@ -7,8 +7,8 @@ Three kinds (`choose_index_spec` picks one from the gallery size and a memory bu
   scans ``nprobe`` cells, so recall depends on ``nprobe``; distances are exact.
 - ``ivf_pq``: inverted file of product-quantised codes in RAM (``nbits=4``: SIMD "fast-scan" codes,
   ``IVF<nlist>,PQ<m>x4fs``; ``nbits=8``: ``IVF<nlist>,PQ<m>x8``). The raw float32 vectors live in a file
-  beside the index (memory-mapped once saved) and re-rank a shortlist of ``shortlist_factor * k``
-  candidates, so the distances returned are exact and recall is limited only by the shortlist.
+  beside the index (memory-mapped once saved) and re-rank a shortlist of
+  ``shortlist_factor * max(k, 10)`` candidates, so the distances returned are exact and recall is limited only by the shortlist.
 
 Every kind returns exact Euclidean (not squared) distances and supports removal (retention deletion;
 HNSW is avoided because it cannot remove). Measured figures behind the selection rule: docs/scale.md.
@@ -54,6 +54,7 @@ _FORMAT = 1
 _VEC_MAGIC = b"FMRAWVEC"
 _VEC_HEADER = 64  # magic(8) n(8) dim(8) sha256(32) padding(8)
 _CHUNK = 65536  # vectors per faiss add / file write, bounding temporary memory
+_MIN_SHORTLIST_K = 10  # an ivf_pq search re-ranks at least shortlist_factor * 10 candidates, even for k=1
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ class IndexSpec:
 
     Params (missing ones take defaults): ``nlist`` k-means cells, ``nprobe`` cells scanned per query,
     ``m`` PQ sub-vectors (must divide dim) of ``nbits`` bits (4 or 8), ``shortlist_factor`` PQ candidates
-    re-ranked per wanted neighbour, ``train_size`` training sample (default max(64 * nlist, 65536)), ``seed``.
+    re-ranked per wanted neighbour (k below 10 counts as 10), ``train_size`` training sample (default max(64 * nlist, 65536)), ``seed``.
     Raises InvalidArgument for an unknown kind or parameter, or an out-of-range value.
     """
 
@@ -125,11 +126,17 @@ def set_faiss_threads(n: int) -> None:
 class _RawVectors:
     """Raw float32 vectors addressed by row: an optional read-only memmap base plus a growable RAM tail."""
 
-    def __init__(self, dim: int, base: np.ndarray | None = None):
+    def __init__(self, dim: int, base: np.ndarray | None = None, source: tuple[Path, str] | None = None):
         self.dim = dim
         self.base_ = np.empty((0, dim), np.float32) if base is None else base
+        self.source_ = source  # (file, sha256) the base is mapped from
         self.tail_ = np.empty((0, dim), np.float32)
         self.n_tail_ = 0
+
+    def unchanged_copy_of(self, path: Path, n_live: int) -> bool:
+        """True if `path` is the file the base maps and nothing was added or removed since."""
+        return (self.source_ is not None and self.n_tail_ == 0 and len(self.base_) == n_live
+                and path.exists() and path.resolve() == self.source_[0].resolve())
 
     @property
     def n_rows(self) -> int:
@@ -364,7 +371,9 @@ class FaceIndex:
             D[I < 0] = np.inf
             return D, I
         factor = 1 if self.spec.kind == "flat" else (shortlist_factor or p["shortlist_factor"])
-        s = min(k * factor, self.ntotal)
+        if shortlist_factor is not None and shortlist_factor < 1:
+            raise InvalidArgument(f"shortlist_factor must be >= 1, got {shortlist_factor}")
+        s = min(factor * max(k, _MIN_SHORTLIST_K), self.ntotal)
         step = max(1, 2**21 // (s * self.dim))  # bounds the float64 re-ranking block to ~16 MB
         for start in range(0, m, step):
             block = queries[start : start + step]
@@ -408,7 +417,10 @@ class FaceIndex:
             tmp_index = _temp_beside(path, temps)
             faiss.write_index(self._index_ if self._index_ is not None else self._factory(), str(tmp_index))
             info["index_sha256"], info["index_bytes"] = _fsync_and_hash(tmp_index), tmp_index.stat().st_size
-            if self._raw_ is not None:
+            unchanged = self._raw_ is not None and self._raw_.unchanged_copy_of(vec_path, self.ntotal)
+            if unchanged:  # the file already holds exactly these vectors: no need to rewrite gigabytes
+                info["vectors_sha256"] = self._raw_.source_[1]
+            elif self._raw_ is not None:
                 tmp_vec = _temp_beside(vec_path, temps)
                 info["vectors_sha256"] = _write_vectors(tmp_vec, self._ids_, self._rows_, self._raw_)
             tmp_meta = _temp_beside(meta_path, temps)
@@ -416,7 +428,7 @@ class FaceIndex:
                 json.dump({**sidecar, "index": info}, f, indent=2, sort_keys=True)
                 f.flush()
                 os.fsync(f.fileno())
-            if self._raw_ is not None:
+            if self._raw_ is not None and not unchanged:
                 os.replace(tmp_vec, vec_path)
             os.replace(tmp_index, path)
             os.replace(tmp_meta, meta_path)
@@ -424,10 +436,11 @@ class FaceIndex:
         finally:
             for tmp in temps:
                 tmp.unlink(missing_ok=True)
-        if self._raw_ is not None:  # from now on the raw vectors are read from disk, not held in RAM
+        if self._raw_ is not None and not unchanged:  # from now on the raw vectors are read from disk
             _, base = _open_vectors(vec_path, info)
-            self._raw_, self._rows_ = _RawVectors(self.dim, base), np.arange(self.ntotal, dtype=np.int64)
-        else:
+            self._raw_ = _RawVectors(self.dim, base, source=(vec_path, info["vectors_sha256"]))
+            self._rows_ = np.arange(self.ntotal, dtype=np.int64)
+        elif self._raw_ is None:
             vec_path.unlink(missing_ok=True)  # raw vectors of an earlier ivf_pq save
         log.info("saved %s index (%d vectors) to %s in %.1f s", self.spec.kind, self.ntotal, path,
                  time.perf_counter() - t0)
@@ -471,7 +484,8 @@ class FaceIndex:
             vec_ids, base = _open_vectors(path.with_suffix(".vectors"), info)
             if not np.array_equal(vec_ids, obj._ids_):
                 raise IndexStale(f"raw vectors beside {path.name} hold other ids{stale}")
-            obj._raw_, obj._rows_ = _RawVectors(dim, base), np.arange(ntotal, dtype=np.int64)
+            obj._raw_ = _RawVectors(dim, base, source=(path.with_suffix(".vectors"), info["vectors_sha256"]))
+            obj._rows_ = np.arange(ntotal, dtype=np.int64)
         return obj, doc
 
 

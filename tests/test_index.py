@@ -185,6 +185,21 @@ def test_save_load_round_trip(tmp_path, gallery, built, kind):
     assert again.search(queries[:1], 1)[1][0, 0] == 10**9
 
 
+def test_resave_of_unchanged_ivf_pq_keeps_raw_vector_file(tmp_path, built, gallery):
+    vectors, ids, queries, _ = gallery
+    path = tmp_path / "g.faiss"
+    built["ivf_pq"].save(path, {})
+    loaded, _ = FaceIndex.load(path)
+    inode = path.with_suffix(".vectors").stat().st_ino
+    loaded.save(path, {"again": True})  # e.g. a sync with nothing new: gigabytes need not be rewritten
+    assert path.with_suffix(".vectors").stat().st_ino == inode
+    loaded.add(np.array([10**9]), queries[:1])
+    loaded.save(path, {})
+    assert path.with_suffix(".vectors").stat().st_ino != inode
+    again, _ = FaceIndex.load(path)
+    assert again.search(queries[:1], 1)[1][0, 0] == 10**9 and again.ntotal == len(ids) + 1
+
+
 def _two_saves(tmp_path, gallery, kind):
     vectors, ids, _, _ = gallery
     a, b = tmp_path / "a.faiss", tmp_path / "b.faiss"
