@@ -3,13 +3,22 @@
 Idempotent by content: an image whose SHA-256 is already stored for its kind is skipped. Each batch is one
 transaction and the index is saved after the catalogue commits, so the index never holds a face the
 catalogue lacks. Killed at any moment, a re-run skips what was committed, catches the index up and goes on.
+
+The analysis (decode, detect, embed) is pluggable: ``ingest(..., analyse=...)`` takes any callable that
+turns jobs into ``ItemResult``s, in any order. The default runs a local process pool
+(:func:`analyse_locally`); ``facematch.distributed`` runs the same :func:`analyse_job` on a Dask cluster.
+Either way this process alone writes the catalogue and the index, through the same batched path.
+Each worker keeps one pipeline (models loaded once) and times its stages (``facematch.profiling``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
@@ -19,6 +28,7 @@ from .face_models import MODEL_NAME, model_version
 from .imaging import load_image, sha256_file
 from .index_store import IndexStore
 from .pipeline import FacePipeline
+from .profiling import StageClock, TimedModels
 from .quality import FaceQuality, QualitySettings, is_fit_for_enrolment
 from .settings import Settings
 from .sources import IngestItem
@@ -45,6 +55,7 @@ class ItemResult:
     notes: tuple = ()
     faces: list[FaceRecord] = field(default_factory=list)
     flags: list[list[str]] = field(default_factory=list)
+    stages: dict = field(default_factory=dict)  # this image's StageClock stages (worker seconds)
 
 
 @dataclass
@@ -60,6 +71,7 @@ class IngestSummary:
     outcomes: dict = field(default_factory=dict)
     faces_stored: int = 0
     seconds: float = 0.0
+    stages: StageClock = field(default_factory=StageClock, repr=False)
 
     @property
     def processed(self) -> int:
@@ -74,39 +86,51 @@ class IngestSummary:
                 "already_stored": self.already_stored, "duplicates_in_source": self.duplicates_in_source,
                 "unreadable_paths": self.unreadable_paths, "outcomes": dict(self.outcomes),
                 "faces_stored": self.faces_stored, "processed": self.processed,
-                "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 3)}
+                "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 3),
+                "stages": self.stages.report()}
 
 
 ProgressCallback = Callable[[int, int], None]
+#: One unit of analysis: the item and its kind ("custody" or "scene").
+Job = tuple[IngestItem, str]
+#: An analysis backend: jobs and settings in, one ``ItemResult`` per job out (any order, streamed).
+Analyse = Callable[[list[Job], Settings], Iterable[ItemResult]]
 
 
 def ingest(catalogue: Catalogue, index_store: IndexStore, items: list[IngestItem], *, kind: str,
-           settings: Settings, user: str, source: str,
-           progress: ProgressCallback | None = None) -> IngestSummary:
+           settings: Settings, user: str, source: str, progress: ProgressCallback | None = None,
+           analyse: Analyse | None = None) -> IngestSummary:
     """Ingest ``items`` of ``kind`` ("custody" or "scene") into the catalogue and its index.
 
-    Never raises for a bad file: each gets a recorded outcome or failure. Returns the run's summary.
+    ``analyse`` is the analysis backend (default :func:`analyse_locally`, ``settings.workers``
+    processes). Never raises for a bad file: each gets a recorded outcome or failure. Returns the run's
+    summary, with per-stage times in ``summary.stages``.
     """
     started = time.perf_counter()
     run_id = catalogue.start_ingest_run(kind, source, user)
     summary = IngestSummary(run_id=run_id, kind=kind, total=len(items))
     index = index_store.sync(kind)
-    todo = _new_items(catalogue, items, kind, summary, run_id)
+    with summary.stages.time("hash"):
+        todo = _new_items(catalogue, items, kind, summary, run_id)
     done = summary.total - len(todo)
     if progress:
         progress(done, summary.total)
     last_save = time.monotonic()
-    for batch in _chunks(_analyse_all(todo, kind, settings), settings.batch_size):
-        ids, vectors = _store_batch(catalogue, batch, kind, run_id, summary)
-        if len(ids):
-            index.add(ids, vectors)
+    results = (analyse or analyse_locally)([(item, kind) for item, _ in todo], settings)
+    for batch in _chunks(results, settings.batch_size):
+        with summary.stages.time("store"):
+            ids, vectors = _store_batch(catalogue, batch, kind, run_id, summary)
+            if len(ids):
+                index.add(ids, vectors)
         done += len(batch)
         if progress:
             progress(done, summary.total)
         if time.monotonic() - last_save > 60:
-            index_store.save(kind, index)
+            with summary.stages.time("index_save"):
+                index_store.save(kind, index)
             last_save = time.monotonic()
-    index_store.save(kind, index)
+    with summary.stages.time("index_save"):
+        index_store.save(kind, index)
     summary.seconds = time.perf_counter() - started
     catalogue.finish_ingest_run(run_id, user, summary.to_dict())
     log.info("ingest run %d: %s", run_id, summary.to_dict())
@@ -115,13 +139,18 @@ def ingest(catalogue: Catalogue, index_store: IndexStore, items: list[IngestItem
 
 def _new_items(catalogue: Catalogue, items: list[IngestItem], kind: str, summary: IngestSummary,
                run_id: int) -> list[tuple[IngestItem, str]]:
-    """Hash every file; drop those already stored or repeated; record files that cannot be read."""
+    """Hash every file; drop those already stored or repeated; record files that cannot be read.
+
+    Files are read by a few threads (hashlib and file reads release the GIL): on a network file system
+    the latency of opening each file, not the hashing, sets the pace.
+    """
     hashed, failures = [], []
-    for item in items:
-        try:
-            hashed.append((item, sha256_file(item.path)))
-        except FacematchError as exc:
-            failures.append((str(item.path), str(exc)))
+    with ThreadPoolExecutor(max_workers=_HASH_THREADS) as pool:
+        for item, digest, reason in pool.map(_hash_or_reason, items):
+            if digest is None:
+                failures.append((str(item.path), reason))
+            else:
+                hashed.append((item, digest))
     if failures:
         with catalogue.atomic():
             catalogue.conn.executemany(
@@ -141,32 +170,100 @@ def _new_items(catalogue: Catalogue, items: list[IngestItem], kind: str, summary
     return todo
 
 
-def _analyse_all(todo: list[tuple[IngestItem, str]], kind: str, settings: Settings) -> Iterator[ItemResult]:
-    """Analyse items in ``settings.workers`` processes (in this one when 1), yielding as they finish."""
-    jobs = [(item, kind) for item, _ in todo]
+#: Threads that read and hash files before analysis.
+_HASH_THREADS = 8
+
+
+def _hash_or_reason(item: IngestItem) -> tuple[IngestItem, str | None, str | None]:
+    try:
+        return item, sha256_file(item.path), None
+    except FacematchError as exc:
+        return item, None, str(exc)
+
+
+def analyse_locally(jobs: list[Job], settings: Settings) -> Iterator[ItemResult]:
+    """Analyse jobs in ``settings.workers`` processes (in this one when 1), yielding as they finish.
+
+    Workers are spawned (fork after faiss/OpenMP threads can deadlock) with native thread pools
+    (OpenBLAS, OpenMP) limited to one thread: one worker per core, no oversubscription.
+    """
     if settings.workers == 1 or len(jobs) < 2:
-        _init_worker(settings)
-        yield from map(_analyse_one, jobs)
+        yield from (analyse_job(job, settings) for job in jobs)
         return
-    context = multiprocessing.get_context("spawn")  # fork after faiss/OpenMP threads can deadlock
-    with context.Pool(min(settings.workers, len(jobs)), initializer=_init_worker, initargs=(settings,)) as pool:
-        yield from pool.imap_unordered(_analyse_one, jobs, chunksize=1)
+    context = multiprocessing.get_context("spawn")
+    with _single_threaded_children():
+        pool = context.Pool(min(settings.workers, len(jobs)), initializer=_init_worker, initargs=(settings,))
+    with pool:
+        yield from pool.imap_unordered(_analyse_in_pool, jobs, chunksize=1)
 
 
-_worker_pipeline: dict = {}
+#: Native thread-pool variables set for spawned workers (unless the user set them).
+_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _single_threaded_children():
+    """Spawned children read these variables when their native libraries load; this process is unchanged."""
+    added = [name for name in _THREAD_VARIABLES if name not in os.environ]
+    os.environ.update({name: "1" for name in added})
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+_worker_state: dict = {}
 
 
 def _init_worker(settings: Settings) -> None:
-    """Give this process one pipeline; its models load on first use and stay loaded."""
-    _worker_pipeline["pipeline"] = FacePipeline(settings)
-    _worker_pipeline["settings"] = settings
+    _worker_state["settings"] = settings
 
 
-def _analyse_one(job: tuple[IngestItem, str]) -> ItemResult:
+def _analyse_in_pool(job: Job) -> ItemResult:
+    return analyse_job(job, _worker_state["settings"])
+
+
+def worker_pipeline(settings: Settings) -> tuple[FacePipeline, StageClock]:
+    """This process's pipeline for ``settings`` and its stage clock, created on first use and kept.
+
+    The pipeline's models are timed (``TimedModels``), and descriptors come from ``DescriptorNet``
+    (dlib's network and weights run with NumPy: the same descriptors for ~8x less CPU; it hands
+    ``num_jitters`` above 1 to dlib).
+    """
+    cached = _worker_state.get("pipeline")
+    if cached is None or cached[0] != settings:
+        from .descriptor_net import DescriptorNet
+
+        clock = StageClock()
+        pipeline = FacePipeline(settings)
+        pipeline._models = TimedModels(clock, encoder=DescriptorNet())  # until FacePipeline takes models
+        cached = _worker_state["pipeline"] = (settings, pipeline, clock)
+    return cached[1], cached[2]
+
+
+def analyse_job(job: Job, settings: Settings) -> ItemResult:
+    """Decode and analyse one item in this process (what every backend's workers run).
+
+    Never raises for a bad file: returns an ``ItemResult`` with the outcome and reason.
+    """
+    pipeline, clock = worker_pipeline(settings)
+    clock.take()
+    started = time.perf_counter(), time.process_time()
+    result = _analyse_one(job, settings, pipeline, clock)
+    wall, cpu = time.perf_counter() - started[0], time.process_time() - started[1]
+    stages = clock.take()
+    timed = [stages.get(name, [0, 0.0, 0.0]) for name in ("load", "decode", "detect", "landmarks", "encode")]
+    stages["quality+other"] = [1, wall - sum(t[1] for t in timed), cpu - sum(t[2] for t in timed)]
+    result.stages = stages
+    return result
+
+
+def _analyse_one(job: Job, settings: Settings, pipeline: FacePipeline, clock: StageClock) -> ItemResult:
     item, kind = job
-    settings: Settings = _worker_pipeline["settings"]
     try:
-        image = load_image(item.path, max_pixels=settings.max_pixels)
+        with clock.time("decode"):
+            image = load_image(item.path, max_pixels=settings.max_pixels)
     except FacematchError as exc:
         outcome = TOO_LARGE if isinstance(exc, ImageTooLarge) else UNREADABLE
         return ItemResult(item, _safe_hash(item), outcome, str(exc))
@@ -174,7 +271,7 @@ def _analyse_one(job: tuple[IngestItem, str]) -> ItemResult:
                 format=image.format, notes=tuple(image.notes))
     try:
         purpose = "custody" if kind == "custody" else "probe"
-        faces = _worker_pipeline["pipeline"].analyse(image.pixels, purpose=purpose)
+        faces = pipeline.analyse(image.pixels, purpose=purpose)
     except Exception as exc:  # a bad file must never abort the batch
         log.exception("analysis failed for %s", item.path)
         return ItemResult(**base, outcome=FAILED, reason=f"analysis failed: {type(exc).__name__}: {exc}")
@@ -217,6 +314,7 @@ def _store_batch(catalogue: Catalogue, batch: list[ItemResult], kind: str, run_i
     version = model_version()
     with catalogue.atomic():
         for result in batch:
+            summary.stages.merge(result.stages)
             if result.sha256 is None:
                 continue
             subject_id = (catalogue.subject_id(result.item.subject_ref, create=True)
