@@ -156,6 +156,8 @@ class _RawVectors:
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """Vectors (len(rows), dim) float32 of the given rows."""
+        if self.n_tail_ == 0:
+            return np.asarray(self.base_[rows])
         out = np.empty((len(rows), self.dim), np.float32)
         in_base = rows < len(self.base_)
         out[in_base] = self.base_[rows[in_base]]
@@ -164,16 +166,20 @@ class _RawVectors:
 
 
 def _exact_topk(queries: np.ndarray, cand_ids: np.ndarray, cand_vecs: np.ndarray, k: int):
-    """Re-rank candidates by exact Euclidean distance (float64 arithmetic).
+    """Re-rank candidates by exact Euclidean distance (float32 differences, float64 sums).
 
     queries (m, dim); cand_ids (m, s) int64 with -1 for none; cand_vecs (m, s, dim).
     Returns D (m, k) float32 ascending with inf padding, I (m, k) int64 with -1 padding.
     """
     m, s = cand_ids.shape
-    diff = cand_vecs.astype(np.float64) - queries[:, None, :].astype(np.float64)
-    dist = np.sqrt(np.einsum("msd,msd->ms", diff, diff))
+    diff = cand_vecs - queries[:, None, :]  # direct differences: no |x|^2 + |y|^2 - 2xy cancellation
+    dist = np.sqrt(np.einsum("msd,msd->ms", diff, diff, dtype=np.float64))
     dist[cand_ids < 0] = np.inf
-    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    if s > k:  # partial sort: only the k best need ordering
+        part = np.argpartition(dist, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(part, np.argsort(np.take_along_axis(dist, part, 1), axis=1), 1)
+    else:
+        order = np.argsort(dist, axis=1)
     D = np.full((m, k), np.inf, np.float32)
     I = np.full((m, k), -1, np.int64)
     D[:, : order.shape[1]] = np.take_along_axis(dist, order, axis=1)
@@ -383,13 +389,15 @@ class FaceIndex:
 
     def _vectors_of(self, cand: np.ndarray) -> np.ndarray:
         """Raw vectors (m, s, dim) float32 of candidate ids (m, s); zeros where the id is -1."""
-        out = np.zeros(cand.shape + (self.dim,), np.float32)
         valid = cand >= 0
         if self.spec.kind == "flat":
-            out[valid] = self._index_.reconstruct_batch(np.ascontiguousarray(cand[valid]))
+            found = self._index_.reconstruct_batch(np.ascontiguousarray(cand[valid]))
         else:
-            rows = self._rows_[np.searchsorted(self._ids_, cand[valid])]
-            out[valid] = self._raw_.take(rows)
+            found = self._raw_.take(self._rows_[np.searchsorted(self._ids_, cand[valid])])
+        if valid.all():
+            return found.reshape(cand.shape + (self.dim,))
+        out = np.zeros(cand.shape + (self.dim,), np.float32)
+        out[valid] = found
         return out
 
     # -- persistence ----------------------------------------------------------------------------------
