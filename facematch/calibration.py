@@ -35,7 +35,8 @@ from .bands import BANDS, BandScheme
 from .errors import CalibrationError, InvalidArgument
 from .settings import BandThresholds, Settings
 
-__all__ = ["DEFAULT_TARGETS", "CALIBRATION_FILE_NAME", "SCHEMA", "SCHEMA_VERSION", "RULE_OF_THREE", "ScoreSample", "pairwise_sample",
+__all__ = ["DEFAULT_TARGETS", "CALIBRATION_FILE_NAME", "SCHEMA", "SCHEMA_VERSION", "RULE_OF_THREE",
+           "ScoreSample", "pairwise_sample",
            "compute_calibration", "write_calibration", "read_calibration", "band_scheme_from_calibration",
            "calibration_path", "load_band_scheme"]
 

@@ -8,7 +8,6 @@ library and turns facematch's named errors into ``error: <message>`` with exit s
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import click
 
 from .errors import FacematchError
+from .evaluation.embed_cache import with_jitters
 from .settings import Settings
 
 __all__ = ["evaluate", "calibrate", "protocol", "COMMANDS"]
@@ -40,7 +40,7 @@ def _settings(ctx: click.Context, workers: int | None, num_jitters: int | None) 
     obj = ctx.find_root().obj
     settings = obj["settings"] if isinstance(obj, dict) and "settings" in obj else Settings.from_env()
     if num_jitters is not None:
-        settings = settings.replace(embedding=dataclasses.replace(settings.embedding, num_jitters=num_jitters))
+        settings = settings.replace(embedding=with_jitters(settings.embedding, num_jitters))
     return settings.replace(workers=workers)
 
 
@@ -79,7 +79,8 @@ _source_options = _options([
 
 _embedding_options = _options([
     click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: CPU cores]."),
-    click.option("--num-jitters", type=click.IntRange(min=1), help="facematch descriptor jitters [default: settings]."),
+    click.option("--num-jitters", type=click.IntRange(min=1),
+                 help="facematch descriptor jitters, gallery and probes [default: settings]."),
     click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
                  default=Path(".cache") / "facematch-eval", show_default=True,
                  help="Embedding cache (reused by later evaluations and calibrations)."),

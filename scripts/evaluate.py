@@ -15,7 +15,6 @@ or a calibration after an evaluation, re-embeds nothing. Run long ones with `nic
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -26,7 +25,8 @@ sys.path.insert(0, str(REPO))
 
 from facematch.calibration import compute_calibration, write_calibration  # noqa: E402
 from facematch.evaluation import runner  # noqa: E402
-from facematch.evaluation.embed_cache import DEFAULT_CACHE_DIR, EmbeddingCache, SystemSpec, embed_images  # noqa: E402
+from facematch.evaluation.embed_cache import (DEFAULT_CACHE_DIR, EmbeddingCache, SystemSpec,  # noqa: E402
+                                              embed_images, with_jitters)
 from facematch.bands import BandScheme  # noqa: E402
 from facematch.settings import Settings  # noqa: E402
 
@@ -42,7 +42,7 @@ LFW_FIXED_BOX = (67, 74, 182, 189)
 def _settings(args) -> Settings:
     settings = Settings.from_env(workers=args.workers)
     if args.num_jitters:
-        settings = settings.replace(embedding=dataclasses.replace(settings.embedding, num_jitters=args.num_jitters))
+        settings = settings.replace(embedding=with_jitters(settings.embedding, args.num_jitters))
     return settings
 
 
@@ -135,7 +135,8 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss").setLevel(logging.WARNING)
     cache = EmbeddingCache(args.cache_dir)
-    {"frmdb": run_frmdb, "lfw": run_lfw, "lfw-boxes": run_lfw_boxes, "calibrate": run_calibrate}[args.run](args, cache)
+    runs = {"frmdb": run_frmdb, "lfw": run_lfw, "lfw-boxes": run_lfw_boxes, "calibrate": run_calibrate}
+    runs[args.run](args, cache)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ stopped. The cache folder holds a ``.gitignore`` of ``*`` so nothing in it is ev
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -34,7 +35,7 @@ from facematch.types import FaceBox
 from .baseline import BASELINE_NAME, baseline_description, baseline_version, readme_embedding
 
 __all__ = ["CACHE_VERSION", "DEFAULT_CACHE_DIR", "ImageEmbedding", "SystemSpec", "EmbeddingCache",
-           "embed_images", "embedding_matrix", "summary"]
+           "embed_images", "embedding_matrix", "summary", "with_jitters"]
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +108,15 @@ class SystemSpec:
         """One sentence for the report."""
         if self.kind != "facematch":
             return baseline_description()
-        p = self.settings.describe_pipeline()
-        det, emb = p["detection"], p["embedding"]
-        text = (f"facematch pipeline ({MODEL_NAME}): HOG upsample {det['upsample']}, retry at upsample "
-                f"{det['retry_upsample']} when nothing is found{', then CNN' if det['cnn_fallback'] else ''}; "
-                f"{det['landmarks']}-point alignment, {emb['num_jitters']} jitter(s), largest face")
+        from facematch.detection import probe_stage_names
+
+        det, emb = self.settings.detection, self.settings.embedding
+        probe_jitters = getattr(emb, "probe_jitters", emb.num_jitters)
+        jitters = f"{emb.num_jitters} jitter(s) at enrolment, {probe_jitters} on probes"
+        text = (f"facematch pipeline ({MODEL_NAME}): probe cascade {' > '.join(probe_stage_names(det))} "
+                f"(stages run only while nothing is found and the CPU budget allows), custody cascade for "
+                f"gallery images; {det.landmarks}-point alignment, {jitters}"
+                f"{', mirrored chip averaged' if getattr(emb, 'flip', False) else ''}; largest face")
         if self.fallback_box:
             text += f"; when no face is detected, the fixed box {self.fallback_box} (LFW-specific option)"
         return text
@@ -171,6 +176,13 @@ class EmbeddingCache:
                 for sha, e in entries.items()]
         with self._conn:
             self._conn.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def with_jitters(embedding, num_jitters: int):
+    """``EmbeddingSettings`` with ``num_jitters`` for enrolment and probes alike (an evaluation option)."""
+    fields = {f.name for f in dataclasses.fields(embedding)}
+    changes = {k: num_jitters for k in ("num_jitters", "probe_jitters") if k in fields}
+    return dataclasses.replace(embedding, **changes)
 
 
 # ------------------------------------------------------------------------------------------ workers
@@ -253,6 +265,8 @@ def embed_images(paths: Sequence[str | Path], system: SystemSpec, *, purpose: st
     shas = _hash_all(paths)
     key = system.cache_key(purpose)
     known = cache.get_many(key, [s for s in shas if s]) if cache else {}
+    if cache and system.fallback_box:
+        known = {**_found_without_fallback(cache, system, purpose, shas), **known}
     todo: dict[str, int] = {}
     for i, sha in enumerate(shas):
         if sha and sha not in known and sha not in todo:
@@ -265,6 +279,15 @@ def embed_images(paths: Sequence[str | Path], system: SystemSpec, *, purpose: st
         known.update(_embed_missing(paths, shas, todo, system, purpose, cache, key, workers, progress))
     missing = ImageEmbedding("unreadable")
     return [known[s] if s else missing for s in shas]
+
+
+def _found_without_fallback(cache: EmbeddingCache, system: SystemSpec, purpose: str,
+                            shas: Sequence[str | None]) -> dict[str, ImageEmbedding]:
+    """Cached faces of the same system without its fallback box: the box is only used when no face is
+    detected, so where a face was found the result is the same and need not be computed again."""
+    plain = SystemSpec(system.name, system.kind, system.settings, None)
+    found = cache.get_many(plain.cache_key(purpose), [s for s in shas if s])
+    return {sha: e for sha, e in found.items() if e.acquired}
 
 
 def _embed_missing(paths, shas, todo, system, purpose, cache, key, workers, progress) -> dict[str, ImageEmbedding]:

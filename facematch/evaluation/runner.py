@@ -177,6 +177,11 @@ def _finite(values: np.ndarray) -> np.ndarray:
     return values[np.isfinite(values)]
 
 
+def _plottable(scores: dict) -> bool:
+    """A DET curve needs both mated and non-mated distances (a system may have acquired no probe)."""
+    return bool(scores["mated"].size and scores["nonmated"].size)
+
+
 # ------------------------------------------------------------------------------------ protocols
 
 @dataclass
@@ -224,7 +229,8 @@ def _system_on_protocol(protocol: Protocol, system: SystemSpec, emb: _Embedded, 
     top_nonmated = np.array([o.candidates[0][1] for o in outcomes if not o.mated and o.candidates])
     plots = {"scores": {"mated": _finite(d[same]), "nonmated": _finite(d[~same])},
              "search_scores": {"mated": _finite(mated_d), "nonmated": top_nonmated}}
-    section = {"description": system.description(), "verification": ver, "identification": ident,
+    section = {"description": system.description(), "system": system.describe(), "verification": ver,
+               "identification": ident,
                "embedding": {"gallery": summary(emb.gallery), "probes": summary(emb.probes),
                              "seconds": emb.seconds}}
     return section, outcomes, plots
@@ -255,7 +261,8 @@ def evaluate_protocol(protocol: Protocol, systems: Sequence[SystemSpec], *, sche
         section, outs, pl = _system_on_protocol(protocol, system, embedded[system.name], n_boot=n_boot,
                                                 seed=seed, thresholds=thresholds, groups=groups)
         result_systems[system.name], outcomes[system.name] = section, outs
-        plots["scores"][system.name] = pl["scores"]
+        if _plottable(pl["scores"]):
+            plots["scores"][system.name] = pl["scores"]
         plots["search_scores"][system.name] = pl["search_scores"]
     result = {
         "title": f"{' vs '.join(s.name for s in systems)} on {protocol.name}",
@@ -356,9 +363,12 @@ def evaluate_pairs(pairs: Sequence[Pair], systems: Sequence[SystemSpec], *, sche
         if len(np.unique(folds[ok])) >= 2:
             ver["lfw_accuracy_compared_only"] = M.lfw_10fold_accuracy(d[ok], same[ok], folds[ok])._asdict()
         ver["images_without_template"] = sum(not e.acquired for e in entries)
-        result_systems[system.name] = {"description": system.description(), "verification": ver,
+        result_systems[system.name] = {"description": system.description(), "system": system.describe(),
+                                       "verification": ver,
                                        "embedding": {"images": summary(entries), "seconds": seconds[system.name]}}
-        plots["scores"][system.name] = {"mated": _finite(d[same]), "nonmated": _finite(d[~same])}
+        scores = {"mated": _finite(d[same]), "nonmated": _finite(d[~same])}
+        if _plottable(scores):
+            plots["scores"][system.name] = scores
     n_folds = len(np.unique(folds))
     result = {
         "title": f"{' vs '.join(s.name for s in systems)} on {name}",
