@@ -36,16 +36,16 @@ def detect_faces(
 
     Parameters: ``pixels`` is ``(H, W, 3) uint8`` RGB; ``budget_s`` caps the CPU seconds (of this
     thread, model loading excluded) the probe cascade may spend (default ``settings.probe_budget_s``):
-    a stage whose estimated cost would overrun what is left is skipped. CPU time rather than wall time
-    keeps the result the same on a busy machine. Returns detections in original-image pixel
+    after the first stage, which always runs, a stage whose estimated cost would overrun what is left
+    is skipped. CPU time rather than wall time keeps the result the same on a busy machine. Returns detections in original-image pixel
     coordinates, largest first. Stages run in order and stop at the first that finds a face.
     """
     height, width = pixels.shape[:2]
     budget = settings.probe_budget_s if budget_s is None else budget_s
     spent = 0.0
-    for name, stage in _stages(settings, purpose):
-        estimate = _estimated_cost(name, pixels.shape, settings)
-        if purpose == "probe" and spent + estimate > budget:
+    for n, (name, stage) in enumerate(_stages(settings, purpose)):
+        estimate = _estimated_cost(name, pixels.shape, settings) if purpose == "probe" else 0.0
+        if purpose == "probe" and n > 0 and spent + estimate > budget:
             log.debug("stage %s skipped: %.2f s spent, about %.2f s needed, budget %.2f s",
                       name, spent, estimate, budget)
             continue

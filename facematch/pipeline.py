@@ -75,9 +75,8 @@ class FacePipeline:
         is ``BOX_DETECT_PX`` pixels (small CCTV faces are enlarged to where the detectors work best, huge
         ones shrunk to stay fast); the probe cascade runs on that copy, its CNN pass at the copy's own
         size, and a face whose centre lies in the box (and that is not tiny next to it) is mapped back
-        to original pixels. When no detector
-        finds one, the box is turned into the box a detector would have drawn for a face framed that
-        way (``MARKED_TO_DETECTOR``), so the landmark model gets what it was trained on.
+        to original pixels. When no detector finds one, the landmarks are placed inside the box as
+        drawn (moving it to where faces sit in FRMDB's head crops changed no rank; docs/cctv-probes.md).
         """
         height, width = pixels.shape[:2]
         if box.width < 8 or box.height < 8:
@@ -106,21 +105,12 @@ class FacePipeline:
         if best is not None:
             return best
         log.debug("no detector found a face in marked box %s; using it as drawn", box.as_xywh())
-        return Detection(_detector_like(clipped, width, height), "marked", None)
+        return Detection(clipped, "marked", None)
 
 
-#: Longer side, in pixels, to which an investigator-marked box is rescaled before detection.
+#: Longer side, in pixels, to which an investigator-marked box is rescaled before detection: a face
+#: filling half the box is then ~100 px wide, over the CNN detector's ~80 px minimum.
 BOX_DETECT_PX = 200
-#: Where a detector's box sits inside a box drawn around a head: (left, top, right, bottom) as fractions of
-#: the drawn box's width and height. Measured on the FRMDB CCTV crops (drawn around the head by the dataset
-#: authors) where the probe cascade found the face; see docs/cctv-probes.md.
-MARKED_TO_DETECTOR = (0.0, 0.0, 1.0, 1.0)
-
-
-def _detector_like(box: FaceBox, width: int, height: int) -> FaceBox:
-    left, top, right, bottom = MARKED_TO_DETECTOR
-    return FaceBox(box.left + round(left * box.width), box.top + round(top * box.height),
-                   box.left + round(right * box.width), box.top + round(bottom * box.height)).clipped(width, height)
 
 
 def _overlap(a: FaceBox, b: FaceBox) -> float:

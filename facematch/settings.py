@@ -57,7 +57,8 @@ class DetectionSettings:
     stills, see docs/cctv-probes.md) on a copy of about ``cnn_max_pixels`` pixels (enlarged at most
     ``cnn_max_upscale`` times), then upsampled HOG, then the CNN on a copy twice as large.
     ``probe_budget_s``: CPU seconds the probe cascade may spend; a stage that would overrun it is skipped.
-    ``landmarks``: "68" or "5", the dlib landmark model that aligns faces for the descriptor.
+    ``landmarks``: "5" or "68", the dlib landmark model that aligns faces for the descriptor (both sides);
+    "5" ranks CCTV probes better (it was trained on HOG and CNN boxes alike; docs/cctv-probes.md).
     """
 
     custody_detect_side: int = 320
@@ -71,7 +72,7 @@ class DetectionSettings:
     cnn_max_pixels: int = 60_000
     cnn_max_upscale: float = 2.0
     probe_budget_s: float = 1.5
-    landmarks: str = "68"
+    landmarks: str = "5"
 
 
 @dataclass(frozen=True)

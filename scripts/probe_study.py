@@ -60,8 +60,11 @@ CACHE = ROOT / ".cache" / "probe-study"
 COARSE_SIDE = 80
 #: Descriptor options compared on the same detections: (landmark model, mirrored-average, probe jitters).
 DESCRIPTORS = {"68": ("68", False, 1), "68+flip": ("68", True, 1), "5": ("5", False, 1),
-               "5+flip": ("5", True, 1), "68+jitter10": ("68", False, 10), "68@up": ("68", False, 1)}
+               "5+flip": ("5", True, 1), "5+jitter10": ("5", False, 10)}
 FUSIONS = ("min", "top2-mean", "mean")
+#: Median place of the HOG face box inside FRMDB's head crops (left, top, right, bottom as fractions of
+#: the crop), over the 33 full-size crops where HOG at upsample 1 finds a face.
+HEAD_TO_FACE = (0.23, 0.48, 0.73, 0.95)
 _VERSION = 2  # bump when what is cached changes meaning
 
 log = logging.getLogger("probe_study")
@@ -102,38 +105,18 @@ def _cached(name: str, key: str, compute):
 
 # ------------------------------------------------------------------------------------- features
 
-def _descriptor_set(models, pixels, box, padding: float, *, jitter_variant: bool) -> dict[str, np.ndarray]:
-    """Every descriptor option of :data:`DESCRIPTORS` for one face box."""
+def _descriptor_set(models, pixels, box, padding: float, *, jitters: bool = False) -> dict[str, np.ndarray]:
+    """The descriptor options of :data:`DESCRIPTORS` for one face box (``jitters``: also "5+jitter10",
+    which costs ten network passes; the gallery side uses "5" for it)."""
     out = {}
     for points in ("68", "5"):
         _, chips = aligned_chips(models, pixels, [box], landmark_points=points, padding=padding)
         both = chip_descriptors(models, chips + [c[:, ::-1].copy() for c in chips])
         out[points] = both[0]
         out[points + "+flip"] = (both[0] + both[1]) / 2
-        if points == "68" and jitter_variant:
-            out["68+jitter10"] = chip_descriptors(models, chips, num_jitters=10)[0]
-    if jitter_variant:
-        out["68@up"] = _enlarged_descriptor(models, pixels, box, padding)
+        if points == "5" and jitters:
+            out["5+jitter10"] = chip_descriptors(models, chips, num_jitters=10)[0]
     return out
-
-
-def _enlarged_descriptor(models, pixels, box, padding: float) -> np.ndarray:
-    """68-point descriptor with landmarks placed on a copy where the face is at least 120 px wide."""
-    from facematch.detection import resize_exact
-    from facematch.types import FaceBox
-
-    factor = 120 / max(box.width, 1)
-    if factor <= 1:
-        _, chips = aligned_chips(models, pixels, [box], landmark_points="68", padding=padding)
-        return chip_descriptors(models, chips)[0]
-    h, w = pixels.shape[:2]
-    region = FaceBox(box.left - box.width, box.top - box.height, box.right + box.width,
-                     box.bottom + box.height).clipped(w, h)
-    crop, sx, sy = resize_exact(pixels[region.top:region.bottom, region.left:region.right], factor)
-    inner = FaceBox(round((box.left - region.left) / sx), round((box.top - region.top) / sy),
-                    round((box.right - region.left) / sx), round((box.bottom - region.top) / sy))
-    _, chips = aligned_chips(models, crop, [inner], landmark_points="68", padding=padding)
-    return chip_descriptors(models, chips)[0]
 
 
 def gallery_features(protocol, settings: Settings) -> dict:
@@ -153,9 +136,9 @@ def gallery_features(protocol, settings: Settings) -> dict:
             ok.append(bool(found))
             detectors.append(found[0].detector if found else None)
             d = _descriptor_set(models, pixels, found[0].box, settings.embedding.padding,
-                                jitter_variant=False) if found else {}
+                                ) if found else {}
             for k in DESCRIPTORS:
-                key = "68" if k in ("68+jitter10", "68@up") else k
+                key = "5" if k == "5+jitter10" else k
                 descs[k].append(d.get(key, np.zeros(128, np.float32)))
             if n % 100 == 99:
                 log.info("gallery %d/%d (%.0f s)", n + 1, len(protocol.gallery), time.perf_counter() - started)
@@ -165,7 +148,8 @@ def gallery_features(protocol, settings: Settings) -> dict:
     return _cached("gallery", _key(custody, settings.embedding.padding), compute)
 
 
-def probe_features(protocol, settings: Settings, variant: str, *, marked: bool = False) -> dict:
+def probe_features(protocol, settings: Settings, variant: str, *, marked: bool = False,
+                   jitters: bool = False) -> dict:
     """Per probe: the pipeline's own result (timed) and every descriptor option for its face.
 
     ``marked``: the whole crop is given as an investigator-marked box (the ``--box`` path); FRMDB's
@@ -189,13 +173,19 @@ def probe_features(protocol, settings: Settings, variant: str, *, marked: bool =
                 row.update(box=face.box, detector=face.detector, quality=face.quality_score,
                            embedding=face.embedding,
                            desc=_descriptor_set(pipe._models, pixels, face.box, settings.embedding.padding,
-                                                jitter_variant=True))
+                                                jitters=jitters))
+                if marked and face.detector == "marked":  # the drawn box, moved to where faces sit in it
+                    h, w = pixels.shape[:2]
+                    l, t, r, b = HEAD_TO_FACE
+                    inner = FaceBox(round(l * w), round(t * h), round(r * w), round(b * h))
+                    row["desc_head_to_face"] = _descriptor_set(pipe._models, pixels, inner,
+                                                               settings.embedding.padding)
             rows.append(row)
             log.debug("%s %s: %s %.2f s", variant, entry.id, row.get("detector"), row["cpu"])
         return rows
 
-    key = _key(variant, settings.describe_pipeline(), marked and pipeline_module.MARKED_TO_DETECTOR,
-               marked and pipeline_module.BOX_DETECT_PX)
+    key = _key(variant, settings.describe_pipeline(), marked and (0.0, 0.0, 1.0, 1.0),
+               marked and pipeline_module.BOX_DETECT_PX, jitters)
     return _cached(f"probes-{variant}{'-marked' if marked else ''}", key, compute)
 
 
@@ -225,7 +215,7 @@ def outcomes_for(protocol, gallery: dict, probes: list[dict], descriptor: str, r
     its distances to all subjects (a per-probe cohort), which changes thresholds, not ranks.
     """
     subjects, codes = np.unique([g.subject for g in protocol.gallery], return_inverse=True)
-    g = gallery["desc"]["68" if descriptor in ("68+jitter10", "68@up") else descriptor].astype(np.float64)
+    g = gallery["desc"]["5" if descriptor == "5+jitter10" else descriptor].astype(np.float64)
     out = []
     for entry, row in zip(protocol.probes, probes):
         if "desc" not in row:
@@ -279,6 +269,28 @@ def stage_study(protocol, settings: Settings, variants: list[str]) -> None:
                   f"max {np.max(cpu):.3f} s")
 
 
+# -------------------------------------------------------------------------------- coarse protocol
+
+def write_coarse_protocol(protocol, folder: Path) -> Path:
+    """The dev protocol with its probes shrunk by :func:`coarse` (lossless PNG files under ``folder``),
+    for ``facematch evaluate``; gallery entries and probe ids are unchanged. Returns the JSON's path."""
+    from facematch.evaluation.protocols import ProbeEntry, Protocol, save_protocol_json
+
+    probes = []
+    for entry in protocol.probes:
+        out = folder / "probes" / Path(entry.id).with_suffix(".png")
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            pixels = coarse(load_image(entry.path, max_pixels=10**8).pixels)
+            cv2.imwrite(str(out), cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
+        probes.append(ProbeEntry(entry.id, out, entry.subject, entry.attributes))
+    coarse_protocol = Protocol(f"{protocol.name}-coarse{COARSE_SIDE}",
+                               f"{protocol.description} Probes shrunk (area interpolation) so their longer side "
+                               f"is {COARSE_SIDE} px: faces about 30-50 px wide, as in 352x288 CCTV frames.",
+                               protocol.gallery, probes, protocol.root)
+    return save_protocol_json(coarse_protocol, folder / f"frmdb-dev-cctv-coarse{COARSE_SIDE}.json")
+
+
 # ------------------------------------------------------------------------------------------ main
 
 def settings_from(args) -> Settings:
@@ -289,8 +301,9 @@ def settings_from(args) -> Settings:
     return Settings(detection=det, embedding=emb)
 
 
-def report(protocol, settings: Settings, variant: str, gallery: dict, *, marked: bool = False) -> None:
-    probes = probe_features(protocol, settings, variant, marked=marked)
+def report(protocol, settings: Settings, variant: str, gallery: dict, *, marked: bool = False,
+           jitters: bool = False) -> None:
+    probes = probe_features(protocol, settings, variant, marked=marked, jitters=jitters)
     cpu = np.array([r["cpu"] for r in probes])
     wall = np.array([r["wall"] for r in probes])
     detectors: dict[str, int] = {}
@@ -303,13 +316,22 @@ def report(protocol, settings: Settings, variant: str, gallery: dict, *, marked:
     gal = {"ok": gallery["ok"], "desc": {"pipeline": gallery["desc"][_gallery_descriptor(settings)]}}
     print(_line("pipeline as configured (min)", summarise(outcomes_for(protocol, gal, pipeline_rows,
                                                                         "pipeline", "min"))))
-    for descriptor in DESCRIPTORS:
+    for descriptor in [d for d in DESCRIPTORS if d in probes_desc_keys(probes)]:
         for rule in FUSIONS:
             print(_line(f"{descriptor}, {rule}", summarise(outcomes_for(protocol, gallery, probes, descriptor,
                                                                        rule))))
-    for descriptor in ("68", "68+flip"):
+    if marked:
+        fallback = [dict(r, desc=r.get("desc_head_to_face", r.get("desc"))) for r in probes]
+        for descriptor in ("68", "5"):
+            print(_line(f"{descriptor}, fallback box moved to the face", summarise(
+                outcomes_for(protocol, gallery, fallback, descriptor, "min"))))
+    for descriptor in ("68", "68+flip", "5", "5+flip"):
         print(_line(f"{descriptor}, min, t-norm", summarise(outcomes_for(protocol, gallery, probes, descriptor,
                                                                         "min", tnorm=True))))
+
+
+def probes_desc_keys(probes: list[dict]) -> set[str]:
+    return next((set(r["desc"]) for r in probes if "desc" in r), set())
 
 
 def _gallery_descriptor(settings: Settings) -> str:
@@ -326,7 +348,11 @@ def main(argv=None) -> int:
     parser.add_argument("--probe-jitters", type=int, default=None)
     parser.add_argument("--marked", action="store_true",
                         help="give each probe's whole crop as an investigator-marked box (the --box path)")
+    parser.add_argument("--jitter-study", action="store_true",
+                        help="also describe probes with 10 jitters (ten network passes per probe)")
     parser.add_argument("--stages", action="store_true", help="recall and cost of each probe stage alone")
+    parser.add_argument("--write-coarse-protocol", metavar="DIR", type=Path,
+                        help="write the coarse probes and a protocol JSON for facematch evaluate, then stop")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
@@ -334,6 +360,9 @@ def main(argv=None) -> int:
         print(f"no protocol at {PROTOCOL}: set FACEMATCH_TEST_DATA", file=sys.stderr)
         return 2
     protocol = load_protocol_json(PROTOCOL)
+    if args.write_coarse_protocol:
+        print(write_coarse_protocol(protocol, args.write_coarse_protocol))
+        return 0
     settings = settings_from(args)
     variants = list(VARIANTS) if args.variant == "both" else [args.variant]
     print(f"settings: {json.dumps(settings.describe_pipeline())}")
@@ -343,7 +372,7 @@ def main(argv=None) -> int:
     gallery = gallery_features(protocol, settings)
     print(f"gallery: {int(gallery['ok'].sum())}/{len(gallery['ok'])} images enrolled")
     for variant in variants:
-        report(protocol, settings, variant, gallery, marked=args.marked)
+        report(protocol, settings, variant, gallery, marked=args.marked, jitters=args.jitter_study)
     return 0
 
 

@@ -126,6 +126,11 @@ def test_budget_skips_costly_stages(models, caplog):
     assert spent < 0.3 + 0.2  # the cheap first HOG pass may run past a tiny budget, nothing else
 
 
+def test_first_stage_runs_whatever_the_budget(models, astronaut):
+    found = detect_faces(models, astronaut, DetectionSettings(), purpose="probe", budget_s=0.0)
+    assert found and found[0].detector == "hog"
+
+
 def test_default_budget_is_kept_on_a_faceless_frame(models):
     """A 352x288 frame with no face runs every affordable stage and stays within the budget."""
     noise = np.random.default_rng(1).integers(0, 256, (288, 352, 3), dtype=np.uint8)
