@@ -174,8 +174,10 @@ def _one_blas_thread():
 def _conv(x: np.ndarray, conv: _Conv) -> np.ndarray:
     """``(n, H, W, c_in)`` -> ``(n, H', W', c_out)``: one im2col matrix multiply."""
     if conv.padding:
-        p = conv.padding
-        x = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+        p, (n, height, width, channels) = conv.padding, x.shape
+        padded = np.zeros((n, height + 2 * p, width + 2 * p, channels), dtype=np.float32)
+        padded[:, p:p + height, p:p + width] = x  # (np.pad does the same, ~5% slower overall)
+        x = padded
     n, height, width, channels = x.shape
     k, s = conv.size, conv.stride
     out_h, out_w = (height - k) // s + 1, (width - k) // s + 1
