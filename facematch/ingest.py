@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator
 
 from .catalogue import Catalogue, utc_now
 from .errors import FacematchError, ImageTooLarge
-from .face_models import MODEL_NAME, model_version
+from .face_models import EMBEDDING_DIM, MODEL_NAME, model_version
 from .imaging import load_image, sha256_file
 from .index_store import IndexStore
 from .pipeline import FacePipeline
@@ -336,7 +336,7 @@ def _store_batch(catalogue: Catalogue, batch: list[ItemResult], kind: str, run_i
                 ids.append(face_id)
                 vectors.append(face.embedding)
         summary.faces_stored += len(ids)
-    return np.asarray(ids, dtype=np.int64), np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1)
+    return np.asarray(ids, dtype=np.int64), np.asarray(vectors, dtype=np.float32).reshape(len(ids), EMBEDDING_DIM)
 
 
 def _chunks(iterable: Iterable, size: int) -> Iterator[list]:
