@@ -109,3 +109,17 @@ def test_sigkill_mid_ingest_then_rerun_loses_and_duplicates_nothing(tmp_path):
     assert faces[0] == faces[1]
     assert fm.index_status()["custody"] == f"ok ({faces[0]} faces)"
     assert f"already stored (skipped): {stored_before}" in rerun.stdout
+
+
+def test_a_batch_without_any_face_is_stored_with_its_reason(tmp_path):
+    import cv2
+
+    folder = tmp_path / "custody" / "S1"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        cv2.imwrite(str(folder / f"wall{i}.png"), np.full((120, 160, 3), 40 * i, np.uint8))
+    fm = make_facematch(tmp_path)
+    summary = fm.ingest_custody(tmp_path / "custody", batch_size=2)
+    assert summary.outcomes == {"no_face": 3} and summary.faces_stored == 0
+    reasons = {r[0] for r in fm.catalogue.conn.execute("SELECT reason FROM images")}
+    assert reasons == {"no face detected"}
