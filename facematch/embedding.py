@@ -85,11 +85,13 @@ def landmarks_and_embeddings(
     *,
     landmark_points: str = "68",
     num_jitters: int | None = None,
+    flip: bool = False,
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Landmarks and descriptors for each box of one image, in one batched call to the network.
 
     Parameters: ``pixels`` ``(H, W, 3) uint8`` RGB; ``boxes`` in the same pixel coordinates;
-    ``num_jitters`` overrides ``settings.num_jitters`` (probes may use another value than enrolment).
+    ``num_jitters`` overrides ``settings.num_jitters`` (probes may use another value than enrolment);
+    ``flip`` averages each descriptor with that of the mirrored chip (see :func:`chip_descriptors`).
     Returns ``(landmarks, embeddings)``: a list of ``(n, 2) float32`` arrays and an ``(len(boxes), 128)
     float32`` array. The descriptor is computed from the same landmarks that are returned, so what is
     stored is what was embedded.
@@ -97,4 +99,4 @@ def landmarks_and_embeddings(
     landmarks, chips = aligned_chips(models, pixels, boxes, landmark_points=landmark_points,
                                      padding=settings.padding)
     jitters = settings.num_jitters if num_jitters is None else num_jitters
-    return landmarks, chip_descriptors(models, chips, num_jitters=jitters, flip=settings.flip)
+    return landmarks, chip_descriptors(models, chips, num_jitters=jitters, flip=flip)

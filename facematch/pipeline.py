@@ -52,10 +52,11 @@ class FacePipeline:
         from .embedding import landmarks_and_embeddings
 
         emb = self.settings.embedding
+        probe = purpose == "probe"
         landmarks, embeddings = landmarks_and_embeddings(
             self._models, pixels, [d.box for d in detections], emb,
             landmark_points=self.settings.detection.landmarks,
-            num_jitters=emb.probe_jitters if purpose == "probe" else emb.num_jitters,
+            num_jitters=emb.probe_jitters if probe else emb.num_jitters, flip=probe and emb.probe_flip,
         )
         records = []
         for det, points, vector in zip(detections, landmarks, embeddings):

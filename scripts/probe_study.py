@@ -208,14 +208,16 @@ def fuse(distances: np.ndarray, codes: np.ndarray, n_subjects: int, rule: str) -
 
 
 def outcomes_for(protocol, gallery: dict, probes: list[dict], descriptor: str, rule: str,
-                 *, tnorm: bool = False) -> list[M.SearchOutcome]:
+                 *, tnorm: bool = False, gallery_descriptor: str | None = None) -> list[M.SearchOutcome]:
     """Search outcomes of every probe with one descriptor option, fusion rule and score normalisation.
 
     ``tnorm``: each probe's subject distances are standardised by the mean and standard deviation of
     its distances to all subjects (a per-probe cohort), which changes thresholds, not ranks.
     """
     subjects, codes = np.unique([g.subject for g in protocol.gallery], return_inverse=True)
-    g = gallery["desc"]["5" if descriptor == "5+jitter10" else descriptor].astype(np.float64)
+    if gallery_descriptor is None:
+        gallery_descriptor = "5" if descriptor == "5+jitter10" else descriptor
+    g = gallery["desc"][gallery_descriptor].astype(np.float64)
     out = []
     for entry, row in zip(protocol.probes, probes):
         if "desc" not in row:
@@ -296,7 +298,7 @@ def write_coarse_protocol(protocol, folder: Path) -> Path:
 def settings_from(args) -> Settings:
     det = DetectionSettings(**{k: v for k, v in (("cnn_fallback", args.cnn), ("landmarks", args.landmarks))
                                if v is not None})
-    emb = EmbeddingSettings(**{k: v for k, v in (("flip", args.flip), ("probe_jitters", args.probe_jitters))
+    emb = EmbeddingSettings(**{k: v for k, v in (("probe_flip", args.flip), ("probe_jitters", args.probe_jitters))
                                if v is not None})
     return Settings(detection=det, embedding=emb)
 
@@ -313,13 +315,16 @@ def report(protocol, settings: Settings, variant: str, gallery: dict, *, marked:
           f"{wall.mean():.3f} s wall; faces by stage {detectors}")
     subjects, codes = np.unique([g.subject for g in protocol.gallery], return_inverse=True)
     pipeline_rows = [{**r, "desc": {"pipeline": r["embedding"]}} if "embedding" in r else r for r in probes]
-    gal = {"ok": gallery["ok"], "desc": {"pipeline": gallery["desc"][_gallery_descriptor(settings)]}}
+    gal = {"ok": gallery["ok"], "desc": {"pipeline": gallery["desc"][settings.detection.landmarks]}}
     print(_line("pipeline as configured (min)", summarise(outcomes_for(protocol, gal, pipeline_rows,
                                                                         "pipeline", "min"))))
     for descriptor in [d for d in DESCRIPTORS if d in probes_desc_keys(probes)]:
         for rule in FUSIONS:
             print(_line(f"{descriptor}, {rule}", summarise(outcomes_for(protocol, gallery, probes, descriptor,
                                                                        rule))))
+    for points in ("68", "5"):
+        print(_line(f"{points}+flip on the probe only, min", summarise(outcomes_for(
+            protocol, gallery, probes, f"{points}+flip", "min", gallery_descriptor=points))))
     if marked:
         fallback = [dict(r, desc=r.get("desc_head_to_face", r.get("desc"))) for r in probes]
         for descriptor in ("68", "5"):
@@ -334,16 +339,13 @@ def probes_desc_keys(probes: list[dict]) -> set[str]:
     return next((set(r["desc"]) for r in probes if "desc" in r), set())
 
 
-def _gallery_descriptor(settings: Settings) -> str:
-    return settings.detection.landmarks + ("+flip" if settings.embedding.flip else "")
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", choices=[*VARIANTS, "both"], default="both")
     parser.add_argument("--cnn", action=argparse.BooleanOptionalAction, default=None,
                         help="CNN stage of the probe cascade (default: settings default)")
-    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                        help="probe flip: average each probe descriptor with its mirror image's")
     parser.add_argument("--landmarks", choices=["68", "5"], default=None)
     parser.add_argument("--probe-jitters", type=int, default=None)
     parser.add_argument("--marked", action="store_true",

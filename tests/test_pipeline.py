@@ -89,6 +89,16 @@ def test_chip_descriptor_is_dlibs_own(pipeline, astronaut):
     np.testing.assert_allclose(ours[0], theirs, atol=1e-6)
 
 
+def test_probe_descriptor_is_flipped_custody_is_not(pipeline, astronaut):
+    models = pipeline._models
+    detection = detect_faces(models, astronaut, pipeline.settings.detection, purpose="custody")[:1]
+    custody = pipeline._describe(astronaut, detection, "custody")[0].embedding
+    probe = pipeline._describe(astronaut, detection, "probe")[0].embedding
+    _, chips = aligned_chips(models, astronaut, [detection[0].box], landmark_points=pipeline.settings.detection.landmarks)
+    np.testing.assert_allclose(custody, chip_descriptors(models, chips)[0], atol=1e-6)
+    np.testing.assert_allclose(probe, chip_descriptors(models, chips, flip=True)[0], atol=1e-6)
+
+
 def test_flip_averages_the_mirrored_chip(pipeline, astronaut):
     models = pipeline._models
     box = detect_faces(models, astronaut, pipeline.settings.detection, purpose="custody")[0].box
