@@ -6,7 +6,6 @@ errors become one-line ``error: ...`` messages with exit status 1 (usage errors 
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
@@ -16,22 +15,10 @@ import click
 
 from . import render
 from .api import Facematch
-from .errors import FacematchError
+from .cli_support import CONTEXT, fail_cleanly as _fail_cleanly
 from .settings import Settings
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
-
-def _fail_cleanly(command):
-    """Turn facematch's named errors into ``error: <message>`` and exit status 1."""
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except FacematchError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-    return wrapper
 
 
 def _open(ctx: click.Context) -> Facematch:

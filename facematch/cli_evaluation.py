@@ -8,32 +8,19 @@ library and turns facematch's named errors into ``error: <message>`` with exit s
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 
 import click
 
-from .errors import FacematchError
+from .cli_support import CONTEXT, fail_cleanly as _fail_cleanly
 from .evaluation.embed_cache import with_jitters
 from .settings import Settings
 
 __all__ = ["evaluate", "calibrate", "protocol", "COMMANDS"]
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 KINDS = ["auto", "folder", "protocol", "lfw-pairs"]
 
-
-def _fail_cleanly(command):
-    """Turn facematch's named errors into ``error: <message>`` and exit status 1."""
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except FacematchError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-    return wrapper
 
 
 def _settings(ctx: click.Context, workers: int | None, num_jitters: int | None) -> Settings:
