@@ -9,6 +9,9 @@ its own. Printed per side: wall seconds, images/s, CPU seconds, images per CPU-s
 face, peak RSS, and per-stage CPU times; then the ratios. On a shared machine wall times depend on the
 other load (the load average is printed); CPU seconds much less so.
 
+``--dask`` adds a third side: facematch with the analysis on a Dask local cluster of the same number
+of worker processes (``facematch.distributed.DaskAnalyser``; needs the ``dask`` extra).
+
 ``--ablation N`` also measures each change on its own, in this process, on the first N images:
 detection (naive HOG upsample 1; facematch's previous custody cascade, upsample 1 then an upsample-2
 retry on a miss; the current custody stages) and the descriptor network (dlib's against NumPy's).
@@ -21,6 +24,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -33,6 +37,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+SIDES = ("naive", "facematch", "facematch-dask")
+LABELS = {"naive": "naive (f_r)", "facematch": "facematch", "facematch-dask": "facematch+dask"}
 sys.path.insert(0, str(REPO))
 DATA = Path(os.environ.get("FACEMATCH_TEST_DATA", REPO.parent / "shared" / "data"))
 
@@ -102,28 +108,47 @@ def run_naive(manifest: Path, workers: int) -> dict:
                        for k, (c, s) in stages.items()}}
 
 
-def run_facematch(manifest: Path, workers: int) -> dict:
+def run_facematch(manifest: Path, workers: int, *, dask: bool = False) -> dict:
+    """facematch ingest; with ``dask`` the analysis runs in a Dask local cluster of ``workers`` processes
+    (its start-up included, as the pool's is)."""
     from facematch.api import Facematch
+    from facematch.ingest import ingest
     from facematch.settings import Settings
+    from facematch.sources import custody_items
 
-    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp, contextlib.ExitStack() as stack:
         settings = Settings(data_dir=Path(tmp) / "data", index_dir=Path(tmp) / "indexes", workers=workers)
         started = time.perf_counter()
-        with Facematch(settings=settings) as fm:
-            summary = fm.ingest_custody(manifest)
-            wall = time.perf_counter() - started
-            rows = fm.catalogue.conn.execute(
-                "SELECT i.original_path, COUNT(f.id) FROM images i LEFT JOIN faces f ON f.image_id = i.id "
-                "GROUP BY i.id").fetchall()
+        fm = stack.enter_context(Facematch(settings=settings))
+        analyse = _dask_analyser(stack, workers) if dask else None
+        summary = ingest(fm.catalogue, fm.index_store, custody_items(manifest), kind="custody",
+                         settings=fm.settings, user="bench", source=str(manifest), analyse=analyse)
+        wall = time.perf_counter() - started
+        rows = fm.catalogue.conn.execute(
+            "SELECT i.original_path, COUNT(f.id) FROM images i LEFT JOIN faces f ON f.image_id = i.id "
+            "GROUP BY i.id").fetchall()
     if summary.processed != len(manifest_paths(manifest)):
         raise SystemExit(f"facematch processed {summary.processed} of the images: {summary.to_dict()}")
     return {"wall_s": wall, "images": summary.processed, "found": {p: n for p, n in rows},
             "outcomes": summary.outcomes, "stages": summary.stages.report()}
 
 
+def _dask_analyser(stack: contextlib.ExitStack, workers: int):
+    import distributed
+
+    from facematch.distributed import DaskAnalyser
+
+    cluster = stack.enter_context(distributed.LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None))
+    return DaskAnalyser(stack.enter_context(distributed.Client(cluster)))
+
+
 def child_main(side: str, manifest: Path, workers: int) -> None:
     load = os.getloadavg()[0]
-    result = (run_naive if side == "naive" else run_facematch)(manifest, workers)
+    if side == "naive":
+        result = run_naive(manifest, workers)
+    else:
+        result = run_facematch(manifest, workers, dask=side == "facematch-dask")
     result.update(_usage(), side=side, load_before=load, load_after=os.getloadavg()[0])
     print(json.dumps(result))
 
@@ -201,14 +226,15 @@ def ablation(paths: list[str]) -> None:
 
 
 def report(runs: list[dict]) -> None:
-    by_side = {s: [r for r in runs if r["side"] == s] for s in ("naive", "facematch")}
-    print(f"\n{'':34s}{'naive (face_recognition)':>26s}{'facematch':>14s}{'ratio':>9s}")
+    sides = [s for s in SIDES if any(r["side"] == s for r in runs)]
+    by_side = {s: [r for r in runs if r["side"] == s] for s in sides}
+    print(f"\n{'':34s}" + "".join(f"{LABELS[s]:>16s}" for s in sides) + "   ratio to naive")
 
-    def row(label, key, fmt="{:.1f}", ratio=True, invert=False):
-        values = [_median([key(r) for r in by_side[s]]) for s in ("naive", "facematch")]
-        text = "".join(f"{fmt.format(v):>{w}s}" for v, w in zip(values, (26, 14)))
-        if ratio and values[0] and values[1]:
-            text += f"{(values[0] / values[1] if invert else values[1] / values[0]):>8.2f}x"
+    def row(label, key, fmt="{:.1f}", ratio=True):
+        values = [_median([key(r) for r in by_side[s]]) for s in sides]
+        text = "".join(f"{fmt.format(v):>16s}" for v in values)
+        if ratio and values[0]:
+            text += "   " + "  ".join(f"{v / values[0]:.2f}x" for v in values[1:])
         print(f"{label:34s}{text}")
 
     row("images", lambda r: r["images"], "{:.0f}", ratio=False)
@@ -227,14 +253,17 @@ def report(runs: list[dict]) -> None:
     print(f"images with a face found only by naive: {len(a - b)}, only by facematch: {len(b - a)}")
     if fm.get("outcomes"):
         print(f"facematch outcomes: {fm['outcomes']}")
-    for side, run in (("naive", naive), ("facematch", fm)):
+    for side in sides:
+        run = by_side[side][-1]
         print(f"{side} stages (CPU ms per call, calls):  " + ",  ".join(
             f"{k} {v['cpu_ms_per_call']:.1f} ({v['calls']})" for k, v in run["stages"].items()))
 
 
 def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2] if ordered else 0.0
+    ordered, middle = sorted(values), len(values) // 2
+    if not ordered:
+        return 0.0
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def main() -> None:
@@ -246,8 +275,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--repeat", type=int, default=1, help="runs per side, alternating order; medians shown")
     parser.add_argument("--ablation", type=int, default=0, metavar="N", help="also measure each change on N images")
+    parser.add_argument("--dask", action="store_true", help="also run facematch on a Dask local cluster")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
-    parser.add_argument("--side", choices=("naive", "facematch"), help=argparse.SUPPRESS)
+    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
@@ -261,8 +291,9 @@ def main() -> None:
         print(f"{n} images from {'LFW' if args.lfw else args.images}, {args.workers} workers, "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
         runs = []
+        sides = SIDES if args.dask else SIDES[:2]
         for i in range(args.repeat):
-            for side in (("naive", "facematch") if i % 2 == 0 else ("facematch", "naive")):
+            for side in (sides if i % 2 == 0 else sides[::-1]):
                 runs.append(run_side(side, manifest, args.workers))
                 r = runs[-1]
                 print(f"  {side:9s} run {i + 1}: {r['images']} images in {r['wall_s']:.1f} s "
