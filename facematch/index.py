@@ -8,7 +8,8 @@ Three kinds (`choose_index_spec` picks one from the gallery size and a memory bu
 - ``ivf_pq``: inverted file of product-quantised codes in RAM (``nbits=4``: SIMD "fast-scan" codes,
   ``IVF<nlist>,PQ<m>x4fs``; ``nbits=8``: ``IVF<nlist>,PQ<m>x8``). The raw float32 vectors live in a file
   beside the index (memory-mapped once saved) and re-rank a shortlist of
-  ``shortlist_factor * max(k, 10)`` candidates, so the distances returned are exact and recall is limited only by the shortlist.
+  ``shortlist_factor * max(k, 10)`` candidates, so the distances returned are exact and recall is limited
+  only by the shortlist.
 
 Every kind returns exact Euclidean (not squared) distances and supports removal (retention deletion;
 HNSW is avoided because it cannot remove). Measured figures behind the selection rule: docs/scale.md.
@@ -18,6 +19,7 @@ Faiss's thread count is process-wide: set it with `set_faiss_threads`, never imp
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -38,13 +40,17 @@ log = logging.getLogger(__name__)
 __all__ = ["IndexSpec", "FaceIndex", "choose_index_spec", "set_faiss_threads", "KINDS"]
 
 KINDS = ("flat", "ivf_flat", "ivf_pq")
-#: Largest gallery searched exhaustively: Flat single-query p50 reaches ~5 ms near 100k (docs/scale.md).
-FLAT_MAX_VECTORS = 100_000
+#: Largest gallery searched exhaustively: one Flat query cost 1.3-3.4 ms of CPU at 50k and 2.6-7.6 ms at
+#: 100k, depending on how busy the shared machine was (docs/scale.md).
+FLAT_MAX_VECTORS = 50_000
 #: RAM allowed for an index when the caller gives no budget (the 10M-vector target of docs/scale.md).
 DEFAULT_MEMORY_BUDGET_BYTES = 4 * 2**30
 #: Share of IVF cells scanned by default: dlib descriptors have little cluster structure, so recall@50
 #: >= 0.99 needed 31% of the cells at 1M (25% sufficed at 10M, where the shortlist limits recall; docs/scale.md).
 PROBE_FRACTION = 0.3125
+#: ... and at least this many vectors' cells: smaller galleries need a larger share (recall@50 with 31% of
+#: the cells: 0.984 at 200k, 0.987 at 500k, 0.993 at 1M), and 200k codes cost about 2 ms of CPU.
+MIN_SCANNED_VECTORS = 200_000
 _DEFAULTS = {
     "flat": {},
     "ivf_flat": {"nlist": 1024, "nprobe": 320, "train_size": None, "seed": 1234},
@@ -64,7 +70,8 @@ class IndexSpec:
 
     Params (missing ones take defaults): ``nlist`` k-means cells, ``nprobe`` cells scanned per query,
     ``m`` PQ sub-vectors (must divide dim) of ``nbits`` bits (4 or 8), ``shortlist_factor`` PQ candidates
-    re-ranked per wanted neighbour (k below 10 counts as 10), ``train_size`` training sample (default max(64 * nlist, 65536)), ``seed``.
+    re-ranked per wanted neighbour (k below 10 counts as 10), ``train_size`` training sample (default
+    max(64 * nlist, 65536)), ``seed``.
     Raises InvalidArgument for an unknown kind or parameter, or an out-of-range value.
     """
 
@@ -95,12 +102,13 @@ def choose_index_spec(n_vectors: int, *, dim: int = 128, memory_budget_bytes: in
     """Pick the index for a gallery of `n_vectors` embeddings of `dim` float32 values.
 
     Rule (from figures measured on the 2-core development machine, docs/scale.md): exact ``flat`` up to
-    FLAT_MAX_VECTORS (one query costs 2.6 ms of CPU at 100k, 7 ms at 150k); beyond, ``ivf_pq`` with
-    4-bit fast-scan codes and exact re-ranking: recall@50 0.993 at 3.5 ms CPU per query for 1M vectors,
-    0.99 at 18-25 ms for 10M, where ``ivf_flat`` needed 4-5 times longer for the same recall.
+    FLAT_MAX_VECTORS (a query costs up to 3.4 ms of CPU at 50k, up to 7.6 ms at 100k); beyond,
+    ``ivf_pq`` with 4-bit fast-scan codes and exact re-ranking: recall@50 0.993 at 3.5-3.9 ms of CPU per
+    query for 1M vectors, 0.99 at 18-25 ms for 10M; ``ivf_flat`` needed 4-6 times longer for that recall.
     m is dim/2 (32 bytes a vector for 128-d), halved while the index RAM, about n * (m/2 + 24) bytes,
     would exceed `memory_budget_bytes` (default 4 GiB). nlist is the power of two nearest sqrt(n), within
-    [256, 2048] (k-means and assignment cost grow with nlist); nprobe scans PROBE_FRACTION of the cells.
+    [256, 2048] (k-means and assignment cost grow with nlist); nprobe scans PROBE_FRACTION of the cells,
+    and cells holding at least MIN_SCANNED_VECTORS vectors.
     """
     if n_vectors < 0 or dim < 1:
         raise InvalidArgument(f"n_vectors must be >= 0 and dim >= 1, got {n_vectors}, {dim}")
@@ -114,7 +122,8 @@ def choose_index_spec(n_vectors: int, *, dim: int = 128, memory_budget_bytes: in
     if n_vectors * _pq_bytes_per_vector(m, 4) > budget:
         log.warning("an ivf_pq index of %d vectors needs ~%.1f GiB, over the %.1f GiB budget", n_vectors,
                     n_vectors * _pq_bytes_per_vector(m, 4) / 2**30, budget / 2**30)
-    return IndexSpec("ivf_pq", {"nlist": nlist, "nprobe": max(1, round(PROBE_FRACTION * nlist)), "m": m})
+    nprobe = max(round(PROBE_FRACTION * nlist), math.ceil(nlist * min(1.0, MIN_SCANNED_VECTORS / n_vectors)))
+    return IndexSpec("ivf_pq", {"nlist": nlist, "nprobe": nprobe, "m": m})
 
 
 def set_faiss_threads(n: int) -> None:
@@ -465,7 +474,7 @@ class FaceIndex:
         meta_path = path.with_suffix(".json")
         if not path.exists() and not meta_path.exists():
             raise IndexMissing(f"no index at {path}: run `facematch index rebuild`")
-        stale = f"; run `facematch index rebuild`"
+        stale = "; run `facematch index rebuild`"
         if not path.exists() or not meta_path.exists():
             missing = path if not path.exists() else meta_path
             raise IndexStale(f"index file pair is incomplete ({missing.name} is missing){stale}")
@@ -568,11 +577,8 @@ def _write_vectors(path: Path, ids: np.ndarray, rows: np.ndarray, raw: _RawVecto
     digest = hashlib.sha256()
     with open(path, "wb") as f:
         f.write(bytes(_VEC_HEADER))
-        for chunk in (ids.astype("<i8").tobytes(),):
-            digest.update(chunk)
-            f.write(chunk)
-        for start in range(0, len(ids), _CHUNK):
-            chunk = raw.take(rows[start : start + _CHUNK]).astype("<f4").tobytes()
+        blocks = (raw.take(rows[s : s + _CHUNK]).astype("<f4").tobytes() for s in range(0, len(ids), _CHUNK))
+        for chunk in itertools.chain([ids.astype("<i8").tobytes()], blocks):
             digest.update(chunk)
             f.write(chunk)
         f.seek(0)

@@ -70,7 +70,8 @@ def embed_lfw(lfw_dir: Path, n_images: int, per_identity: int = 3) -> tuple[np.n
             vectors.append(face_recognition.face_encodings(image, [box])[0])
             labels.append(label)
         if label % 50 == 0:
-            log.info("embedded %d faces of %d identities (%.0f s)", len(vectors), label + 1, time.perf_counter() - t0)
+            log.info("embedded %d faces of %d identities (%.0f s)", len(vectors), label + 1,
+                     time.perf_counter() - t0)
     return np.asarray(vectors, dtype=np.float32), np.asarray(labels, dtype=np.int64)
 
 
@@ -277,7 +278,8 @@ def bench_index(name: str, spec: IndexSpec, base: np.ndarray, q: np.ndarray, tru
     load_mb = _rss_mb()[0] - anon0
     rows = measure_settings(index, q, truth, args, settings)
     files = {p.suffix: p.stat().st_size / 2**20 for p in (path, path.with_suffix(".vectors")) if p.exists()}
-    result = {"name": name, "spec": spec, "build_s": build_s, "build_cpu": build_cpu, "build_mb": build_mb, "load_s": load_s,
+    result = {"name": name, "spec": spec, "build_s": build_s, "build_cpu": build_cpu, "build_mb": build_mb,
+              "load_s": load_s,
               "load_mb": load_mb, "page_cache_mb": _rss_mb()[1] - file0, "files_mb": files, "rows": rows}
     del index
     for p in path.parent.glob(f"bench_{name}.*"):
@@ -289,7 +291,8 @@ def print_result(n: int, r: dict) -> None:
     spec = r["spec"]
     files = ", ".join(f"{suffix} {mb:.0f} MB" for suffix, mb in r["files_mb"].items())
     print(f"\n[{n:,}] {r['name']}: {spec.kind} {spec.params}")
-    print(f"  build {r['build_s']:.1f} s wall, {r['build_cpu']:.1f} s CPU (+{r['build_mb']:.0f} MB RAM while building); load {r['load_s']:.1f} s; "
+    print(f"  build {r['build_s']:.1f} s wall, {r['build_cpu']:.1f} s CPU (+{r['build_mb']:.0f} MB RAM while "
+          f"building); load {r['load_s']:.1f} s; "
           f"RAM after load +{r['load_mb']:.0f} MB anonymous (+{r['page_cache_mb']:.0f} MB mapped file pages "
           f"touched while searching); files: {files}")
     print(f"  load average now {os.getloadavg()[0]:.1f}")
@@ -306,7 +309,7 @@ def flat_sweep(model: DescriptorModel, args) -> None:
     rng = np.random.default_rng(5)
     q = model.images(rng, model.centres(rng, 100))
     print("\nFlat single-query latency (1 thread, k=50):")
-    for n in (25_000, 50_000, 100_000, 150_000, 200_000, 400_000):
+    for n in (25_000, 50_000, 75_000, 100_000, 150_000, 200_000, 400_000):
         x = model.images(rng, model.centres(rng, n))
         index = FaceIndex.build(np.arange(n), x, spec=IndexSpec("flat"))
         lat = latency_ms(index, q, 10.0)
@@ -318,7 +321,8 @@ def settings_for(spec: IndexSpec, args) -> list[dict]:
     """Search settings to sweep: nprobe as fractions of nlist (and shortlist factors for IVF-PQ)."""
     if spec.kind == "flat":
         return [{}]
-    probes = sorted({max(1, round(f * spec.params["nlist"])) for f in args.probe_fractions})
+    probes = {max(1, round(f * spec.params["nlist"])) for f in args.probe_fractions}
+    probes = sorted(probes | {spec.params["nprobe"]})  # the fractions swept, and the spec's own default
     if spec.kind == "ivf_flat":
         return [{"nprobe": p} for p in probes]
     return [{"nprobe": p, "shortlist_factor": f} for p in probes for f in args.shortlist]
@@ -347,7 +351,7 @@ def run_size(model: DescriptorModel, n: int, args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    floats = lambda s: [int(float(v)) for v in s.split(",")]  # noqa: E731
+    floats = lambda s: [int(float(v)) for v in s.split(",") if v]  # noqa: E731
     parser.add_argument("--sizes", type=floats, default=[100_000], help="gallery sizes, e.g. 1e6,1e7")
     parser.add_argument("--queries", type=int, default=200, help="queries with exact ground truth")
     parser.add_argument("--probe-fractions", type=lambda s: [float(v) for v in s.split(",")],

@@ -283,9 +283,12 @@ def test_concurrent_searches_match_serial(gallery, built):
 def test_choose_index_spec_rule():
     assert choose_index_spec(0).kind == "flat"
     assert choose_index_spec(50_000).kind == "flat"
+    small = choose_index_spec(200_000)  # small galleries scan at least 200k vectors' cells: all of them here
+    assert small.kind == "ivf_pq" and small.params["nprobe"] == small.params["nlist"]
     one_million = choose_index_spec(1_000_000)
     assert one_million.kind == "ivf_pq" and one_million.params["nlist"] == 1024
     assert one_million.params["m"] == 64 and one_million.params["nbits"] == 4
+    assert one_million.params["nprobe"] == 320  # 31% of the cells (docs/scale.md)
     ten_million = choose_index_spec(10_000_000)
     assert ten_million.kind == "ivf_pq" and ten_million.params["m"] == 64
     tight = choose_index_spec(10_000_000, memory_budget_bytes=400 * 2**20)  # 40 bytes a vector
