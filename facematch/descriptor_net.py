@@ -20,6 +20,7 @@ uses internally), so :meth:`DescriptorNet.compute_face_descriptor` is a drop-in 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -161,10 +162,16 @@ def _one_blas_thread():
     in another thread of this process also runs single-threaded meanwhile.)
     """
     global _blas_controller
-    from threadpoolctl import ThreadpoolController
-
     if _blas_controller is None:
-        _blas_controller = ThreadpoolController()
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # a dependency; without it results are the same, only slower
+            log.warning("threadpoolctl is not installed: OpenBLAS keeps its default thread count")
+            _blas_controller = False
+        else:
+            _blas_controller = ThreadpoolController()
+    if not _blas_controller:
+        return contextlib.nullcontext()
     return _blas_controller.limit(limits=1, user_api="blas")
 
 
@@ -269,7 +276,8 @@ def _read_model(path: Path):
     layers = _read_layers(path.read_bytes())
     expected = ["con", "affine", "relu", "max_pool"]
     for _, down in _BLOCKS:
-        expected += ["con", "affine", "relu", "con", "affine"] + (["avg_pool"] if down else []) + ["add_prev", "relu"]
+        shortcut = ["avg_pool"] if down else []
+        expected += ["con", "affine", "relu", "con", "affine", *shortcut, "add_prev", "relu"]
     expected += ["avg_pool", "fc"]
     if [layer[0] for layer in layers] != expected:
         raise InvalidArgument(f"{path} is not dlib's face descriptor ResNet (unexpected layer sequence)")

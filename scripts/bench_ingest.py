@@ -269,12 +269,14 @@ def _median(values: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--images", type=Path, help="custody folder <subject>/<image> (default frmdb-dev/mugshots)")
+    source.add_argument("--images", type=Path,
+                        help="custody folder <subject>/<image> (default frmdb-dev/mugshots)")
     source.add_argument("--lfw", type=int, metavar="N", help="N LFW images (seeded shuffle) instead")
     parser.add_argument("--workers", type=int, default=2, help="processes for both sides (default 2)")
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--repeat", type=int, default=1, help="runs per side, alternating order; medians shown")
-    parser.add_argument("--ablation", type=int, default=0, metavar="N", help="also measure each change on N images")
+    parser.add_argument("--ablation", type=int, default=0, metavar="N",
+                        help="also measure each change on N images")
     parser.add_argument("--dask", action="store_true", help="also run facematch on a Dask local cluster")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)

@@ -47,7 +47,8 @@ def test_descriptors_equal_dlibs_on_real_faces(models, net, astronaut):
         faces = _faces(models, pixels)
         if len(faces) == 0:
             continue
-        expected = np.array([np.asarray(v) for v in models.encoder.compute_face_descriptor(pixels, faces, 1, 0.25)])
+        vectors = models.encoder.compute_face_descriptor(pixels, faces, 1, 0.25)
+        expected = np.array([np.asarray(v) for v in vectors])
         got = net.compute_face_descriptor(pixels, faces, 1, 0.25)
         assert got.shape == (len(faces), 128) and got.dtype == np.float32
         assert np.abs(got - expected).max() < 1e-5
