@@ -83,14 +83,15 @@ class EmbeddingSettings:
     ``probe_jitters``: the same for probe faces (a probe is embedded once per search, so it can afford more).
     ``padding``: margin of the aligned chip around the face (dlib's 0.25).
     ``probe_flip``: a probe's descriptor is the mean of those of its aligned chip and of the chip's mirror
-    image (one more network pass per probe face, none at enrolment; +7 rank-10 hits net over 210 mated
-    CCTV searches, docs/cctv-probes.md).
+    image (one more network pass per probe face, none at enrolment). Off: on the CCTV dev protocol it
+    moved rank-10 by +3 and -1 probes and rank-1 by 0 and -3 (coarse, full crops): unproven
+    (docs/cctv-probes.md).
     """
 
     num_jitters: int = 1
     probe_jitters: int = 1
     padding: float = 0.25
-    probe_flip: bool = True
+    probe_flip: bool = False
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,8 @@ def test_chip_descriptor_is_dlibs_own(pipeline, astronaut):
     np.testing.assert_allclose(ours[0], theirs, atol=1e-6)
 
 
-def test_probe_descriptor_is_flipped_custody_is_not(pipeline, astronaut):
+def test_probe_flip_applies_to_probes_only(astronaut):
+    pipeline = FacePipeline(Settings(embedding=EmbeddingSettings(probe_flip=True)))
     models = pipeline._models
     detection = detect_faces(models, astronaut, pipeline.settings.detection, purpose="custody")[:1]
     custody = pipeline._describe(astronaut, detection, "custody")[0].embedding
