@@ -6,6 +6,7 @@
     python scripts/evaluate.py lfw --fixed-box --no-baseline   # LFW-only fixed-box fallback
     python scripts/evaluate.py lfw-boxes             # median detected box on LFW (for --fixed-box)
     python scripts/evaluate.py calibrate             # frmdb-dev + LFW calibration -> docs/calibration-dev.json
+    python scripts/evaluate.py frmdb --calibration docs/calibration-dev.json --n-boot 0   # bands in use
 
 Everything is done by the library (facematch.evaluation.runner, facematch.calibration); this script only
 names the data and the output folders. Embeddings are cached in .cache/facematch-eval, so a second run,
@@ -15,6 +16,7 @@ or a calibration after an evaluation, re-embeds nothing. Run long ones with `nic
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -34,19 +36,24 @@ log = logging.getLogger("evaluate")
 DATA = Path(os.environ.get("FACEMATCH_TEST_DATA", REPO.parent / "shared" / "data"))
 FRMDB_PROTOCOL = DATA / "protocols" / "frmdb-dev-cctv.json"
 LFW_PAIRS = DATA / "lfw" / "pairs.txt"
-#: Median box facematch's detector finds on the LFW pair images (`evaluate.py lfw-boxes`), used as the
-#: fixed-box fallback of the LFW-specific protocol option.
-LFW_FIXED_BOX = (67, 74, 182, 189)
+#: Median (left, top, right, bottom) of the HOG boxes facematch finds on the 7,701 LFW pair images
+#: (`evaluate.py lfw-boxes`, 7,644 HOG boxes, width 109 px for the middle 90%): the fixed-box fallback
+#: of the LFW-specific protocol option.
+LFW_FIXED_BOX = (67, 80, 176, 188)
 
 
 def _settings(args) -> Settings:
     settings = Settings.from_env(workers=args.workers)
     if args.num_jitters:
         settings = settings.replace(embedding=with_jitters(settings.embedding, args.num_jitters))
+    if args.landmarks:
+        settings = settings.replace(detection=dataclasses.replace(settings.detection, landmarks=args.landmarks))
     return settings
 
 
 def _systems(args, settings: Settings) -> list[SystemSpec]:
+    if args.baseline_only:
+        return [SystemSpec.baseline()]
     return runner.default_systems(settings, baseline=not args.no_baseline,
                                   fallback_box=LFW_FIXED_BOX if getattr(args, "fixed_box", False) else None)
 
@@ -73,7 +80,8 @@ def run_lfw(args, cache: EmbeddingCache) -> None:
     evaluation = runner.evaluate_pairs(pairs, _systems(args, settings), scheme=_scheme(args), name=name,
                                        cache=cache, workers=settings.workers, n_boot=args.n_boot,
                                        progress=_progress)
-    suffix = ("-fixed-box" if args.fixed_box else "") + (f"-jitter{args.num_jitters}" if args.num_jitters else "")
+    suffix = ("-fixed-box" if args.fixed_box else "") + (f"-jitter{args.num_jitters}" if args.num_jitters else "") \
+        + (f"-{args.landmarks}pt" if args.landmarks else "") + ("-baseline" if args.baseline_only else "")
     print(evaluation.write(args.output or REPO / "reports" / f"lfw{suffix}")["markdown"])
 
 
@@ -95,13 +103,17 @@ def run_lfw_boxes(args, cache: EmbeddingCache) -> None:
 def run_calibrate(args, cache: EmbeddingCache) -> None:
     settings = _settings(args)
     system = SystemSpec.facematch(settings)
+    pairs = runner.load_source(LFW_PAIRS)
+    lfw_name = "lfw-pair-images" + (f"-folds-1-{args.folds}" if args.folds else "")
+    if args.folds:
+        pairs = [p for p in pairs if p.fold < args.folds]
     samples = [
         runner.calibration_sample(runner.load_source(FRMDB_PROTOCOL), system, name="frmdb-dev-cctv", cache=cache,
                                   workers=settings.workers, progress=_progress),
-        runner.calibration_sample(runner.load_source(LFW_PAIRS), system, name="lfw-pairs-all", cache=cache,
-                                  workers=settings.workers, progress=_progress),
+        runner.calibration_sample(pairs, system, name=lfw_name, cache=cache, workers=settings.workers,
+                                  progress=_progress),
     ]
-    doc = compute_calibration(samples, settings=settings, dataset="frmdb-dev-cctv + LFW pair images (dev)")
+    doc = compute_calibration(samples, settings=settings, dataset=f"frmdb-dev-cctv + {lfw_name} (dev)")
     path = write_calibration(doc, args.output or REPO / "docs" / "calibration-dev.json")
     print(f"wrote {path}: thresholds {doc['thresholds']}")
     for band in doc["bands"]:
@@ -125,10 +137,12 @@ def main(argv=None) -> None:
     parser.add_argument("--output", type=Path, help="Report folder (calibrate: the JSON file).")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--n-boot", type=int, default=1000, help="Bootstrap replicates (0: no intervals).")
-    parser.add_argument("--folds", type=int, help="LFW: evaluate the first N folds only.")
+    parser.add_argument("--folds", type=int, help="LFW: evaluate (calibrate: use) the first N folds only.")
     parser.add_argument("--fixed-box", action="store_true", help=f"LFW: fall back to the box {LFW_FIXED_BOX}.")
     parser.add_argument("--num-jitters", type=int, help="facematch: descriptor jitters (default: settings).")
+    parser.add_argument("--landmarks", choices=["5", "68"], help="facematch alignment (default: settings).")
     parser.add_argument("--no-baseline", action="store_true", help="Skip the face_recognition baseline.")
+    parser.add_argument("--baseline-only", action="store_true", help="Run the face_recognition baseline alone.")
     parser.add_argument("--calibration", help="Calibration file whose bands the report uses.")
     parser.add_argument("--cache-dir", type=Path, default=REPO / DEFAULT_CACHE_DIR)
     args = parser.parse_args(argv)

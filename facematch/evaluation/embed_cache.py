@@ -3,8 +3,9 @@
 An evaluation over LFW embeds ~7,700 images at 0.15-0.3 s each per core, and the comparison with the
 baseline and every calibration need the same embeddings again. :func:`embed_images` therefore keeps
 what each system made of each image in a small SQLite file, keyed by the image's SHA-256 and a hash of
-everything that changes the result (system, model name and version, pipeline settings, detection
-purpose, fallback box, :data:`CACHE_VERSION`). Change any of them and the images are embedded afresh.
+everything that changes the result (system, model name and version, pipeline settings, the source of
+the pipeline's modules, detection purpose, fallback box, :data:`CACHE_VERSION`). Change any of them and
+the images are embedded afresh.
 
 Images are embedded in ``workers`` spawned processes, one pipeline per process (dlib objects are not
 shared); results are written to the cache as they arrive, so an interrupted run resumes where it
@@ -14,7 +15,9 @@ stopped. The cache folder holds a ``.gitignore`` of ``*`` so nothing in it is ev
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import importlib.util
 import json
 import logging
 import multiprocessing
@@ -46,6 +49,25 @@ DEFAULT_CACHE_DIR = Path(".cache") / "facematch-eval"
 _COMMIT_EVERY = 64
 _LOG_EVERY_S = 30.0
 PURPOSES = ("custody", "probe")
+
+
+#: Modules whose code decides what facematch makes of an image: their bytes are part of the cache key.
+_PIPELINE_MODULES = ("detection", "embedding", "pipeline", "quality", "imaging", "face_models", "types")
+
+
+@functools.lru_cache(maxsize=1)
+def pipeline_code_fingerprint() -> str:
+    """Hash of the source of facematch's image-to-embedding modules (``_PIPELINE_MODULES``).
+
+    Settings do not capture every change (a detector stage reordered, a budget rule rewritten), so the
+    cache key includes the code too: any edit to these modules re-embeds, rather than mixing results of
+    two versions in one evaluation.
+    """
+    digest = hashlib.sha256()
+    for name in _PIPELINE_MODULES:
+        spec = importlib.util.find_spec(f"facematch.{name}")
+        digest.update(name.encode() + Path(spec.origin).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -98,7 +120,7 @@ class SystemSpec:
         if self.kind == "facematch":
             return {"kind": self.kind, "model": MODEL_NAME, "model_version": model_version(),
                     "pipeline": self.settings.describe_pipeline(), "fallback_box": self.fallback_box,
-                    "cache_version": CACHE_VERSION}
+                    "code": pipeline_code_fingerprint(), "cache_version": CACHE_VERSION}
         if self.kind == "face_recognition-readme":
             return {"kind": self.kind, "package": baseline_version(), "model_version": model_version(),
                     "cache_version": CACHE_VERSION}
