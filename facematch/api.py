@@ -20,7 +20,7 @@ from .catalogue import Catalogue, utc_now
 from .errors import InvalidArgument, SourceNotFound
 from .index import FaceIndex
 from .index_store import KINDS, IndexStore
-from .ingest import IngestSummary, ProgressCallback, ingest
+from .ingest import IngestSummary, ProgressCallback, ingest, require_embedding_model
 from .pipeline import FacePipeline
 from .search import SearchResult, analyse_probes, rank_scene_faces, rank_subjects
 from .settings import Settings
@@ -141,6 +141,8 @@ class Facematch:
             if not path.exists():
                 raise SourceNotFound(f"probe image {str(path)!r} does not exist")
         face_box = FaceBox.from_xywh(*box) if box else None
+        for kind in KINDS:
+            require_embedding_model(self.catalogue, kind, self.settings)
         custody, scene = self._index("custody"), self._index("scene")
         bands = self.band_scheme()
         probes = analyse_probes(self.pipeline, paths, max_pixels=self.settings.max_pixels, box=face_box)

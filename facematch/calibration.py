@@ -206,7 +206,7 @@ def compute_calibration(samples: list[ScoreSample], *, targets: dict | None = No
     CalibrationError when a target is unsupported and ``strict`` (see the module docstring) or no sample
     has non-mated comparisons; InvalidArgument for bad targets.
     """
-    from .face_models import MODEL_NAME, model_version
+    from .face_models import MODEL_NAME, embedding_version
 
     if not samples:
         raise CalibrationError("no labelled data set to calibrate on")
@@ -219,7 +219,7 @@ def compute_calibration(samples: list[ScoreSample], *, targets: dict | None = No
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "created_at": created_at or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "dataset": dataset or " + ".join(s.name for s in samples),
-        "model": {"name": MODEL_NAME, "version": model_version()},
+        "model": {"name": MODEL_NAME, "version": embedding_version((settings or Settings()).detection.landmarks)},
         "pipeline": settings.describe_pipeline() if settings else None,
         "targets": targets, "thresholds": thresholds, "bands": bands,
         "rule_of_three": {"n_nonmated_smallest_set": min(s.n_nonmated for s in samples),
@@ -244,14 +244,16 @@ def write_calibration(doc: dict, path: str | Path) -> Path:
     return path
 
 
-def read_calibration(path: str | Path) -> dict:
-    """Read and validate a calibration file for the model in use.
+def read_calibration(path: str | Path, settings: Settings | None = None) -> dict:
+    """Read and validate a calibration file for the model and alignment ``settings`` embed with.
 
-    Raises CalibrationError for an unreadable file, a wrong schema, a model name or version other than
-    the one embeddings are made with, thresholds out of order, or a malformed FMR curve.
+    Raises CalibrationError for an unreadable file, a wrong schema, a model name or version (alignment
+    included) other than the one embeddings are made with, thresholds out of order, or a malformed FMR
+    curve.
     """
-    from .face_models import MODEL_NAME, model_version
+    from .face_models import MODEL_NAME, embedding_version
 
+    version = embedding_version((settings or Settings()).detection.landmarks)
     path = Path(path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -263,10 +265,10 @@ def read_calibration(path: str | Path) -> dict:
         raise CalibrationError(f"calibration file {path}: schema version {doc.get('schema_version')} is not "
                                f"supported (expected {SCHEMA_VERSION})")
     model = doc.get("model") or {}
-    if model.get("name") != MODEL_NAME or model.get("version") != model_version():
+    if model.get("name") != MODEL_NAME or model.get("version") != version:
         raise CalibrationError(f"calibration file {path} was made for model {model.get('name')} "
                                f"{model.get('version')}, but embeddings are made with {MODEL_NAME} "
-                               f"{model_version()}: run `facematch calibrate` again")
+                               f"{version}: run `facematch calibrate` again")
     try:
         BandThresholds(**{b: float(doc["thresholds"][b]) for b in BANDS})
         curve = [(float(d), float(f)) for d, f in doc["fmr_curve"]]
@@ -307,7 +309,7 @@ def load_band_scheme(settings: Settings) -> BandScheme:
         return BandScheme.uncalibrated(settings.bands)
     if not path.is_file():
         raise CalibrationError(f"calibration file {path} does not exist (FACEMATCH_CALIBRATION or settings)")
-    doc = read_calibration(path)
+    doc = read_calibration(path, settings)
     if doc.get("pipeline") is not None and \
             json.dumps(doc["pipeline"], sort_keys=True) != json.dumps(settings.describe_pipeline(), sort_keys=True):
         log.warning("calibration %s was measured with other pipeline settings (%s) than in use (%s)",

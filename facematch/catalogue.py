@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import CatalogueError, NotFound
+from .errors import CatalogueError, IncompatibleEmbeddings, NotFound
 from .face_models import EMBEDDING_DIM
 from .schema import migrate
 from .types import FaceRecord
@@ -164,6 +164,26 @@ class Catalogue:
         )
         return cur.lastrowid
 
+    def embedding_model(self, kind: str) -> str | None:
+        """"<model name> <version>" every ``kind`` face of this catalogue was embedded with (None: no face yet)."""
+        return self.get_meta(f"embedding_model.{kind}")
+
+    def claim_embedding_model(self, kind: str, model: str) -> None:
+        """Record that ``kind`` faces are embedded with ``model``; refuse another one.
+
+        Descriptors made with another network or alignment are not comparable, so a gallery never mixes
+        them: ``IncompatibleEmbeddings`` unless the kind holds no face (e.g. after every one was deleted).
+        """
+        current = self.embedding_model(kind)
+        if current == model:
+            return
+        if current is not None and self.conn.execute(
+                "SELECT 1 FROM faces WHERE kind = ? LIMIT 1", (kind,)).fetchone():
+            raise IncompatibleEmbeddings(
+                f"the catalogue's {kind} faces were embedded with {current}, but the current settings embed "
+                f"with {model}: use the settings the catalogue was built with, or ingest into a new catalogue")
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"embedding_model.{kind}", model))
+
     # -- faces for the index ------------------------------------------------------------------------
 
     def face_state(self, kind: str) -> dict:
@@ -171,15 +191,14 @@ class Catalogue:
         row = self.conn.execute(
             "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM faces WHERE kind = ?", (kind,)
         ).fetchone()
-        models = [r[0] for r in self.conn.execute(
-            "SELECT DISTINCT model_name || ' ' || model_version FROM faces WHERE kind = ?", (kind,))]
+        model = self.embedding_model(kind)
         return {
             "catalogue_id": self.catalogue_id,
             "kind": kind,
             "count": row[0],
             "max_face_id": row[1],
             "deletions": int(self.get_meta(f"deletions.{kind}", "0")),
-            "models": sorted(models),
+            "models": [model] if model and row[0] else [],
         }
 
     def iter_embeddings(self, kind: str, *, after_id: int = 0, block: int = 10_000

@@ -105,14 +105,17 @@ def _source(path, kind, data_root, gallery_per_subject, holdout_fraction, seed):
               help="Also run face_recognition as its README shows, on the same images.")
 @click.option("--fallback-box", callback=_parse_ltrb,
               help="LFW-style data only: when no face is found, use this fixed box (left,top,right,bottom).")
+@click.option("--face", "face_choice", type=click.Choice(["largest", "central"]), default="largest",
+              show_default=True, help="Which detected face is the labelled person's: the largest, or the "
+              "one nearest the image centre (LFW's definition; its images are cropped around that face).")
 @click.option("--n-boot", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Bootstrap replicates for the 95% intervals (0: none).")
 @_source_options
 @_embedding_options
 @click.pass_context
 @_fail_cleanly
-def evaluate(ctx, source, output, baseline, fallback_box, n_boot, kind, data_root, gallery_per_subject,
-             holdout_fraction, seed, workers, num_jitters, cache_dir, no_cache):
+def evaluate(ctx, source, output, baseline, fallback_box, face_choice, n_boot, kind, data_root,
+             gallery_per_subject, holdout_fraction, seed, workers, num_jitters, cache_dir, no_cache):
     """Measure match accuracy on SOURCE (labelled folder, protocol JSON or LFW pairs.txt), facematch
     beside the face_recognition baseline; write report.json, report.md and PNG plots.
 
@@ -127,7 +130,7 @@ def evaluate(ctx, source, output, baseline, fallback_box, n_boot, kind, data_roo
 
     settings = _settings(ctx, workers, num_jitters)
     labelled = _source(source, kind, data_root, gallery_per_subject, holdout_fraction, seed)
-    systems = default_systems(settings, baseline=baseline, fallback_box=fallback_box)
+    systems = default_systems(settings, baseline=baseline, fallback_box=fallback_box, face_choice=face_choice)
     evaluation = evaluate_source(labelled, systems, scheme=load_band_scheme(settings),
                                  cache=_cache(cache_dir, no_cache), workers=settings.workers, n_boot=n_boot,
                                  seed=seed, progress=_progress())

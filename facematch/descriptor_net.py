@@ -68,7 +68,6 @@ class DescriptorNet:
         self.model_path = model_path
         self._lock = threading.Lock()
         self._layers: tuple[_Conv, list[tuple[_Conv, _Conv]], np.ndarray] | None = None
-        self._dlib = None
 
     def load(self) -> "DescriptorNet":
         """Read the weights now rather than on the first call; returns self."""
@@ -103,35 +102,40 @@ class DescriptorNet:
         (5 or 68 points) -> ``(n, 128) float32``; ``(img, face)`` one ``full_object_detection`` ->
         ``(128,)``; ``(chip)`` one ``(150, 150, 3)`` chip -> ``(128,)``; ``(chips)`` a list of chips ->
         a list of ``(128,)``; ``(images, faces_per_image)`` lists -> a list of ``(n_i, 128)``.
-        ``padding`` is the chip margin, as dlib's. With ``num_jitters`` above 1 the call goes to dlib's
-        own network: its jitter draws from dlib's random generator, which NumPy cannot reproduce.
+        ``padding`` is the chip margin, as dlib's. With ``num_jitters`` above 1 each chip is replaced by
+        the mean descriptor of that many randomly jittered copies made by ``dlib.jitter_image`` (what
+        dlib's method does inside; the random draws differ, so jittered descriptors are not reproducible).
         """
         import dlib
 
-        if num_jitters != 1:
-            return self._dlib_model().compute_face_descriptor(
-                *((img,) if faces is None else (img, faces)), num_jitters=num_jitters,
-                **({} if faces is None else {"padding": padding}))
+        if num_jitters < 1:
+            raise InvalidArgument(f"num_jitters must be at least 1, got {num_jitters}")
         if faces is None:
             if isinstance(img, np.ndarray) and img.ndim == 3:
-                return self.descriptors(img[np.newaxis])[0]
-            return list(self.descriptors(np.stack(img))) if len(img) else []
+                return self.chip_descriptors(img[np.newaxis], num_jitters)[0]
+            return list(self.chip_descriptors(np.stack(img), num_jitters)) if len(img) else []
         if isinstance(faces, dlib.full_object_detection):
-            return self.compute_face_descriptor(img, dlib.full_object_detections([faces]), 1, padding)[0]
+            return self.compute_face_descriptor(img, dlib.full_object_detections([faces]), num_jitters,
+                                                padding)[0]
         if isinstance(img, (list, tuple)):
-            return [self.compute_face_descriptor(i, f, 1, padding) for i, f in zip(img, faces, strict=True)]
+            return [self.compute_face_descriptor(i, f, num_jitters, padding)
+                    for i, f in zip(img, faces, strict=True)]
         if len(faces) == 0:
             return np.zeros((0, 128), dtype=np.float32)
         chips = dlib.get_face_chips(np.ascontiguousarray(img), faces, size=CHIP_SIZE, padding=padding)
-        return self.descriptors(np.stack(chips))
+        return self.chip_descriptors(np.stack(chips), num_jitters)
 
-    def _dlib_model(self):
-        with self._lock:
-            if self._dlib is None:
-                import dlib
+    def chip_descriptors(self, chips: np.ndarray, num_jitters: int = 1) -> np.ndarray:
+        """:meth:`descriptors`, each the mean over ``num_jitters`` jittered copies when above 1."""
+        if num_jitters <= 1:
+            return self.descriptors(chips)
+        import dlib
 
-                self._dlib = dlib.face_recognition_model_v1(str(self._path()))
-            return self._dlib
+        out = np.empty((len(chips), 128), dtype=np.float32)
+        for i, chip in enumerate(chips):
+            copies = dlib.jitter_image(np.ascontiguousarray(chip), num_jitters=num_jitters)
+            out[i] = self.descriptors(np.stack(copies)).mean(axis=0)
+        return out
 
     def _weights(self):
         with self._lock:

@@ -52,6 +52,10 @@ class InvalidArgument(FacematchError):
     """A parameter value is out of range or of the wrong kind."""
 
 
+class IncompatibleEmbeddings(FacematchError):
+    """The catalogue's faces were embedded with another model or alignment than the current settings use."""
+
+
 class CalibrationError(FacematchError):
     """A calibration cannot be computed or loaded (too few comparisons, wrong model, bad file)."""
 

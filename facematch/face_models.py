@@ -25,6 +25,20 @@ def model_version() -> str:
     return f"face_recognition_models-{_dist_version('face_recognition_models')}+dlib-{_dlib_version()}"
 
 
+def embedding_version(landmarks: str) -> str:
+    """Version stored beside facematch's embeddings: the model files plus the alignment that cut the chip.
+
+    Chips aligned by the 5- and 68-point predictors give descriptors that look alike but do not compare
+    as well across the two, so the alignment is part of what a gallery must share with its probes.
+    """
+    return f"{model_version()}+align-{landmarks}pt"
+
+
+def embedding_model(landmarks: str) -> str:
+    """"<model name> <version>" of facematch's embeddings with ``landmarks``-point alignment."""
+    return f"{MODEL_NAME} {embedding_version(landmarks)}"
+
+
 def _dist_version(name: str) -> str:
     try:
         return metadata.version(name)
@@ -88,9 +102,18 @@ class DlibModels:
 
     @functools.cached_property
     def encoder(self):
+        """The descriptor network: dlib's weights run with NumPy (``DescriptorNet``, ~8x less CPU)."""
+        from .descriptor_net import DescriptorNet
+
+        return self._load("descriptor network", lambda: DescriptorNet().load())
+
+    @functools.cached_property
+    def dlib_encoder(self):
+        """dlib's own descriptor network (the reference ``DescriptorNet`` is tested against)."""
         import dlib
         import face_recognition_models as frm
 
         return self._load(
-            "descriptor network", lambda: dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+            "dlib descriptor network",
+            lambda: dlib.face_recognition_model_v1(frm.face_recognition_model_location()),
         )

@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator
 
 from .catalogue import Catalogue, utc_now
 from .errors import FacematchError, ImageTooLarge
-from .face_models import EMBEDDING_DIM, MODEL_NAME, model_version
+from .face_models import EMBEDDING_DIM, MODEL_NAME, embedding_model, embedding_version
 from .imaging import load_image, sha256_file
 from .index_store import IndexStore
 from .pipeline import FacePipeline
@@ -107,6 +107,7 @@ def ingest(catalogue: Catalogue, index_store: IndexStore, items: list[IngestItem
     summary, with per-stage times in ``summary.stages``.
     """
     started = time.perf_counter()
+    require_embedding_model(catalogue, kind, settings)
     run_id = catalogue.start_ingest_run(kind, source, user)
     summary = IngestSummary(run_id=run_id, kind=kind, total=len(items))
     index = index_store.sync(kind)
@@ -119,7 +120,7 @@ def ingest(catalogue: Catalogue, index_store: IndexStore, items: list[IngestItem
     results = (analyse or analyse_locally)([(item, kind) for item, _ in todo], settings)
     for batch in _chunks(results, settings.batch_size):
         with summary.stages.time("store"):
-            ids, vectors = _store_batch(catalogue, batch, kind, run_id, summary)
+            ids, vectors = _store_batch(catalogue, batch, kind, run_id, summary, settings)
             if len(ids):
                 index.add(ids, vectors)
         done += len(batch)
@@ -227,17 +228,12 @@ def _analyse_in_pool(job: Job) -> ItemResult:
 def worker_pipeline(settings: Settings) -> tuple[FacePipeline, StageClock]:
     """This process's pipeline for ``settings`` and its stage clock, created on first use and kept.
 
-    The pipeline's models are timed (``TimedModels``), and descriptors come from ``DescriptorNet``
-    (dlib's network and weights run with NumPy: the same descriptors for ~8x less CPU; it hands
-    ``num_jitters`` above 1 to dlib).
+    The pipeline's models are timed (``TimedModels``) so each summary can say where the time went.
     """
     cached = _worker_state.get("pipeline")
     if cached is None or cached[0] != settings:
-        from .descriptor_net import DescriptorNet
-
         clock = StageClock()
-        pipeline = FacePipeline(settings)
-        pipeline._models = TimedModels(clock, encoder=DescriptorNet())  # until FacePipeline takes models
+        pipeline = FacePipeline(settings, models=TimedModels(clock))
         cached = _worker_state["pipeline"] = (settings, pipeline, clock)
     return cached[1], cached[2]
 
@@ -305,14 +301,26 @@ def _safe_hash(item: IngestItem) -> str | None:
         return None
 
 
+def require_embedding_model(catalogue: Catalogue, kind: str, settings: Settings) -> None:
+    """Raise ``IncompatibleEmbeddings`` when ``kind`` faces were embedded otherwise than ``settings`` do.
+
+    Checked before any image is analysed, so a mismatch costs nothing; each stored batch claims it again.
+    """
+    wanted = embedding_model(settings.detection.landmarks)
+    if catalogue.embedding_model(kind) not in (None, wanted):
+        with catalogue.atomic():
+            catalogue.claim_embedding_model(kind, wanted)  # raises unless the kind holds no face
+
+
 def _store_batch(catalogue: Catalogue, batch: list[ItemResult], kind: str, run_id: int,
-                 summary: IngestSummary):
+                 summary: IngestSummary, settings: Settings):
     """Write one batch in one transaction; returns the new face ids and embeddings for the index."""
     import numpy as np
 
     ids, vectors = [], []
-    version = model_version()
+    version = embedding_version(settings.detection.landmarks)
     with catalogue.atomic():
+        catalogue.claim_embedding_model(kind, embedding_model(settings.detection.landmarks))
         for result in batch:
             summary.stages.merge(result.stages)
             if result.sha256 is None:

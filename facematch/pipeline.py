@@ -26,12 +26,13 @@ log = logging.getLogger(__name__)
 class FacePipeline:
     """Turns an RGB image into ``FaceRecord``s (box, landmarks, quality, embedding).
 
-    Parameters: ``settings`` (detection and embedding choices). Models load on first use.
+    Parameters: ``settings`` (detection and embedding choices); ``models``, the ``DlibModels`` to use
+    (default: a new set; ingest workers pass timed ones). Models load on first use.
     """
 
-    def __init__(self, settings: Settings | None = None):
+    def __init__(self, settings: Settings | None = None, *, models: DlibModels | None = None):
         self.settings = settings or Settings()
-        self._models = DlibModels()
+        self._models = models if models is not None else DlibModels()
         self._lock = threading.Lock()
 
     def analyse(self, pixels: np.ndarray, *, purpose: str, box: FaceBox | None = None) -> list[FaceRecord]:

@@ -86,7 +86,7 @@ class TimedModels(DlibModels):
 
     Stages: ``detect`` (HOG and CNN detector calls), ``landmarks`` (shape predictor calls, one per
     face), ``encode`` (descriptor calls, one per image), ``load`` (each model's first use). ``encoder``
-    replaces dlib's descriptor model when given (e.g. a ``DescriptorNet``). Models still load lazily,
+    replaces the default descriptor network when given (e.g. dlib's own, to compare). Models still load lazily,
     once.
     """
 

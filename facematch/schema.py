@@ -139,8 +139,15 @@ _V1 = [
        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
 ]
 
+#: Version 2: the embedding model of each kind's faces is kept in ``meta`` ("embedding_model.<kind>"),
+#: so the check that every face of a gallery was embedded alike reads one row instead of scanning faces.
+_V2 = [
+    """INSERT OR IGNORE INTO meta (key, value)
+       SELECT 'embedding_model.' || kind, MIN(model_name || ' ' || model_version) FROM faces GROUP BY kind""",
+]
+
 #: Migrations in order: MIGRATIONS[i] takes the schema from version i to i + 1.
-MIGRATIONS: list[list[str]] = [_V1]
+MIGRATIONS: list[list[str]] = [_V1, _V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

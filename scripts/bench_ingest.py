@@ -204,7 +204,7 @@ def ablation(paths: list[str]) -> None:
         if len(rects):
             shapes = dlib.full_object_detections([models.landmarks_68(pixels, rects[0])])
             t = time.process_time()
-            a = np.asarray(models.encoder.compute_face_descriptor(pixels, shapes, 1, 0.25)[0])
+            a = np.asarray(models.dlib_encoder.compute_face_descriptor(pixels, shapes, 1, 0.25)[0])
             enc["dlib descriptor"] += time.process_time() - t
             t = time.process_time()
             with threadpool_limits(1, "blas"):

@@ -55,7 +55,8 @@ def _systems(args, settings: Settings) -> list[SystemSpec]:
     if args.baseline_only:
         return [SystemSpec.baseline()]
     return runner.default_systems(settings, baseline=not args.no_baseline,
-                                  fallback_box=LFW_FIXED_BOX if getattr(args, "fixed_box", False) else None)
+                                  fallback_box=LFW_FIXED_BOX if getattr(args, "fixed_box", False) else None,
+                                  face_choice=args.face)
 
 
 def _progress(what: str, done: int, total: int) -> None:
@@ -81,7 +82,8 @@ def run_lfw(args, cache: EmbeddingCache) -> None:
                                        cache=cache, workers=settings.workers, n_boot=args.n_boot,
                                        progress=_progress)
     suffix = ("-fixed-box" if args.fixed_box else "") + (f"-jitter{args.num_jitters}" if args.num_jitters else "") \
-        + (f"-{args.landmarks}pt" if args.landmarks else "") + ("-baseline" if args.baseline_only else "")
+        + (f"-{args.landmarks}pt" if args.landmarks else "") + ("-baseline" if args.baseline_only else "") \
+        + ("-central" if args.face == "central" else "")
     print(evaluation.write(args.output or REPO / "reports" / f"lfw{suffix}")["markdown"])
 
 
@@ -140,6 +142,8 @@ def main(argv=None) -> None:
     parser.add_argument("--folds", type=int, help="LFW: evaluate (calibrate: use) the first N folds only.")
     parser.add_argument("--fixed-box", action="store_true", help=f"LFW: fall back to the box {LFW_FIXED_BOX}.")
     parser.add_argument("--num-jitters", type=int, help="facematch: descriptor jitters (default: settings).")
+    parser.add_argument("--face", choices=["largest", "central"], default="largest",
+                        help="Which detected face is the labelled one (LFW defines it as the central one).")
     parser.add_argument("--landmarks", choices=["5", "68"], help="facematch alignment (default: settings).")
     parser.add_argument("--no-baseline", action="store_true", help="Skip the face_recognition baseline.")
     parser.add_argument("--baseline-only", action="store_true", help="Run the face_recognition baseline alone.")

@@ -144,6 +144,18 @@ def test_bad_files_are_refused(tmp_path, changes, message):
         C.load_band_scheme(Settings(calibration_file=path))
 
 
+def test_calibration_of_another_alignment_is_refused(tmp_path):
+    import dataclasses
+
+    path, doc = _write(tmp_path)
+    assert doc["model"]["version"].endswith("+align-5pt")  # the default alignment is recorded
+    settings = Settings(calibration_file=path)
+    assert C.load_band_scheme(settings).calibrated
+    other = settings.replace(detection=dataclasses.replace(settings.detection, landmarks="68"))
+    with pytest.raises(CalibrationError, match="align-5pt.*align-68pt"):
+        C.load_band_scheme(other)
+
+
 def test_missing_or_corrupt_file_is_refused(tmp_path):
     with pytest.raises(CalibrationError, match="does not exist"):
         C.load_band_scheme(Settings(calibration_file=tmp_path / "nope.json"))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from facematch.catalogue import Catalogue
-from facematch.errors import CatalogueError, NotFound
+from facematch.errors import CatalogueError, IncompatibleEmbeddings, NotFound
 from facematch.schema import SCHEMA_VERSION
 from facematch.types import FaceBox, FaceRecord
 
@@ -89,3 +89,26 @@ def test_delete_subject_cascades_and_counts_deletions(tmp_path):
         assert cat.audit_entries(action="retention.delete_subject")[0]["details"]["reason"] == "retention ended"
         with pytest.raises(NotFound, match="no subject 'S1'"):
             cat.delete_subject("S1", actor="x", reason="y")
+
+
+def test_version_1_catalogue_learns_its_embedding_model_on_migration(tmp_path):
+    from facematch import schema
+
+    conn = sqlite3.connect(tmp_path / "catalogue.sqlite3")
+    for statement in schema.MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO images (sha256, kind, original_path, outcome, ingested_at) "
+                 "VALUES ('ab', 'custody', 'x.jpg', 'enrolled', '2026-01-01')")
+    conn.execute("INSERT INTO faces (image_id, kind, face_no, box_left, box_top, box_right, box_bottom, "
+                 "landmarks, detector, embedding, model_name, model_version) "
+                 "VALUES (1, 'custody', 0, 0, 0, 10, 10, x'', 'hog', zeroblob(512), 'm', 'v1')")
+    conn.commit()
+    conn.close()
+    with Catalogue(tmp_path) as cat:
+        assert cat.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert cat.embedding_model("custody") == "m v1" and cat.embedding_model("scene") is None
+        assert cat.face_state("custody")["models"] == ["m v1"]
+        cat.claim_embedding_model("scene", "m v2")  # no scene face yet: any model may claim it
+        with pytest.raises(IncompatibleEmbeddings, match="m v1.*m v2"):
+            cat.claim_embedding_model("custody", "m v2")

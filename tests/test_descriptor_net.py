@@ -47,7 +47,7 @@ def test_descriptors_equal_dlibs_on_real_faces(models, net, astronaut):
         faces = _faces(models, pixels)
         if len(faces) == 0:
             continue
-        vectors = models.encoder.compute_face_descriptor(pixels, faces, 1, 0.25)
+        vectors = models.dlib_encoder.compute_face_descriptor(pixels, faces, 1, 0.25)
         expected = np.array([np.asarray(v) for v in vectors])
         got = net.compute_face_descriptor(pixels, faces, 1, 0.25)
         assert got.shape == (len(faces), 128) and got.dtype == np.float32
@@ -59,7 +59,7 @@ def test_descriptors_equal_dlibs_on_real_faces(models, net, astronaut):
 def test_every_dlib_call_form_gives_the_same_vectors(models, net, astronaut):
     faces = _faces(models, astronaut)
     chip = np.ascontiguousarray(dlib.get_face_chip(astronaut, faces[0], size=150, padding=0.25))
-    reference = np.asarray(models.encoder.compute_face_descriptor(chip))
+    reference = np.asarray(models.dlib_encoder.compute_face_descriptor(chip))
     mirrored = np.ascontiguousarray(chip[:, ::-1])
     one_chip = net.compute_face_descriptor(chip)
     chips = net.compute_face_descriptor([chip, mirrored], num_jitters=1)
@@ -67,7 +67,7 @@ def test_every_dlib_call_form_gives_the_same_vectors(models, net, astronaut):
     per_image = net.compute_face_descriptor([astronaut], [faces])
     assert one_chip.shape == (128,) and np.abs(one_chip - reference).max() < 1e-5
     assert len(chips) == 2 and np.abs(chips[0] - reference).max() < 1e-5
-    assert np.abs(chips[1] - np.asarray(models.encoder.compute_face_descriptor(mirrored))).max() < 1e-5
+    assert np.abs(chips[1] - np.asarray(models.dlib_encoder.compute_face_descriptor(mirrored))).max() < 1e-5
     assert np.abs(one_face - reference).max() < 1e-5
     assert per_image[0].shape == (len(faces), 128) and np.abs(per_image[0][0] - reference).max() < 1e-5
     assert net.compute_face_descriptor([]) == []
@@ -91,3 +91,23 @@ def test_bad_chips_and_other_model_files_are_refused(net):
     landmark_model = face_recognition_models.pose_predictor_five_point_model_location()
     with pytest.raises(InvalidArgument, match="not dlib's face descriptor ResNet"):
         DescriptorNet(landmark_model).load()
+
+
+def test_jittered_descriptor_stays_near_the_plain_one_and_far_from_another_person(net, models, astronaut):
+    """Jitter averages random crops, rotations and flips of the chip (dlib's recipe, NumPy network)."""
+    faces = _faces(models, astronaut)
+    chip = np.ascontiguousarray(dlib.get_face_chip(astronaut, faces[0], size=150, padding=0.25))
+    plain = net.compute_face_descriptor(chip)
+    jittered = net.compute_face_descriptor(chip, num_jitters=6)
+    again = net.compute_face_descriptor(chip, num_jitters=6)
+    assert jittered.shape == (128,)
+    assert 1e-4 < np.linalg.norm(jittered - plain) < 0.25  # not the plain vector, but the same face
+    assert np.linalg.norm(jittered - again) > 1e-6  # random draws each time
+    lfw = data_root() / "lfw" / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg"
+    if lfw.is_file():
+        other = load_image(lfw).pixels
+        other_faces = _faces(models, other)
+        other_vec = net.compute_face_descriptor(other, other_faces, 6, 0.25)[0]
+        assert np.linalg.norm(other_vec - jittered) > 0.6  # another person stays far away
+    with pytest.raises(InvalidArgument):
+        net.compute_face_descriptor(chip, num_jitters=0)

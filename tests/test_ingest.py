@@ -123,3 +123,32 @@ def test_a_batch_without_any_face_is_stored_with_its_reason(tmp_path):
     assert summary.outcomes == {"no_face": 3} and summary.faces_stored == 0
     reasons = {r[0] for r in fm.catalogue.conn.execute("SELECT reason FROM images")}
     assert reasons == {"no face detected"}
+
+
+def test_a_gallery_never_mixes_alignments(tmp_path):
+    """Faces embedded with 5-point alignment are not searched or extended with 68-point settings."""
+    import dataclasses
+
+    from facematch.errors import IncompatibleEmbeddings
+    from facematch.face_models import embedding_model
+
+    folder = _small_custody_folder(tmp_path, subjects=("040",), views=("Img_33.jpg",))
+    fm = make_facematch(tmp_path)
+    assert fm.settings.detection.landmarks == "5"
+    fm.ingest_custody(folder)
+    assert fm.catalogue.embedding_model("custody") == embedding_model("5")
+    stored = fm.catalogue.conn.execute("SELECT DISTINCT model_version FROM faces").fetchall()
+    assert [r[0] for r in stored] == [embedding_model("5").split(" ", 1)[1]]
+    other = fm.settings.replace(detection=dataclasses.replace(fm.settings.detection, landmarks="68"))
+    with make_facematch(tmp_path, detection=other.detection) as fm68:
+        before = fm68.catalogue.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+        more = _small_custody_folder(tmp_path / "more", subjects=("041",))
+        with pytest.raises(IncompatibleEmbeddings, match="align-5pt.*align-68pt"):
+            fm68.ingest_custody(more)
+        assert fm68.catalogue.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0] == before
+        with pytest.raises(IncompatibleEmbeddings):
+            fm68.search([folder / "040" / "Img_33.jpg"])
+        # once every face of a kind is deleted (retention), the kind may be rebuilt with new settings
+        fm68.delete_subject("040", user="t", reason="retention ended")
+        assert fm68.ingest_custody(more).faces_stored >= 1
+        assert fm68.catalogue.embedding_model("custody") == embedding_model("68")

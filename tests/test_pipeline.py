@@ -85,7 +85,7 @@ def test_chip_descriptor_is_dlibs_own(pipeline, astronaut):
     box = detect_faces(models, astronaut, pipeline.settings.detection, purpose="custody")[0].box
     _, ours = landmarks_and_embeddings(models, astronaut, [box], EmbeddingSettings())
     shape = models.landmarks_68(astronaut, _rect(box))
-    theirs = np.asarray(models.encoder.compute_face_descriptor(astronaut, shape, 1, 0.25), dtype=np.float32)
+    theirs = np.asarray(models.dlib_encoder.compute_face_descriptor(astronaut, shape, 1, 0.25), dtype=np.float32)
     np.testing.assert_allclose(ours[0], theirs, atol=1e-6)
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from facematch.errors import FacematchError, ImageUnreadable, InvalidArgument
-from facematch.face_models import EMBEDDING_DIM, MODEL_NAME, model_version
+from facematch.face_models import EMBEDDING_DIM, MODEL_NAME, embedding_version, model_version
 from facematch.imaging import sha256_file
 from facematch.settings import Settings
 from facematch.types import FaceBox
@@ -49,6 +49,7 @@ DEFAULT_CACHE_DIR = Path(".cache") / "facematch-eval"
 _COMMIT_EVERY = 64
 _LOG_EVERY_S = 30.0
 PURPOSES = ("custody", "probe")
+FACE_CHOICES = ("largest", "central")
 
 
 #: Modules whose code decides what facematch makes of an image: their bytes are part of the cache key.
@@ -98,17 +99,24 @@ class SystemSpec:
 
     ``fallback_box`` (facematch only; an LFW-specific protocol option): when no face is detected, the
     face is taken from this fixed box (left, top, right, bottom), as for an investigator-marked box.
+    ``face_choice`` (facematch only): which detected face stands for the labelled person, "largest" (what
+    search would rank first) or "central" (the face nearest the image centre: LFW's own definition of
+    the labelled face, whose images are cropped around it).
     """
 
     name: str
     kind: str  # "facematch" or "face_recognition-readme"
     settings: Settings | None = None
     fallback_box: tuple[int, int, int, int] | None = None
+    face_choice: str = "largest"
 
     @classmethod
     def facematch(cls, settings: Settings, *, name: str = "facematch",
-                  fallback_box: tuple[int, int, int, int] | None = None) -> "SystemSpec":
-        return cls(name, "facematch", settings, tuple(fallback_box) if fallback_box else None)
+                  fallback_box: tuple[int, int, int, int] | None = None,
+                  face_choice: str = "largest") -> "SystemSpec":
+        if face_choice not in FACE_CHOICES:
+            raise InvalidArgument(f"face_choice must be one of {FACE_CHOICES}, got {face_choice!r}")
+        return cls(name, "facematch", settings, tuple(fallback_box) if fallback_box else None, face_choice)
 
     @classmethod
     def baseline(cls) -> "SystemSpec":
@@ -118,8 +126,10 @@ class SystemSpec:
     def describe(self) -> dict:
         """Everything that changes what this system makes of an image (recorded and hashed)."""
         if self.kind == "facematch":
-            return {"kind": self.kind, "model": MODEL_NAME, "model_version": model_version(),
+            return {"kind": self.kind, "model": MODEL_NAME,
+                    "model_version": embedding_version(self.settings.detection.landmarks),
                     "pipeline": self.settings.describe_pipeline(), "fallback_box": self.fallback_box,
+                    **({"face_choice": self.face_choice} if self.face_choice != "largest" else {}),
                     "code": pipeline_code_fingerprint(), "cache_version": CACHE_VERSION}
         if self.kind == "face_recognition-readme":
             return {"kind": self.kind, "package": baseline_version(), "model_version": model_version(),
@@ -138,7 +148,8 @@ class SystemSpec:
         text = (f"facematch pipeline ({MODEL_NAME}): probe cascade {' > '.join(probe_stage_names(det))} "
                 f"(stages run only while nothing is found and the CPU budget allows), custody cascade for "
                 f"gallery images; {det.landmarks}-point alignment, {jitters}"
-                f"{', mirrored chip averaged' if getattr(emb, 'flip', False) else ''}; largest face")
+                f"{', mirrored chip averaged' if getattr(emb, 'probe_flip', False) else ''}; "
+                f"{'the face nearest the image centre' if self.face_choice == 'central' else 'largest face'}")
         if self.fallback_box:
             text += f"; when no face is detected, the fixed box {self.fallback_box} (LFW-specific option)"
         return text
@@ -243,11 +254,18 @@ def _embed_one(job: tuple[int, str, str]) -> tuple[int, ImageEmbedding]:
     seconds = time.perf_counter() - started
     if not faces:
         return index, ImageEmbedding("no_face", seconds=seconds)
-    face = faces[0]
+    face = _central_face(faces, image.pixels.shape) if system.face_choice == "central" else faces[0]
     box = face.box
     return index, ImageEmbedding("ok", np.asarray(face.embedding, dtype=np.float32), len(faces),
                                  face.quality_score, face.detector, (box.left, box.top, box.right, box.bottom),
                                  seconds)
+
+
+def _central_face(faces, shape):
+    """The face whose box centre is nearest the centre of an image of ``shape`` (H, W, ...)."""
+    cy, cx = shape[0] / 2, shape[1] / 2
+    return min(faces, key=lambda f: ((f.box.left + f.box.right) / 2 - cx) ** 2
+               + ((f.box.top + f.box.bottom) / 2 - cy) ** 2)
 
 
 def _run_jobs(jobs: list[tuple[int, str, str]], system: SystemSpec, workers: int):

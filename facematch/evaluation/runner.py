@@ -70,10 +70,11 @@ class Evaluation:
 
 
 def default_systems(settings: Settings, *, baseline: bool = True,
-                    fallback_box: tuple[int, int, int, int] | None = None) -> list[SystemSpec]:
-    """facematch with ``settings`` (and ``fallback_box``), then the README baseline when asked."""
-    name = "facematch+fixed-box" if fallback_box else "facematch"
-    systems = [SystemSpec.facematch(settings, name=name, fallback_box=fallback_box)]
+                    fallback_box: tuple[int, int, int, int] | None = None,
+                    face_choice: str = "largest") -> list[SystemSpec]:
+    """facematch with ``settings`` (``fallback_box``, ``face_choice``), then the README baseline when asked."""
+    name = "facematch" + ("+fixed-box" if fallback_box else "") + ("+central-face" if face_choice == "central" else "")
+    systems = [SystemSpec.facematch(settings, name=name, fallback_box=fallback_box, face_choice=face_choice)]
     return systems + [SystemSpec.baseline()] if baseline else systems
 
 
