@@ -103,8 +103,8 @@ class DescriptorNet:
         ``(128,)``; ``(chip)`` one ``(150, 150, 3)`` chip -> ``(128,)``; ``(chips)`` a list of chips ->
         a list of ``(128,)``; ``(images, faces_per_image)`` lists -> a list of ``(n_i, 128)``.
         ``padding`` is the chip margin, as dlib's. With ``num_jitters`` above 1 each chip is replaced by
-        the mean descriptor of that many randomly jittered copies made by ``dlib.jitter_image`` (what
-        dlib's method does inside; the random draws differ, so jittered descriptors are not reproducible).
+        the mean descriptor of that many jittered copies (:meth:`chip_descriptors`; dlib's recipe, but
+        reproducible, where dlib's own draws carry on from call to call).
         """
         import dlib
 
@@ -126,15 +126,18 @@ class DescriptorNet:
         return self.chip_descriptors(np.stack(chips), num_jitters)
 
     def chip_descriptors(self, chips: np.ndarray, num_jitters: int = 1) -> np.ndarray:
-        """:meth:`descriptors`, each the mean over ``num_jitters`` jittered copies when above 1."""
+        """:meth:`descriptors`, each the mean over ``num_jitters`` jittered copies when above 1.
+
+        The copies are :func:`facematch.augment.jittered_chips`: dlib's recipe with fixed draws, so the
+        same chip always gets the same descriptor.
+        """
         if num_jitters <= 1:
             return self.descriptors(chips)
-        import dlib
+        from .augment import jittered_chips
 
         out = np.empty((len(chips), 128), dtype=np.float32)
         for i, chip in enumerate(chips):
-            copies = dlib.jitter_image(np.ascontiguousarray(chip), num_jitters=num_jitters)
-            out[i] = self.descriptors(np.stack(copies)).mean(axis=0)
+            out[i] = self.descriptors(jittered_chips(np.ascontiguousarray(chip), num_jitters)).mean(axis=0)
         return out
 
     def _weights(self):

@@ -54,9 +54,20 @@ def _settings(args) -> Settings:
 def _systems(args, settings: Settings) -> list[SystemSpec]:
     if args.baseline_only:
         return [SystemSpec.baseline()]
-    return runner.default_systems(settings, baseline=not args.no_baseline,
-                                  fallback_box=LFW_FIXED_BOX if getattr(args, "fixed_box", False) else None,
-                                  face_choice=args.face)
+    systems = runner.default_systems(settings, baseline=not args.no_baseline,
+                                     fallback_box=LFW_FIXED_BOX if getattr(args, "fixed_box", False) else None,
+                                     face_choice=args.face)
+    for variant in args.variant or []:  # extra facematch columns in the same report: "central,68,10"
+        face, landmarks, jitters = (variant.split(",") + ["", "", ""])[:3]
+        changed = settings
+        if landmarks:
+            changed = changed.replace(detection=dataclasses.replace(changed.detection, landmarks=landmarks))
+        if jitters:
+            changed = changed.replace(embedding=with_jitters(changed.embedding, int(jitters)))
+        name = f"facematch[{face or 'largest'},{changed.detection.landmarks}pt,j{jitters or 1}]"
+        systems.insert(-1 if not args.no_baseline else len(systems),
+                       SystemSpec.facematch(changed, name=name, face_choice=face or "largest"))
+    return systems
 
 
 def _progress(what: str, done: int, total: int) -> None:
@@ -144,6 +155,8 @@ def main(argv=None) -> None:
     parser.add_argument("--num-jitters", type=int, help="facematch: descriptor jitters (default: settings).")
     parser.add_argument("--face", choices=["largest", "central"], default="largest",
                         help="Which detected face is the labelled one (LFW defines it as the central one).")
+    parser.add_argument("--variant", action="append", help="Another facematch system in the same run: "
+                        "FACE,LANDMARKS,JITTERS (e.g. central,68,1); repeatable.")
     parser.add_argument("--landmarks", choices=["5", "68"], help="facematch alignment (default: settings).")
     parser.add_argument("--no-baseline", action="store_true", help="Skip the face_recognition baseline.")
     parser.add_argument("--baseline-only", action="store_true", help="Run the face_recognition baseline alone.")
