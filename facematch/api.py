@@ -149,7 +149,8 @@ class Facematch:
         for probe, embedding in probes:
             if embedding is None:
                 continue
-            probe.subjects = rank_subjects(self.catalogue, custody, embedding, top, bands)
+            probe.subjects = rank_subjects(self.catalogue, custody, embedding, top, bands,
+                                           nonfrontal_offset=self.settings.nonfrontal_offset)
             probe.scene_faces = rank_scene_faces(self.catalogue, scene, embedding, top, bands,
                                                  exclude_sha256=probe.sha256)
         subjects, faces = self.catalogue.gallery_size()

@@ -228,13 +228,13 @@ class Catalogue:
         return out
 
     def face_details(self, face_ids: list[int]) -> dict[int, dict]:
-        """Who and where each face is: subject reference, case, image path and quality."""
+        """Who and where each face is: subject reference, case, image path, detector and quality."""
         out: dict[int, dict] = {}
         for start in range(0, len(face_ids), 500):
             chunk = [int(i) for i in face_ids[start:start + 500]]
             marks = ",".join("?" * len(chunk))
             rows = self.conn.execute(
-                f"""SELECT f.id AS face_id, f.image_id, f.kind, f.quality_score, f.flags,
+                f"""SELECT f.id AS face_id, f.image_id, f.kind, f.detector, f.quality_score, f.flags,
                            s.reference AS subject_ref, i.case_ref, i.custody_ref, i.original_path,
                            i.captured_at
                     FROM faces f JOIN images i ON i.id = f.image_id

@@ -81,6 +81,8 @@ def run_probe_stage(name: str, models: DlibModels, pixels: np.ndarray,
 def _stages(settings: DetectionSettings, purpose: str):
     if purpose == "custody":
         stages = [("hog", _hog_downscaled), ("hog-fine", _hog_custody_fine)]
+        if settings.custody_cnn:
+            stages.append(("cnn", _cnn_custody))
     elif purpose == "probe":
         if settings.cnn_fallback:
             stages = [("hog", _hog_probe), ("cnn", _cnn), ("cnn-upsampled", _cnn_upsampled),
@@ -132,6 +134,16 @@ def _hog_custody_fine(models, pixels, settings):
         return []
     small, scale = downscale_for_detection(pixels, settings.custody_max_side)
     return _hog_thresholded(models, small, 0, settings.custody_threshold, scale, "hog-fine")
+
+
+def _cnn_custody(models, pixels, settings):
+    """Custody, when HOG found nothing: dlib's CNN on a copy of about ``cnn_max_pixels`` (never enlarged).
+
+    dlib's HOG detector is frontal: it misses the profile (+-90 degree) views of a custody set, which
+    the CNN finds (40 of 42 FRMDB profile mugshots, ~0.4 s each). Enrolling them gives the side-on CCTV
+    probes a gallery view at their own angle (docs/cctv-probes.md).
+    """
+    return _cnn_at(models, pixels, min(1.0, _cnn_factor(pixels.shape, settings)), "cnn")
 
 
 def _hog_thresholded(models, pixels, upsample: int, threshold: float, scale: float, name: str):

@@ -18,6 +18,7 @@ from .bands import BandScheme, similarity_score
 from .catalogue import Catalogue
 from .errors import FacematchError, ImageTooLarge
 from .imaging import load_image
+from .matching import adjusted_distance
 from .index import FaceIndex
 from .pipeline import FacePipeline
 from .quality import FaceQuality, probe_warning
@@ -118,8 +119,12 @@ def analyse_probes(pipeline: FacePipeline, paths: list[Path], *, max_pixels: int
 
 
 def rank_subjects(catalogue: Catalogue, index: FaceIndex, embedding: np.ndarray, top: int,
-                  bands: BandScheme) -> list[Candidate]:
-    """Top-``top`` custody subjects for one probe embedding, fused by the closest of their images."""
+                  bands: BandScheme, *, nonfrontal_offset: float = 0.0) -> list[Candidate]:
+    """Top-``top`` custody subjects for one probe embedding, fused by the closest of their images.
+
+    Distances are adjusted for the view of each gallery face (``facematch.matching``): a profile view
+    only the CNN found counts ``nonfrontal_offset`` further away.
+    """
     if index.ntotal == 0:
         return []
     k = min(index.ntotal, top * 8 + 32)
@@ -128,11 +133,18 @@ def rank_subjects(catalogue: Catalogue, index: FaceIndex, embedding: np.ndarray,
         pairs = [(float(d), int(i)) for d, i in zip(distances[0], ids[0]) if i >= 0]
         details = catalogue.face_details([i for _, i in pairs])
         best: dict[str, tuple[float, int]] = {}
-        for distance, face_id in pairs:  # ascending: a subject's first hit is its closest image
-            subject = details.get(face_id, {}).get("subject_ref")
-            if subject is not None and subject not in best:
-                best[subject] = (distance, face_id)
-        if len(best) >= top or k >= index.ntotal:
+        for distance, face_id in pairs:
+            face = details.get(face_id, {})
+            subject = face.get("subject_ref")
+            if subject is None:
+                continue
+            adjusted = adjusted_distance(distance, "custody", face.get("detector"), nonfrontal_offset)
+            if subject not in best or adjusted < best[subject][0]:
+                best[subject] = (adjusted, face_id)
+        # exact once the top-th subject is no further than the furthest face retrieved: an unseen face
+        # is at least that far, and offsets only add to it
+        enough = len(best) >= top and sorted(d for d, _ in best.values())[top - 1] <= pairs[-1][0]
+        if enough or k >= index.ntotal:
             break
         k = min(index.ntotal, k * 4)
     ranked = sorted(best.items(), key=lambda kv: (kv[1][0], kv[0]))[:top]

@@ -57,6 +57,7 @@ class DetectionSettings:
     stills, see docs/cctv-probes.md) on a copy of about ``cnn_max_pixels`` pixels (enlarged at most
     ``cnn_max_upscale`` times), then upsampled HOG, then the CNN on a copy twice as large.
     ``probe_budget_s``: CPU seconds the probe cascade may spend; a stage that would overrun it is skipped.
+    ``custody_cnn``: when HOG finds no face in a custody image, run the CNN detector (profile views).
     ``landmarks``: "5" or "68", the dlib landmark model that aligns faces for the descriptor (both sides);
     "5" ranks CCTV probes better (it was trained on HOG and CNN boxes alike; docs/cctv-probes.md).
     """
@@ -72,6 +73,7 @@ class DetectionSettings:
     cnn_max_pixels: int = 60_000
     cnn_max_upscale: float = 2.0
     probe_budget_s: float = 1.5
+    custody_cnn: bool = True
     landmarks: str = "5"
 
 
@@ -111,6 +113,8 @@ class Settings:
     embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
     bands: BandThresholds = field(default_factory=BandThresholds)
     calibration_file: Path | None = None
+    #: Added to the distance of custody faces only the CNN found (profile views): facematch.matching.
+    nonfrontal_offset: float = 0.05
 
     @classmethod
     def from_env(cls, environ: dict | None = None, **overrides) -> "Settings":
@@ -144,6 +148,8 @@ class Settings:
             raise InvalidArgument(f"batch size must be at least 1, got {self.batch_size}")
         if self.top < 1:
             raise InvalidArgument(f"top must be at least 1, got {self.top}")
+        if not 0.0 <= self.nonfrontal_offset <= 1.0:
+            raise InvalidArgument(f"nonfrontal offset must be within 0-1, got {self.nonfrontal_offset}")
         if self.max_pixels < 1:
             raise InvalidArgument(f"max pixels must be positive, got {self.max_pixels}")
 
@@ -152,6 +158,7 @@ class Settings:
         return {
             "detection": dataclasses.asdict(self.detection),
             "embedding": dataclasses.asdict(self.embedding),
+            "matching": {"nonfrontal_offset": self.nonfrontal_offset},
         }
 
 

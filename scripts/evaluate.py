@@ -51,22 +51,37 @@ def _settings(args) -> Settings:
     return settings
 
 
+def _variant(text: str, settings: Settings) -> SystemSpec:
+    """A facematch system from "key=value,..." changes to ``settings``: face (largest|central),
+    landmarks (5|68), jitters (both sides), probe_jitters, probe_flip (0|1), custody_cnn (0|1),
+    nonfrontal_offset (distance added to profile views)."""
+    changes = dict(item.split("=", 1) for item in text.split(",") if item)
+    det, emb = settings.detection, settings.embedding
+    if "landmarks" in changes:
+        det = dataclasses.replace(det, landmarks=changes["landmarks"])
+    if "custody_cnn" in changes:
+        det = dataclasses.replace(det, custody_cnn=changes["custody_cnn"] == "1")
+    if "jitters" in changes:
+        emb = with_jitters(emb, int(changes["jitters"]))
+    if "probe_jitters" in changes:
+        emb = dataclasses.replace(emb, probe_jitters=int(changes["probe_jitters"]))
+    if "probe_flip" in changes:
+        emb = dataclasses.replace(emb, probe_flip=changes["probe_flip"] == "1")
+    changed = settings.replace(detection=det, embedding=emb)
+    if "nonfrontal_offset" in changes:
+        changed = dataclasses.replace(changed, nonfrontal_offset=float(changes["nonfrontal_offset"]))
+    return SystemSpec.facematch(changed, name=f"facematch[{text}]",
+                                face_choice=changes.get("face", "largest"))
+
+
 def _systems(args, settings: Settings) -> list[SystemSpec]:
     if args.baseline_only:
         return [SystemSpec.baseline()]
     systems = runner.default_systems(settings, baseline=not args.no_baseline,
                                      fallback_box=LFW_FIXED_BOX if getattr(args, "fixed_box", False) else None,
                                      face_choice=args.face)
-    for variant in args.variant or []:  # extra facematch columns in the same report: "central,68,10"
-        face, landmarks, jitters = (variant.split(",") + ["", "", ""])[:3]
-        changed = settings
-        if landmarks:
-            changed = changed.replace(detection=dataclasses.replace(changed.detection, landmarks=landmarks))
-        if jitters:
-            changed = changed.replace(embedding=with_jitters(changed.embedding, int(jitters)))
-        name = f"facematch[{face or 'largest'},{changed.detection.landmarks}pt,j{jitters or 1}]"
-        systems.insert(-1 if not args.no_baseline else len(systems),
-                       SystemSpec.facematch(changed, name=name, face_choice=face or "largest"))
+    for variant in args.variant or []:  # extra facematch columns in the same report
+        systems.insert(len(systems) - (0 if args.no_baseline else 1), _variant(variant, settings))
     return systems
 
 
@@ -77,7 +92,7 @@ def _progress(what: str, done: int, total: int) -> None:
 
 def run_frmdb(args, cache: EmbeddingCache) -> None:
     settings = _settings(args)
-    protocol = runner.load_source(FRMDB_PROTOCOL)
+    protocol = runner.load_source(args.protocol or FRMDB_PROTOCOL)
     evaluation = runner.evaluate_protocol(protocol, _systems(args, settings), scheme=_scheme(args), cache=cache,
                                           workers=settings.workers, n_boot=args.n_boot, progress=_progress)
     print(evaluation.write(args.output or REPO / "reports" / "frmdb-dev-cctv")["markdown"])
@@ -155,8 +170,10 @@ def main(argv=None) -> None:
     parser.add_argument("--num-jitters", type=int, help="facematch: descriptor jitters (default: settings).")
     parser.add_argument("--face", choices=["largest", "central"], default="largest",
                         help="Which detected face is the labelled one (LFW defines it as the central one).")
-    parser.add_argument("--variant", action="append", help="Another facematch system in the same run: "
-                        "FACE,LANDMARKS,JITTERS (e.g. central,68,1); repeatable.")
+    parser.add_argument("--protocol", type=Path, help="frmdb: another protocol file (e.g. the coarse "
+                        "variant written by probe_study.py --write-coarse-protocol).")
+    parser.add_argument("--variant", action="append", help="Another facematch system in the same run, as "
+                        "changes to the defaults, e.g. face=central,landmarks=68,jitters=10; repeatable.")
     parser.add_argument("--landmarks", choices=["5", "68"], help="facematch alignment (default: settings).")
     parser.add_argument("--no-baseline", action="store_true", help="Skip the face_recognition baseline.")
     parser.add_argument("--baseline-only", action="store_true", help="Run the face_recognition baseline alone.")

@@ -145,3 +145,22 @@ def test_unknown_stage_and_purpose_are_refused(models, astronaut):
         run_probe_stage("nope", models, astronaut, DetectionSettings())
     with pytest.raises(ValueError):
         detect_faces(models, astronaut, DetectionSettings(), purpose="selfie")
+
+
+def test_custody_profile_views_are_found_by_the_cnn_stage(models):
+    """HOG is frontal: a 90-degree custody profile is found only by the custody CNN stage."""
+    import dataclasses
+
+    mugshots = require_data("frmdb-dev", "mugshots")
+    settings = DetectionSettings()
+    for view in ("Img_13.jpg", "Img_53.jpg"):
+        pixels = load_image(mugshots / "040" / view).pixels
+        found = detect_faces(models, pixels, settings, purpose="custody")
+        assert len(found) == 1 and found[0].detector == "cnn", view
+        box = found[0].box
+        h, w = pixels.shape[:2]
+        assert 0.2 * w < box.width < 0.8 * w and box.top < h / 2 < box.bottom  # a head-sized box, mid-frame
+        without = dataclasses.replace(settings, custody_cnn=False)
+        assert detect_faces(models, pixels, without, purpose="custody") == []
+    frontal = detect_faces(models, load_image(mugshots / "040" / "Img_33.jpg").pixels, settings, purpose="custody")
+    assert [d.detector for d in frontal] == ["hog"]  # the CNN runs only when HOG finds nothing

@@ -130,3 +130,28 @@ def test_index_rebuild_gives_identical_results_and_stale_index_is_refused(frmdb_
     fm.catalogue.delete_subject("045", actor="test", reason="test")
     with pytest.raises(IndexStale, match="rebuild"):
         fm.index_store.load("custody")
+
+
+def test_profile_views_are_enrolled_and_their_distances_carry_the_view_offset(tmp_path):
+    """A custody profile only the CNN finds is enrolled; search adds the non-frontal offset to it."""
+    mugshots = require_data("frmdb-dev", "mugshots")
+    folder = tmp_path / "custody"
+    for subject, view in (("040", "Img_13.jpg"), ("041", "Img_33.jpg"), ("042", "Img_33.jpg")):
+        (folder / subject).mkdir(parents=True)
+        shutil.copy(mugshots / subject / view, folder / subject / view)
+    fm = make_facematch(tmp_path)
+    assert fm.settings.nonfrontal_offset == pytest.approx(0.05)
+    fm.ingest_custody(folder)
+    detectors = dict(fm.catalogue.conn.execute(
+        "SELECT s.reference, f.detector FROM faces f JOIN subjects s ON s.id = f.subject_id"))
+    assert detectors == {"040": "cnn", "041": "hog", "042": "hog"}
+    profile_probe = mugshots / "040" / "Img_13.jpg"  # the enrolled image itself: raw distance 0
+    found = fm.search([profile_probe]).probes[0].subjects
+    assert found[0].subject == "040" and found[0].distance == pytest.approx(0.05, abs=1e-4)
+    frontal_probe = mugshots / "041" / "Img_33.jpg"
+    assert fm.search([frontal_probe]).probes[0].subjects[0].distance < 0.04  # no offset (probe boxes differ)
+    with make_facematch(tmp_path, nonfrontal_offset=0.0) as plain:
+        raw = {c.subject: c.distance for c in plain.search([mugshots / "041" / "Img_43.jpg"]).probes[0].subjects}
+    adjusted = {c.subject: c.distance for c in fm.search([mugshots / "041" / "Img_43.jpg"]).probes[0].subjects}
+    assert adjusted["040"] == pytest.approx(raw["040"] + 0.05, abs=1e-4)
+    assert adjusted["042"] == pytest.approx(raw["042"], abs=1e-4)

@@ -34,6 +34,7 @@ import numpy as np
 from facematch.bands import BandScheme
 from facematch.calibration import ScoreSample, pairwise_sample
 from facematch.errors import InvalidArgument, ProtocolError
+from facematch.matching import view_offsets
 from facematch.settings import Settings
 
 from . import metrics as M
@@ -110,18 +111,23 @@ def _person(probe: ProbeEntry) -> str | None:
 
 
 def fused_distances(probes: np.ndarray, probe_ok: np.ndarray, gallery: np.ndarray, gallery_ok: np.ndarray,
-                    gallery_subjects: Sequence[str]) -> tuple[list[str], np.ndarray]:
+                    gallery_subjects: Sequence[str], gallery_offsets: np.ndarray | None = None
+                    ) -> tuple[list[str], np.ndarray]:
     """Subject-level distances: ``(subjects, D)`` with ``D[i, s]`` the smallest Euclidean distance from
     probe ``i`` to an acquired gallery image of subject ``s`` (+inf when either side has no template).
 
     ``probes`` ``(p, 128)``, ``gallery`` ``(g, 128)`` float32 with ``(p,)``/``(g,)`` bool masks;
-    ``subjects`` is sorted, so ties in distance list subjects by name. Returns ``D`` ``(p, n_subjects)``.
+    ``gallery_offsets`` ``(g,)`` is added to each gallery image's distances first (facematch's view
+    offsets, as search applies them). ``subjects`` is sorted, so ties in distance list subjects by name.
+    Returns ``D`` ``(p, n_subjects)``.
     """
     subjects, code = np.unique(np.asarray(gallery_subjects, dtype=object).astype(str), return_inverse=True)
     fused = np.full((probes.shape[0], subjects.size), np.inf)
     g = gallery.astype(np.float64)
     for i in np.flatnonzero(probe_ok):
         d = np.linalg.norm(g - probes[i].astype(np.float64), axis=1)  # face_recognition.face_distance
+        if gallery_offsets is not None:
+            d = d + gallery_offsets
         d[~gallery_ok] = np.inf
         np.minimum.at(fused[i], code, d)
     return subjects.tolist(), fused
@@ -202,6 +208,13 @@ def _embed_protocol(protocol: Protocol, system: SystemSpec, cache, workers, prog
     return _Embedded(gallery, probes, time.perf_counter() - started)
 
 
+def _gallery_offsets(system: SystemSpec, gallery: list[ImageEmbedding]) -> np.ndarray | None:
+    """facematch's view offsets for its gallery templates (``facematch.matching``); none for the baseline."""
+    if system.kind != "facematch":
+        return None
+    return view_offsets([e.detector for e in gallery], system.settings.nonfrontal_offset)
+
+
 def _protocol_comparisons(protocol: Protocol, subjects: list[str], fused: np.ndarray):
     """Every probe against every gallery subject: distances, mated flags, person clusters."""
     column = {s: j for j, s in enumerate(subjects)}
@@ -217,7 +230,8 @@ def _system_on_protocol(protocol: Protocol, system: SystemSpec, emb: _Embedded, 
                         thresholds: dict, groups: dict) -> tuple[dict, list[M.SearchOutcome], dict]:
     g_matrix, g_ok = embedding_matrix(emb.gallery)
     p_matrix, p_ok = embedding_matrix(emb.probes)
-    subjects, fused = fused_distances(p_matrix, p_ok, g_matrix, g_ok, [g.subject for g in protocol.gallery])
+    subjects, fused = fused_distances(p_matrix, p_ok, g_matrix, g_ok, [g.subject for g in protocol.gallery],
+                                      _gallery_offsets(system, emb.gallery))
     outcomes = search_outcomes(protocol.probes, subjects, fused, p_ok)
     ident = identification_summary(outcomes, ranks=RANKS, thresholds=thresholds, groups=groups,
                                    n_gallery=len(protocol.gallery), n_gallery_failed=int((~g_ok).sum()),
@@ -415,7 +429,8 @@ def calibration_sample(source: Protocol | Sequence[Pair], system: SystemSpec, *,
         emb = _embed_protocol(source, system, cache, workers, progress)
         g_matrix, g_ok = embedding_matrix(emb.gallery)
         p_matrix, p_ok = embedding_matrix(emb.probes)
-        subjects, fused = fused_distances(p_matrix, p_ok, g_matrix, g_ok, [g.subject for g in source.gallery])
+        subjects, fused = fused_distances(p_matrix, p_ok, g_matrix, g_ok, [g.subject for g in source.gallery],
+                                          _gallery_offsets(system, emb.gallery))
         d, same, _ = _protocol_comparisons(source, subjects, fused)
         return ScoreSample.from_distances(
             name, f"{source.name}: each probe with a face against each enrolled subject (closest image)",
