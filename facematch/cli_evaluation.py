@@ -105,9 +105,10 @@ def _source(path, kind, data_root, gallery_per_subject, holdout_fraction, seed):
               help="Also run face_recognition as its README shows, on the same images.")
 @click.option("--fallback-box", callback=_parse_ltrb,
               help="LFW-style data only: when no face is found, use this fixed box (left,top,right,bottom).")
-@click.option("--face", "face_choice", type=click.Choice(["largest", "central"]), default="largest",
-              show_default=True, help="Which detected face is the labelled person's: the largest, or the "
-              "one nearest the image centre (LFW's definition; its images are cropped around that face).")
+@click.option("--face", "face_choice", type=click.Choice(["largest", "central"]),
+              help="Which detected face is the labelled person's: the largest, or the one nearest the image "
+              "centre. Default: central for LFW pairs (LFW's definition: its images are cropped around the "
+              "labelled face), largest otherwise (what search ranks first).")
 @click.option("--n-boot", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Bootstrap replicates for the 95% intervals (0: none).")
 @_source_options
@@ -126,10 +127,13 @@ def evaluate(ctx, source, output, baseline, fallback_box, face_choice, n_boot, k
       facematch evaluate ./labelled-faces --holdout-fraction 0.25 --no-baseline
     """
     from .calibration import load_band_scheme
+    from .evaluation.protocols import Protocol
     from .evaluation.runner import default_systems, evaluate_source
 
     settings = _settings(ctx, workers, num_jitters)
     labelled = _source(source, kind, data_root, gallery_per_subject, holdout_fraction, seed)
+    if face_choice is None:
+        face_choice = "largest" if isinstance(labelled, Protocol) else "central"
     systems = default_systems(settings, baseline=baseline, fallback_box=fallback_box, face_choice=face_choice)
     evaluation = evaluate_source(labelled, systems, scheme=load_band_scheme(settings),
                                  cache=_cache(cache_dir, no_cache), workers=settings.workers, n_boot=n_boot,
@@ -187,13 +191,16 @@ def calibrate(ctx, sources, output, strong_fmr, possible_fmr, weak_fmr, strict, 
     """
     from .calibration import CALIBRATION_FILE_NAME, compute_calibration, write_calibration
     from .evaluation.embed_cache import SystemSpec
+    from .evaluation.protocols import Protocol
     from .evaluation.runner import calibration_sample
 
     settings = _settings(ctx, workers, num_jitters)
-    cache, system = _cache(cache_dir, no_cache), SystemSpec.facematch(settings)
+    cache = _cache(cache_dir, no_cache)
     samples = []
     for path in sources:
         labelled = _source(path, kind, data_root, gallery_per_subject, holdout_fraction, seed)
+        # pairs files are LFW-style: the labelled face is the central one (see `evaluate --face`)
+        system = SystemSpec.facematch(settings, face_choice="largest" if isinstance(labelled, Protocol) else "central")
         samples.append(calibration_sample(labelled, system, name=path.name, cache=cache, workers=settings.workers,
                                           all_pairs=not listed_pairs_only, progress=_progress()))
     doc = compute_calibration(samples, settings=settings, strict=strict,

@@ -6,6 +6,7 @@
     python scripts/evaluate.py lfw --fixed-box --no-baseline   # LFW-only fixed-box fallback
     python scripts/evaluate.py lfw-boxes             # median detected box on LFW (for --fixed-box)
     python scripts/evaluate.py calibrate             # frmdb-dev + LFW calibration -> docs/calibration-dev.json
+    python scripts/evaluate.py view-offset           # the FMR-equalising offset of profile gallery views
     python scripts/evaluate.py frmdb --calibration docs/calibration-dev.json --n-boot 0   # bands in use
 
 Everything is done by the library (facematch.evaluation.runner, facematch.calibration); this script only
@@ -91,6 +92,7 @@ def _progress(what: str, done: int, total: int) -> None:
 
 
 def run_frmdb(args, cache: EmbeddingCache) -> None:
+    args.face = args.face or "largest"
     settings = _settings(args)
     protocol = runner.load_source(args.protocol or FRMDB_PROTOCOL)
     evaluation = runner.evaluate_protocol(protocol, _systems(args, settings), scheme=_scheme(args), cache=cache,
@@ -99,6 +101,7 @@ def run_frmdb(args, cache: EmbeddingCache) -> None:
 
 
 def run_lfw(args, cache: EmbeddingCache) -> None:
+    args.face = args.face or "central"
     settings = _settings(args)
     pairs = runner.load_source(LFW_PAIRS)
     if args.folds:
@@ -109,7 +112,7 @@ def run_lfw(args, cache: EmbeddingCache) -> None:
                                        progress=_progress)
     suffix = ("-fixed-box" if args.fixed_box else "") + (f"-jitter{args.num_jitters}" if args.num_jitters else "") \
         + (f"-{args.landmarks}pt" if args.landmarks else "") + ("-baseline" if args.baseline_only else "") \
-        + ("-central" if args.face == "central" else "")
+        + ("-largest-face" if args.face == "largest" else "")
     print(evaluation.write(args.output or REPO / "reports" / f"lfw{suffix}")["markdown"])
 
 
@@ -128,6 +131,19 @@ def run_lfw_boxes(args, cache: EmbeddingCache) -> None:
           f"IQR of width: {np.percentile(boxes[:, 2] - boxes[:, 0], [25, 75])}")
 
 
+def run_view_offset(args, cache: EmbeddingCache) -> None:
+    """The FMR-equalising offset for CNN-only custody views (Settings.nonfrontal_offset), non-mated only."""
+    settings = _settings(args)
+    protocol = runner.load_source(args.protocol or FRMDB_PROTOCOL)
+    estimate = runner.view_offset_estimate(protocol, SystemSpec.facematch(settings), cache=cache,
+                                           workers=settings.workers, progress=_progress)
+    print(f"{protocol.name}: {estimate['n_nonfrontal_gallery']} gallery faces only the CNN found, "
+          f"{estimate['n_subjects']} subjects with both views; non-mated "
+          f"comparisons {estimate['n_frontal']:,} frontal / {estimate['n_nonfrontal']:,} non-frontal")
+    print("shift at quantile: " + ", ".join(f"{q}: {v:.3f}" for q, v in estimate["shifts"].items()))
+    print(f"FMR-equalising offset: {estimate['offset']:.3f} (in use: {settings.nonfrontal_offset})")
+
+
 def run_calibrate(args, cache: EmbeddingCache) -> None:
     settings = _settings(args)
     system = SystemSpec.facematch(settings)
@@ -138,8 +154,8 @@ def run_calibrate(args, cache: EmbeddingCache) -> None:
     samples = [
         runner.calibration_sample(runner.load_source(FRMDB_PROTOCOL), system, name="frmdb-dev-cctv", cache=cache,
                                   workers=settings.workers, progress=_progress),
-        runner.calibration_sample(pairs, system, name=lfw_name, cache=cache, workers=settings.workers,
-                                  progress=_progress),
+        runner.calibration_sample(pairs, SystemSpec.facematch(settings, face_choice="central"), name=lfw_name,
+                                  cache=cache, workers=settings.workers, progress=_progress),
     ]
     doc = compute_calibration(samples, settings=settings, dataset=f"frmdb-dev-cctv + {lfw_name} (dev)")
     path = write_calibration(doc, args.output or REPO / "docs" / "calibration-dev.json")
@@ -161,15 +177,16 @@ def _scheme(args) -> BandScheme:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", choices=["frmdb", "lfw", "lfw-boxes", "calibrate"])
+    parser.add_argument("run", choices=["frmdb", "lfw", "lfw-boxes", "calibrate", "view-offset"])
     parser.add_argument("--output", type=Path, help="Report folder (calibrate: the JSON file).")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--n-boot", type=int, default=1000, help="Bootstrap replicates (0: no intervals).")
     parser.add_argument("--folds", type=int, help="LFW: evaluate (calibrate: use) the first N folds only.")
     parser.add_argument("--fixed-box", action="store_true", help=f"LFW: fall back to the box {LFW_FIXED_BOX}.")
     parser.add_argument("--num-jitters", type=int, help="facematch: descriptor jitters (default: settings).")
-    parser.add_argument("--face", choices=["largest", "central"], default="largest",
-                        help="Which detected face is the labelled one (LFW defines it as the central one).")
+    parser.add_argument("--face", choices=["largest", "central"],
+                        help="Which detected face is the labelled one (default: central for LFW, which "
+                        "defines it so; largest for the CCTV protocol).")
     parser.add_argument("--protocol", type=Path, help="frmdb: another protocol file (e.g. the coarse "
                         "variant written by probe_study.py --write-coarse-protocol).")
     parser.add_argument("--variant", action="append", help="Another facematch system in the same run, as "
@@ -183,7 +200,8 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss").setLevel(logging.WARNING)
     cache = EmbeddingCache(args.cache_dir)
-    runs = {"frmdb": run_frmdb, "lfw": run_lfw, "lfw-boxes": run_lfw_boxes, "calibrate": run_calibrate}
+    runs = {"frmdb": run_frmdb, "lfw": run_lfw, "lfw-boxes": run_lfw_boxes, "calibrate": run_calibrate,
+            "view-offset": run_view_offset}
     runs[args.run](args, cache)
 
 

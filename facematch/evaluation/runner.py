@@ -45,7 +45,7 @@ from .protocols import (Pair, ProbeEntry, Protocol, camera_from_filename, load_l
 from .report import verification_summary, identification_summary, write_report
 
 __all__ = ["Evaluation", "default_systems", "load_source", "evaluate_source", "evaluate_protocol",
-           "evaluate_pairs", "fused_distances", "search_outcomes", "calibration_sample", "quality_bins",
+           "evaluate_pairs", "fused_distances", "view_offset_estimate", "search_outcomes", "calibration_sample", "quality_bins",
            "PUBLISHED_LFW_ACCURACY"]
 
 log = logging.getLogger(__name__)
@@ -450,3 +450,35 @@ def calibration_sample(source: Protocol | Sequence[Pair], system: SystemSpec, *,
     same = np.array([p.same for p in pairs])
     return ScoreSample.from_distances(name, "the listed pairs of the pairs file", _finite(d[~same]),
                                       _finite(d[same]), **counts)
+
+
+def view_offset_estimate(protocol: Protocol, system: SystemSpec, *, cache: EmbeddingCache | None = None,
+                         workers: int = 1, progress: Progress | None = None) -> dict:
+    """The FMR-equalising view offset on a protocol (``matching.fmr_equalising_offset``).
+
+    Uses only non-mated comparisons: each acquired probe against every gallery face of *another*
+    subject, split by whether only the CNN found that gallery face. Only subjects with both kinds of view
+    take part, so the two sets differ in view, not in who is in them (distractors from another data set
+    sit further from CCTV probes for reasons other than pose). Returns the offset, the shift at each
+    quantile and the counts behind them.
+    """
+    from facematch.matching import NONFRONTAL_DETECTOR, OFFSET_QUANTILES, fmr_equalising_offset
+
+    emb = _embed_protocol(protocol, system, cache, workers, progress)
+    g_matrix, g_ok = embedding_matrix(emb.gallery)
+    p_matrix, p_ok = embedding_matrix(emb.probes)
+    nonfrontal = np.array([e.detector == NONFRONTAL_DETECTOR for e in emb.gallery])
+    g_subjects = np.array([g.subject for g in protocol.gallery], dtype=object)
+    both = set(g_subjects[nonfrontal & g_ok]) & set(g_subjects[~nonfrontal & g_ok])
+    in_both = np.array([s in both for s in g_subjects])
+    frontal_d, other_d = [], []
+    for i in np.flatnonzero(p_ok):
+        keep = g_ok & in_both & (g_subjects != protocol.probes[i].subject)
+        d = np.linalg.norm(g_matrix.astype(np.float64) - p_matrix[i].astype(np.float64), axis=1)
+        frontal_d.append(d[keep & ~nonfrontal])
+        other_d.append(d[keep & nonfrontal])
+    frontal, other = np.concatenate(frontal_d), np.concatenate(other_d)
+    shifts = np.quantile(frontal, OFFSET_QUANTILES) - np.quantile(other, OFFSET_QUANTILES)
+    return {"offset": fmr_equalising_offset(frontal, other), "n_frontal": int(frontal.size),
+            "n_nonfrontal": int(other.size), "n_nonfrontal_gallery": int((nonfrontal & g_ok).sum()), "n_subjects": len(both),
+            "shifts": {f"{q:g}": float(s) for q, s in zip(OFFSET_QUANTILES, shifts)}}
