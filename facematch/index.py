@@ -13,19 +13,16 @@ Three kinds (`choose_index_spec` picks one from the gallery size and a memory bu
 
 Every kind returns exact Euclidean (not squared) distances and supports removal (retention deletion;
 HNSW is avoided because it cannot remove). Measured figures behind the selection rule: docs/scale.md.
-Faiss's thread count is process-wide: set it with `set_faiss_threads`, never implicitly here.
+Faiss's thread count is process-wide: set it with `set_faiss_threads`, never implicitly here. The file
+format (atomic writes, checksums, the raw-vector file) lives in `facematch/index_files.py`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 import logging
 import math
 import os
-import struct
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +31,8 @@ import faiss
 import numpy as np
 
 from facematch.errors import IndexMissing, IndexStale, InvalidArgument
+from facematch.index_files import (CHUNK, RawVectors, fsync_and_hash, fsync_dir, open_vectors, temp_beside,
+                                     write_vectors)
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +57,6 @@ _DEFAULTS = {
                "train_size": None, "seed": 1234},
 }
 _FORMAT = 1
-_VEC_MAGIC = b"FMRAWVEC"
-_VEC_HEADER = 64  # magic(8) n(8) dim(8) sha256(32) padding(8)
-_CHUNK = 65536  # vectors per faiss add / file write, bounding temporary memory
 _MIN_SHORTLIST_K = 10  # an ivf_pq search re-ranks at least shortlist_factor * 10 candidates, even for k=1
 
 
@@ -133,48 +129,6 @@ def set_faiss_threads(n: int) -> None:
     faiss.omp_set_num_threads(n)
 
 
-class _RawVectors:
-    """Raw float32 vectors addressed by row: an optional read-only memmap base plus a growable RAM tail."""
-
-    def __init__(self, dim: int, base: np.ndarray | None = None, source: tuple[Path, str] | None = None):
-        self.dim = dim
-        self.base_ = np.empty((0, dim), np.float32) if base is None else base
-        self.source_ = source  # (file, sha256) the base is mapped from
-        self.tail_ = np.empty((0, dim), np.float32)
-        self.n_tail_ = 0
-
-    def unchanged_copy_of(self, path: Path, n_live: int) -> bool:
-        """True if `path` is the file the base maps and nothing was added or removed since."""
-        return (self.source_ is not None and self.n_tail_ == 0 and len(self.base_) == n_live
-                and path.exists() and path.resolve() == self.source_[0].resolve())
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.base_) + self.n_tail_
-
-    def append(self, vectors: np.ndarray, reserve: int = 0) -> np.ndarray:
-        """Store (n, dim) vectors; return their row numbers (n,) int64."""
-        need = self.n_tail_ + len(vectors)
-        if need > len(self.tail_):
-            grown = np.empty((max(need, reserve, int(len(self.tail_) * 1.5)), self.dim), np.float32)
-            grown[: self.n_tail_] = self.tail_[: self.n_tail_]
-            self.tail_ = grown
-        self.tail_[self.n_tail_ : need] = vectors
-        rows = np.arange(self.n_rows, self.n_rows + len(vectors), dtype=np.int64)
-        self.n_tail_ = need
-        return rows
-
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        """Vectors (len(rows), dim) float32 of the given rows."""
-        if self.n_tail_ == 0:
-            return np.asarray(self.base_[rows])
-        out = np.empty((len(rows), self.dim), np.float32)
-        in_base = rows < len(self.base_)
-        out[in_base] = self.base_[rows[in_base]]
-        out[~in_base] = self.tail_[rows[~in_base] - len(self.base_)]
-        return out
-
-
 def _exact_topk(queries: np.ndarray, cand_ids: np.ndarray, cand_vecs: np.ndarray, k: int):
     """Re-rank candidates by exact Euclidean distance (float32 differences, float64 sums).
 
@@ -215,7 +169,7 @@ class FaceIndex:
         self._index_ = None  # faiss index, created on first train/add
         self._ids_ = np.empty(0, np.int64)  # sorted ids of stored vectors
         self._rows_ = np.empty(0, np.int64)  # ivf_pq: raw-vector row of each id in _ids_
-        self._raw_ = _RawVectors(dim) if self.spec.kind == "ivf_pq" else None
+        self._raw_ = RawVectors(dim) if self.spec.kind == "ivf_pq" else None
 
     def __repr__(self) -> str:
         return f"FaceIndex(dim={self.dim}, kind={self.spec.kind!r}, ntotal={self.ntotal})"
@@ -323,12 +277,12 @@ class FaceIndex:
             raise InvalidArgument(f"{self.spec.kind} index is not trained; create it with FaceIndex.build")
         if self._index_ is None:
             self._index_ = self._factory()
-        if not all(np.isfinite(vectors[s : s + _CHUNK]).all() for s in range(0, len(ids), _CHUNK)):
+        if not all(np.isfinite(vectors[s : s + CHUNK]).all() for s in range(0, len(ids), CHUNK)):
             raise InvalidArgument("vectors contain NaN or infinity")
         t0, rows = time.perf_counter(), [np.empty(0, np.int64)]
-        for start in range(0, len(ids), _CHUNK):
-            block = np.ascontiguousarray(vectors[start : start + _CHUNK], dtype=np.float32)
-            self._index_.add_with_ids(block, np.ascontiguousarray(ids[start : start + _CHUNK]))
+        for start in range(0, len(ids), CHUNK):
+            block = np.ascontiguousarray(vectors[start : start + CHUNK], dtype=np.float32)
+            self._index_.add_with_ids(block, np.ascontiguousarray(ids[start : start + CHUNK]))
             if self._raw_ is not None:
                 rows.append(self._raw_.append(block, reserve=self._raw_.n_tail_ + len(ids) - start))
         pos = np.searchsorted(self._ids_, sorted_new)
@@ -432,16 +386,16 @@ class FaceIndex:
             raise InvalidArgument(f"sidecar is not JSON-serialisable: {exc}") from None
         t0, temps = time.perf_counter(), []
         try:
-            tmp_index = _temp_beside(path, temps)
+            tmp_index = temp_beside(path, temps)
             faiss.write_index(self._index_ if self._index_ is not None else self._factory(), str(tmp_index))
-            info["index_sha256"], info["index_bytes"] = _fsync_and_hash(tmp_index), tmp_index.stat().st_size
+            info["index_sha256"], info["index_bytes"] = fsync_and_hash(tmp_index), tmp_index.stat().st_size
             unchanged = self._raw_ is not None and self._raw_.unchanged_copy_of(vec_path, self.ntotal)
             if unchanged:  # the file already holds exactly these vectors: no need to rewrite gigabytes
                 info["vectors_sha256"] = self._raw_.source_[1]
             elif self._raw_ is not None:
-                tmp_vec = _temp_beside(vec_path, temps)
-                info["vectors_sha256"] = _write_vectors(tmp_vec, self._ids_, self._rows_, self._raw_)
-            tmp_meta = _temp_beside(meta_path, temps)
+                tmp_vec = temp_beside(vec_path, temps)
+                info["vectors_sha256"] = write_vectors(tmp_vec, self._ids_, self._rows_, self._raw_)
+            tmp_meta = temp_beside(meta_path, temps)
             with open(tmp_meta, "w", encoding="utf-8") as f:
                 json.dump({**sidecar, "index": info}, f, indent=2, sort_keys=True)
                 f.flush()
@@ -450,13 +404,13 @@ class FaceIndex:
                 os.replace(tmp_vec, vec_path)
             os.replace(tmp_index, path)
             os.replace(tmp_meta, meta_path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         finally:
             for tmp in temps:
                 tmp.unlink(missing_ok=True)
         if self._raw_ is not None and not unchanged:  # from now on the raw vectors are read from disk
-            _, base = _open_vectors(vec_path, info)
-            self._raw_ = _RawVectors(self.dim, base, source=(vec_path, info["vectors_sha256"]))
+            _, base = open_vectors(vec_path, info)
+            self._raw_ = RawVectors(self.dim, base, source=(vec_path, info["vectors_sha256"]))
             self._rows_ = np.arange(self.ntotal, dtype=np.int64)
         elif self._raw_ is None:
             vec_path.unlink(missing_ok=True)  # raw vectors of an earlier ivf_pq save
@@ -487,7 +441,7 @@ class FaceIndex:
             raise IndexStale(f"index sidecar {meta_path.name} is unreadable ({exc}){stale}") from None
         if info.get("format") != _FORMAT:
             raise IndexStale(f"index format {info.get('format')!r} is not {_FORMAT}{stale}")
-        if _fsync_and_hash(path, sync=False) != expected_sha:
+        if fsync_and_hash(path, sync=False) != expected_sha:
             raise IndexStale(f"{path.name} does not match its sidecar (checksum differs: torn or "
                              f"interrupted save){stale}")
         index = faiss.read_index(str(path))
@@ -499,10 +453,10 @@ class FaceIndex:
         obj = cls(dim, spec)
         obj._index_, obj._ids_ = index, _index_ids(index)
         if obj._raw_ is not None:
-            vec_ids, base = _open_vectors(path.with_suffix(".vectors"), info)
+            vec_ids, base = open_vectors(path.with_suffix(".vectors"), info)
             if not np.array_equal(vec_ids, obj._ids_):
                 raise IndexStale(f"raw vectors beside {path.name} hold other ids{stale}")
-            obj._raw_ = _RawVectors(dim, base, source=(path.with_suffix(".vectors"), info["vectors_sha256"]))
+            obj._raw_ = RawVectors(dim, base, source=(path.with_suffix(".vectors"), info["vectors_sha256"]))
             obj._rows_ = np.arange(ntotal, dtype=np.int64)
         return obj, doc
 
@@ -545,62 +499,3 @@ def _clear_stale_slots(index: faiss.IndexIVF, lists: np.ndarray) -> None:
         codes = faiss.rev_swig_ptr(invlists.get_codes(int(no)), n_slots // per_block * invlists.block_size)
         for slot in range(size, n_slots):
             packer.pack_1_c(faiss.swig_ptr(zero), slot, faiss.swig_ptr(codes))
-
-
-def _temp_beside(path: Path, temps: list) -> Path:
-    """A new temporary file in `path`'s folder (same filesystem, so os.replace is atomic), noted in `temps`."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    temps.append(Path(name))
-    return Path(name)
-
-
-def _fsync_and_hash(path: Path, sync: bool = True) -> str:
-    """sha256 hex digest of a file, fsyncing it first when `sync`."""
-    with open(path, "rb+" if sync else "rb") as f:
-        if sync:
-            os.fsync(f.fileno())
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_vectors(path: Path, ids: np.ndarray, rows: np.ndarray, raw: _RawVectors) -> str:
-    """Write header, ids (n,) int64 and their raw vectors (n, dim) float32 to `path`; return the sha256 of
-    ids + vectors, which is also stored in the header so a file from another save is recognised."""
-    digest = hashlib.sha256()
-    with open(path, "wb") as f:
-        f.write(bytes(_VEC_HEADER))
-        blocks = (raw.take(rows[s : s + _CHUNK]).astype("<f4").tobytes() for s in range(0, len(ids), _CHUNK))
-        for chunk in itertools.chain([ids.astype("<i8").tobytes()], blocks):
-            digest.update(chunk)
-            f.write(chunk)
-        f.seek(0)
-        f.write(_VEC_MAGIC + struct.pack("<qq", len(ids), raw.dim) + digest.digest())
-        f.flush()
-        os.fsync(f.fileno())
-    return digest.hexdigest()
-
-
-def _open_vectors(path: Path, info: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Check a raw-vector file against the sidecar `info`; return its ids (n,) and a read-only memmap (n, dim)."""
-    n, dim = int(info["ntotal"]), int(info["dim"])
-    stale = f"raw vectors {path.name} do not match the index sidecar"
-    if not path.exists():
-        raise IndexStale(f"raw vectors {path.name} are missing; run `facematch index rebuild`")
-    with open(path, "rb") as f:
-        header = f.read(_VEC_HEADER)
-    size = _VEC_HEADER + n * 8 + n * dim * 4
-    if (len(header) < 56 or header[:8] != _VEC_MAGIC or struct.unpack("<qq", header[8:24]) != (n, dim)
-            or header[24:56].hex() != info.get("vectors_sha256") or path.stat().st_size != size):
-        raise IndexStale(f"{stale} (torn or interrupted save); run `facematch index rebuild`")
-    ids = np.fromfile(path, dtype="<i8", count=n, offset=_VEC_HEADER).astype(np.int64)
-    if n == 0:
-        return ids, np.empty((0, dim), np.float32)
-    return ids, np.memmap(path, dtype="<f4", mode="r", offset=_VEC_HEADER + n * 8, shape=(n, dim))
