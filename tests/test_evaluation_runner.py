@@ -198,3 +198,21 @@ def test_bad_pairs_file_is_a_clean_error(tmp_path):
     result = CliRunner().invoke(evaluate, [str(bad), "--no-baseline"])
     assert result.exit_code == 1
     assert result.output.startswith("error: pairs.txt: expected 2 pair lines for 1 folds of 1 + 1, found 1")
+
+
+def test_central_face_is_the_one_nearest_the_image_centre():
+    """LFW's labelled face is the one its image is cropped around, not always the largest."""
+    from types import SimpleNamespace
+
+    from facematch.types import FaceBox
+
+    big_corner = SimpleNamespace(box=FaceBox(0, 0, 120, 120))  # largest, centred at (60, 60)
+    small_centre = SimpleNamespace(box=FaceBox(100, 110, 150, 160))  # centred at (125, 135)
+    assert E._central_face([big_corner, small_centre], (250, 250, 3)) is small_centre
+    assert E._central_face([big_corner], (250, 250, 3)) is big_corner
+    from facematch.errors import InvalidArgument
+
+    with pytest.raises(InvalidArgument):
+        E.SystemSpec.facematch(Settings(), face_choice="leftmost")
+    central = E.SystemSpec.facematch(Settings(), face_choice="central")
+    assert central.cache_key("probe") != E.SystemSpec.facematch(Settings()).cache_key("probe")
