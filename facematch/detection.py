@@ -137,13 +137,15 @@ def _hog_custody_fine(models, pixels, settings):
 
 
 def _cnn_custody(models, pixels, settings):
-    """Custody, when HOG found nothing: dlib's CNN on a copy of about ``cnn_max_pixels`` (never enlarged).
+    """Custody, when HOG found nothing: dlib's CNN on a copy of about ``custody_cnn_pixels`` (never enlarged).
 
     dlib's HOG detector is frontal: it misses the profile (+-90 degree) views of a custody set, which
-    the CNN finds (40 of 42 FRMDB profile mugshots, ~0.4 s each). Enrolling them gives the side-on CCTV
-    probes a gallery view at their own angle (docs/cctv-probes.md).
+    the CNN finds (40 of 42 FRMDB profile mugshots at 25k pixels, ~0.2 s each: a posed portrait's face
+    stays over the CNN's ~80 px minimum). Enrolling them gives side-on CCTV probes a gallery view at
+    their own angle (docs/cctv-probes.md).
     """
-    return _cnn_at(models, pixels, min(1.0, _cnn_factor(pixels.shape, settings)), "cnn")
+    factor = min(1.0, (settings.custody_cnn_pixels / (pixels.shape[0] * pixels.shape[1])) ** 0.5)
+    return _cnn_at(models, pixels, factor, "cnn")
 
 
 def _hog_thresholded(models, pixels, upsample: int, threshold: float, scale: float, name: str):

@@ -146,13 +146,14 @@ def test_profile_views_are_enrolled_and_their_distances_carry_the_view_offset(tm
     detectors = dict(fm.catalogue.conn.execute(
         "SELECT s.reference, f.detector FROM faces f JOIN subjects s ON s.id = f.subject_id"))
     assert detectors == {"040": "cnn", "041": "hog", "042": "hog"}
-    profile_probe = mugshots / "040" / "Img_13.jpg"  # the enrolled image itself: raw distance 0
+    profile_probe = mugshots / "040" / "Img_13.jpg"  # the enrolled image itself
     found = fm.search([profile_probe]).probes[0].subjects
-    assert found[0].subject == "040" and found[0].distance == pytest.approx(offset, abs=1e-4)
+    assert found[0].subject == "040" and found[0].distance >= offset
     frontal_probe = mugshots / "041" / "Img_33.jpg"
     assert fm.search([frontal_probe]).probes[0].subjects[0].distance < 0.04  # no offset (probe boxes differ)
-    with make_facematch(tmp_path, nonfrontal_offset=0.0) as plain:
-        raw = {c.subject: c.distance for c in plain.search([mugshots / "041" / "Img_43.jpg"]).probes[0].subjects}
-    adjusted = {c.subject: c.distance for c in fm.search([mugshots / "041" / "Img_43.jpg"]).probes[0].subjects}
-    assert adjusted["040"] == pytest.approx(raw["040"] + offset, abs=1e-4)
-    assert adjusted["042"] == pytest.approx(raw["042"], abs=1e-4)
+    for probe in (profile_probe, mugshots / "041" / "Img_43.jpg"):
+        with make_facematch(tmp_path, nonfrontal_offset=0.0) as plain:
+            raw = {c.subject: c.distance for c in plain.search([probe]).probes[0].subjects}
+        adjusted = {c.subject: c.distance for c in fm.search([probe]).probes[0].subjects}
+        assert adjusted["040"] == pytest.approx(raw["040"] + offset, abs=1e-4)  # the profile view
+        assert adjusted["042"] == pytest.approx(raw["042"], abs=1e-4)  # a frontal view: unchanged
