@@ -81,6 +81,16 @@ class _Timed:
         return getattr(self._model, name)
 
 
+def _timed_model(name: str, stage: str) -> functools.cached_property:
+    """A cached property loading ``DlibModels.<name>`` under the "load" stage, its calls timed as ``stage``."""
+    def load(self):
+        with self.clock.time("load"):
+            return _Timed(getattr(DlibModels, name).func(self), self.clock, stage)
+
+    load.__name__ = name
+    return functools.cached_property(load)
+
+
 class TimedModels(DlibModels):
     """``DlibModels`` whose detectors, landmark predictors and encoder report to ``clock``.
 
@@ -95,30 +105,15 @@ class TimedModels(DlibModels):
         self.clock = clock
         self._encoder_override = encoder
 
-    @functools.cached_property
-    def hog_detector(self):
-        with self.clock.time("load"):
-            return _Timed(DlibModels.hog_detector.func(self), self.clock, "detect")
-
-    @functools.cached_property
-    def cnn_detector(self):
-        with self.clock.time("load"):
-            return _Timed(DlibModels.cnn_detector.func(self), self.clock, "detect")
-
-    @functools.cached_property
-    def landmarks_68(self):
-        with self.clock.time("load"):
-            return _Timed(DlibModels.landmarks_68.func(self), self.clock, "landmarks")
-
-    @functools.cached_property
-    def landmarks_5(self):
-        with self.clock.time("load"):
-            return _Timed(DlibModels.landmarks_5.func(self), self.clock, "landmarks")
+    hog_detector = _timed_model("hog_detector", "detect")
+    cnn_detector = _timed_model("cnn_detector", "detect")
+    landmarks_68 = _timed_model("landmarks_68", "landmarks")
+    landmarks_5 = _timed_model("landmarks_5", "landmarks")
 
     @functools.cached_property
     def encoder(self):
         with self.clock.time("load"):
-            model = self._encoder_override or DlibModels.encoder.func(self)
-            if hasattr(model, "load"):
+            model = self._encoder_override or DlibModels.encoder.func(self)  # the default loads itself
+            if self._encoder_override is not None and hasattr(model, "load"):
                 model.load()
         return _Timed(model, self.clock, "encode")
