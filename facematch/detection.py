@@ -2,8 +2,9 @@
 
 Custody photos are large and posed, so the fast HOG detector runs on a downscaled copy. Probes
 (crime-scene stills) are small and hard, so they get a cascade of ever more sensitive and costly
-stages (upsampled HOG, then dlib's CNN detector on a rescaled copy), each run only when the cheaper
-ones found nothing, and only while the probe's time budget allows (see :func:`detect_faces`).
+stages (dlib's CNN detector on a rescaled copy, then on turned copies for heads tilted under a high
+camera, then on a larger copy, then upsampled HOG), each run only when the cheaper ones found nothing,
+and only while the probe's time budget allows (see :func:`detect_faces`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from .face_models import DlibModels
 from .imaging import downscale_for_detection
 from .settings import DetectionSettings
-from .types import Detection, FaceBox
+from .types import Detection, FaceBox, UprightView
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,12 @@ CNN_SECONDS_PER_PIXEL = 7.8e-6
 HOG_SECONDS_PER_PIXEL = 2.8e-7
 
 
+#: Probe stages run whatever the budget: the first HOG pass, and the first CNN pass, which finds three
+#: times as many CCTV faces as HOG. (HOG on a large crop is estimated at over a second; the budget then
+#: skipped the CNN and lost faces it finds in half a second: 3 of the 140 dev CCTV crops.)
+ALWAYS_RUN = ("hog", "cnn")
+
+
 def detect_faces(
     models: DlibModels, pixels: np.ndarray, settings: DetectionSettings, *, purpose: str,
     budget_s: float | None = None,
@@ -35,8 +42,8 @@ def detect_faces(
     """Find faces in an RGB image with the cascade suited to ``purpose`` ("custody" or "probe").
 
     Parameters: ``pixels`` is ``(H, W, 3) uint8`` RGB; ``budget_s`` caps the CPU seconds the probe
-    cascade may spend (default ``settings.probe_budget_s``): after the first stage, which always runs,
-    a stage that would take the cascade past the budget is skipped. Costs are *estimated* from the
+    cascade may spend (default ``settings.probe_budget_s``): apart from the first HOG pass and the first
+    CNN pass (``ALWAYS_RUN``), a stage that would take the cascade past the budget is skipped. Costs are *estimated* from the
     pixels each stage scans (one core of the development machine), not measured, so the same image
     always gets the same stages and the same faces, however busy the machine (a measured budget lost
     one CCTV face in 140 under heavy load). Returns detections in original-image pixel
@@ -45,9 +52,9 @@ def detect_faces(
     height, width = pixels.shape[:2]
     budget = settings.probe_budget_s if budget_s is None else budget_s
     spent = 0.0
-    for n, (name, stage) in enumerate(_stages(settings, purpose)):
+    for name, stage in _stages(settings, purpose):
         estimate = _estimated_cost(name, pixels.shape, settings) if purpose == "probe" else 0.0
-        if purpose == "probe" and n > 0 and spent + estimate > budget:
+        if purpose == "probe" and name not in ALWAYS_RUN and spent + estimate > budget:
             log.debug("stage %s skipped: %.2f s spent, about %.2f s needed, budget %.2f s",
                       name, spent, estimate, budget)
             continue
@@ -85,8 +92,9 @@ def _stages(settings: DetectionSettings, purpose: str):
             stages.append(("cnn", _cnn_custody))
     elif purpose == "probe":
         if settings.cnn_fallback:
-            stages = [("hog", _hog_probe), ("cnn", _cnn), ("cnn-upsampled", _cnn_upsampled),
-                      ("hog-upsampled", _hog_retry)]
+            stages = [("hog", _hog_probe), ("cnn", _cnn)]
+            stages += [(rotated_stage_name(a), _cnn_rotated(a)) for a in settings.rotation_angles]
+            stages += [("cnn-upsampled", _cnn_upsampled), ("hog-upsampled", _hog_retry)]
         else:
             stages = [("hog", _hog_probe), ("hog-upsampled", _hog_retry)]
     else:
@@ -104,6 +112,9 @@ def _estimated_cost(name: str, shape: tuple, settings: DetectionSettings) -> flo
             HOG_SECONDS_PER_PIXEL * pixels * 4 ** settings.retry_upsample)
     if name in ("cnn", "cnn-upsampled"):
         factor = _cnn_factor(shape, settings) * (2 if name == "cnn-upsampled" else 1)
+        return CNN_SECONDS_PER_PIXEL * pixels * factor * factor
+    if name.startswith(ROTATED_STAGE):
+        factor = _rotated_factor(shape, settings)
         return CNN_SECONDS_PER_PIXEL * pixels * factor * factor
     return 0.0
 
@@ -189,6 +200,59 @@ def _cnn(models, pixels, settings):
 def _cnn_upsampled(models, pixels, settings):
     """Probe, last resort: the CNN on a copy twice as large as the first pass's (faces half the size)."""
     return _cnn_at(models, pixels, 2 * _cnn_factor(pixels.shape, settings), "cnn-upsampled")
+
+
+#: Name prefix of the probe stages that run the CNN on a rotated copy ("cnn-rotated+25").
+ROTATED_STAGE = "cnn-rotated"
+
+
+def rotated_stage_name(angle: float) -> str:
+    return f"{ROTATED_STAGE}{angle:+g}"
+
+
+def _rotated_factor(shape: tuple, settings: DetectionSettings) -> float:
+    """Resize factor of the rotated CNN passes: about ``rotated_max_pixels``, enlarged ``rotated_max_upscale`` at most."""
+    return min(settings.rotated_max_upscale, (settings.rotated_max_pixels / (shape[0] * shape[1])) ** 0.5)
+
+
+def _cnn_rotated(angle: float):
+    """Probe, when nothing upright was found: the CNN on a copy rotated by ``angle`` degrees.
+
+    A camera high on a wall sees heads bowed and tilted: the face lies at 20-50 degrees in the frame,
+    where dlib's detectors (trained on upright faces) miss it. Turned upright, most of these faces are
+    found (docs/cctv-probes.md). Hits keep an :class:`UprightView` so landmarks are placed upright too.
+    """
+    def stage(models, pixels, settings):
+        resized, sx, sy = resize_exact(pixels, _rotated_factor(pixels.shape, settings))
+        height, width = resized.shape[:2]
+        turn = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
+        rotated = cv2.warpAffine(resized, turn, (width, height), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REPLICATE)
+        back = cv2.invertAffineTransform(turn)
+        hits = models.cnn_detector(np.ascontiguousarray(rotated), 0)
+        return [_upright_detection(h.rect, back, angle, sx, sy, float(h.confidence)) for h in hits]
+
+    return stage
+
+
+def _upright_detection(rect, back: np.ndarray, angle: float, sx: float, sy: float,
+                       confidence: float) -> Detection:
+    """A hit in a rotated, resized copy as a detection in original pixels (pixel centres at integers)."""
+    centre = np.array([(rect.left() + rect.right()) / 2, (rect.top() + rect.bottom()) / 2, 1.0])
+    x, y = back @ centre  # in the resized copy, before rotation
+    cx, cy = (x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5
+    width, height = (rect.right() - rect.left() + 1) * sx, (rect.bottom() - rect.top() + 1) * sy
+    view = UprightView(angle=float(angle), cx=float(cx), cy=float(cy), width=float(width), height=float(height))
+    return Detection(upright_hull(view), rotated_stage_name(angle), confidence, upright=view)
+
+
+def upright_hull(view: UprightView) -> FaceBox:
+    """The axis-aligned box (original pixels) around a face box that stands upright in ``view``."""
+    cos, sin = abs(np.cos(np.radians(view.angle))), abs(np.sin(np.radians(view.angle)))
+    half_w = (view.width * cos + view.height * sin) / 2
+    half_h = (view.width * sin + view.height * cos) / 2
+    return FaceBox(int(round(view.cx + 0.5 - half_w)), int(round(view.cy + 0.5 - half_h)),
+                   int(round(view.cx + 0.5 + half_w)), int(round(view.cy + 0.5 + half_h)))
 
 
 def _cnn_at(models, pixels, factor: float, name: str) -> list[Detection]:

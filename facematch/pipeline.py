@@ -58,6 +58,7 @@ class FacePipeline:
             self._models, pixels, [d.box for d in detections], emb,
             landmark_points=self.settings.detection.landmarks,
             num_jitters=emb.probe_jitters if probe else emb.num_jitters, flip=probe and emb.probe_flip,
+            uprights=[d.upright for d in detections],
         )
         records = []
         for det, points, vector in zip(detections, landmarks, embeddings):
@@ -103,7 +104,12 @@ class FacePipeline:
                 continue
             key = (_overlap(moved, clipped), moved.area)
             if best_key is None or key > best_key:
-                best, best_key = Detection(moved, f"marked+{det.detector}", det.confidence), key
+                upright = None if det.upright is None else dataclasses.replace(
+                    det.upright, cx=region.left + (det.upright.cx + 0.5) * sx - 0.5,
+                    cy=region.top + (det.upright.cy + 0.5) * sy - 0.5,
+                    width=det.upright.width * sx, height=det.upright.height * sy)
+                best = Detection(moved, f"marked+{det.detector}", det.confidence, upright=upright)
+                best_key = key
         if best is not None:
             return best
         log.debug("no detector found a face in marked box %s; using it as drawn", box.as_xywh())

@@ -55,8 +55,14 @@ class DetectionSettings:
     no larger than ``retry_max_side`` (small CCTV stills), where it stays affordable.
     ``cnn_fallback``: when probe HOG finds nothing, run dlib's CNN detector (finds 3x more faces in CCTV
     stills, see docs/cctv-probes.md) on a copy of about ``cnn_max_pixels`` pixels (enlarged at most
-    ``cnn_max_upscale`` times), then upsampled HOG, then the CNN on a copy twice as large.
-    ``probe_budget_s``: CPU seconds the probe cascade may spend; a stage that would overrun it is skipped.
+    ``cnn_max_upscale`` times: an 80 px coarse still becomes 240 px, its face ~100 px), then on turned
+    copies, then on a copy twice as large, then upsampled HOG.
+    ``rotation_angles``: when no upright face was found, the CNN runs on copies of the probe turned by
+    these angles (degrees, counter-clockwise, in this order): a head bowed under a camera high on a wall
+    lies tilted in the frame. Each copy is about ``rotated_max_pixels`` pixels, enlarged
+    ``rotated_max_upscale`` times at most. Chosen on the dev CCTV crops (docs/cctv-probes.md).
+    ``probe_budget_s``: CPU seconds the probe cascade may spend; a stage that would overrun it is skipped
+    (the first HOG and CNN passes always run).
     ``custody_cnn``: when HOG finds no face in a custody image, run the CNN detector (profile views) on a
     copy of about ``custody_cnn_pixels`` pixels (never enlarged): 25k px finds 40 of FRMDB's 42 profile
     mugshots, as 60k px does, for ~0.2 s instead of ~0.5 s of CPU (docs/cctv-probes.md).
@@ -73,8 +79,11 @@ class DetectionSettings:
     retry_max_side: int = 640
     cnn_fallback: bool = True
     cnn_max_pixels: int = 60_000
-    cnn_max_upscale: float = 2.0
-    probe_budget_s: float = 1.5
+    cnn_max_upscale: float = 3.0
+    rotation_angles: tuple[float, ...] = (25.0, -25.0, 50.0)
+    rotated_max_pixels: int = 40_000
+    rotated_max_upscale: float = 3.0
+    probe_budget_s: float = 1.8
     custody_cnn: bool = True
     custody_cnn_pixels: int = 25_000
     landmarks: str = "5"

@@ -48,13 +48,35 @@ class FaceBox:
         )
 
 
+@dataclass(frozen=True)
+class UprightView:
+    """Where a face that was found in a rotated copy of the image stands upright.
+
+    Rotating the original image by ``angle`` degrees (counter-clockwise on screen, OpenCV's convention)
+    about ``(cx, cy)`` puts the face upright in a ``width`` x ``height`` box centred on that point (all in
+    original pixels). A head tilted by a steep camera angle is found that way; its landmarks are then
+    placed on the upright copy, where dlib's shape predictor was trained to work.
+    """
+
+    angle: float
+    cx: float
+    cy: float
+    width: float
+    height: float
+
+
 @dataclass
 class Detection:
-    """A detector's hit: the box, which detector/stage found it, and its confidence (detector units)."""
+    """A detector's hit: the box, which detector/stage found it, and its confidence (detector units).
+
+    ``upright`` is set for faces found in a rotated copy (``box`` is then the axis-aligned box around
+    the rotated face box).
+    """
 
     box: FaceBox
     detector: str
     confidence: float | None = None
+    upright: UprightView | None = None
 
 
 @dataclass
