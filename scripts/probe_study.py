@@ -12,7 +12,7 @@ non-mated) and prints, per probe variant and per matching option:
 
 Probe variants:
 
-- ``full``: the crops as stored (163-810 px, the face about half the crop's width);
+- ``full``: the crops as stored (163-1,119 px, the face about half the crop's width);
 - ``coarse``: each crop shrunk (``cv2.INTER_AREA``) so its longer side is 80 px, which puts the face
   at about 30-50 px wide, the size of faces in 352x288 CCTV frames (``COARSE_SIDE``).
 
@@ -25,6 +25,7 @@ Examples::
     .venv/bin/python scripts/probe_study.py                       # default settings, both variants
     .venv/bin/python scripts/probe_study.py --variant coarse --no-cnn
     .venv/bin/python scripts/probe_study.py --stages              # recall and cost of each stage
+    .venv/bin/python scripts/probe_study.py --timing              # FTA, stage of each face, CPU per probe
 """
 
 from __future__ import annotations
@@ -271,6 +272,27 @@ def stage_study(protocol, settings: Settings, variants: list[str]) -> None:
                   f"max {np.max(cpu):.3f} s")
 
 
+def timing_study(protocol, settings: Settings, variants: list[str]) -> None:
+    """The probe side as an investigator runs it (``FacePipeline.analyse``, models loaded): failure to
+    acquire, which stage found each face, and CPU seconds per probe (mean, 95th percentile, max)."""
+    for variant in variants:
+        pipe = FacePipeline(settings)
+        pipe.analyse(np.zeros((64, 64, 3), np.uint8), purpose="probe")  # load models outside the timing
+        cpu, stages = [], {}
+        for entry in protocol.probes:
+            pixels = VARIANTS[variant](load_image(entry.path, max_pixels=settings.max_pixels).pixels)
+            started = time.process_time()
+            faces = pipe.analyse(pixels, purpose="probe")
+            cpu.append(time.process_time() - started)
+            stage = faces[0].detector if faces else "no face"
+            stages[stage] = stages.get(stage, 0) + 1
+        cpu_s = np.array(cpu)
+        print(f"== {variant} probes: failure to acquire {stages.get('no face', 0)}/{len(cpu)} "
+              f"({100 * stages.get('no face', 0) / len(cpu):.1f}%); CPU per probe mean {cpu_s.mean():.2f} s, "
+              f"p95 {np.quantile(cpu_s, 0.95):.2f} s, max {cpu_s.max():.2f} s")
+        print(f"   faces by stage: {dict(sorted(stages.items(), key=lambda kv: -kv[1]))}")
+
+
 # -------------------------------------------------------------------------------- coarse protocol
 
 def write_coarse_protocol(protocol, folder: Path) -> Path:
@@ -353,6 +375,8 @@ def main(argv=None) -> int:
     parser.add_argument("--jitter-study", action="store_true",
                         help="also describe probes with 10 jitters (ten network passes per probe)")
     parser.add_argument("--stages", action="store_true", help="recall and cost of each probe stage alone")
+    parser.add_argument("--timing", action="store_true",
+                        help="only the probe cascade as configured: failure to acquire, faces by stage, CPU per probe")
     parser.add_argument("--write-coarse-protocol", metavar="DIR", type=Path,
                         help="write the coarse probes and a protocol JSON for facematch evaluate, then stop")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -370,6 +394,9 @@ def main(argv=None) -> int:
     print(f"settings: {json.dumps(settings.describe_pipeline())}")
     if args.stages:
         stage_study(protocol, settings, variants)
+        return 0
+    if args.timing:
+        timing_study(protocol, settings, variants)
         return 0
     gallery = gallery_features(protocol, settings)
     print(f"gallery: {int(gallery['ok'].sum())}/{len(gallery['ok'])} images enrolled")
