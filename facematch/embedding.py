@@ -81,8 +81,9 @@ def _upright_landmarks_and_chip(models: DlibModels, pixels: np.ndarray, view: Up
     turn[:, 2] += (half - view.cx, half - view.cy)
     patch = np.ascontiguousarray(cv2.warpAffine(pixels, turn, (2 * half, 2 * half), flags=cv2.INTER_LINEAR,
                                                 borderMode=cv2.BORDER_CONSTANT))
-    box = FaceBox(int(round(half - view.width / 2)), int(round(half - view.height / 2)),
-                  int(round(half + view.width / 2)), int(round(half + view.height / 2)))
+    # the face's centre is the patch's pixel (half, half): its box's edges lie half a pixel further on
+    box = FaceBox(int(round(half + 0.5 - view.width / 2)), int(round(half + 0.5 - view.height / 2)),
+                  int(round(half + 0.5 + view.width / 2)), int(round(half + 0.5 + view.height / 2)))
     shape = _shape(models, patch, box, landmark_points)
     chip = np.ascontiguousarray(dlib.get_face_chip(patch, shape, size=CHIP_SIZE, padding=padding))
     back = cv2.invertAffineTransform(turn)

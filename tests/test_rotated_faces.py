@@ -108,3 +108,14 @@ def test_rotated_stages_follow_the_first_cnn_pass_and_obey_the_budget(models, ca
     assert detect_faces(models, noise, settings, purpose="probe", budget_s=0.6) == []
     skipped = {r.getMessage().split()[1] for r in caplog.records if "skipped" in r.getMessage()}
     assert {"cnn-rotated+25", "cnn-rotated-25"} <= skipped
+
+
+def test_a_marked_box_around_a_tilted_face_gives_the_same_landmarks(models):
+    """The --box path finds the tilted face inside the box (on a rescaled cut-out) and maps it back to the
+    same place as the search without a box."""
+    pixels = load_image(require_data("frmdb-dev", "cctv_crops", TILTED_CCTV)).pixels
+    pipe = FacePipeline(Settings(), models=models)
+    plain = pipe.analyse(pixels, purpose="probe")[0]
+    marked = pipe.analyse(pixels, purpose="probe", box=FaceBox(0, 0, pixels.shape[1], pixels.shape[0]))[0]
+    assert marked.detector == "marked+" + plain.detector and plain.detector.startswith("cnn-rotated")
+    assert np.abs(marked.landmarks - plain.landmarks).max() <= 3.0
