@@ -240,9 +240,9 @@ def _upright_detection(rect, back: np.ndarray, angle: float, sx: float, sy: floa
     """A hit in a rotated, resized copy as a detection in original pixels (pixel centres at integers)."""
     centre = np.array([(rect.left() + rect.right()) / 2, (rect.top() + rect.bottom()) / 2, 1.0])
     x, y = back @ centre  # in the resized copy, before rotation
-    cx, cy = (x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5
-    width, height = (rect.right() - rect.left() + 1) * sx, (rect.bottom() - rect.top() + 1) * sy
-    view = UprightView(angle=float(angle), cx=float(cx), cy=float(cy), width=float(width), height=float(height))
+    in_copy = UprightView(float(angle), float(x), float(y), float(rect.right() - rect.left() + 1),
+                          float(rect.bottom() - rect.top() + 1))
+    view = in_copy.mapped(sx, sy)
     return Detection(upright_hull(view), rotated_stage_name(angle), confidence, upright=view)
 
 

@@ -104,10 +104,7 @@ class FacePipeline:
                 continue
             key = (_overlap(moved, clipped), moved.area)
             if best_key is None or key > best_key:
-                upright = None if det.upright is None else dataclasses.replace(
-                    det.upright, cx=region.left + (det.upright.cx + 0.5) * sx - 0.5,
-                    cy=region.top + (det.upright.cy + 0.5) * sy - 0.5,
-                    width=det.upright.width * sx, height=det.upright.height * sy)
+                upright = det.upright and det.upright.mapped(sx, sy, region.left, region.top)
                 best = Detection(moved, f"marked+{det.detector}", det.confidence, upright=upright)
                 best_key = key
         if best is not None:

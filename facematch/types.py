@@ -64,6 +64,14 @@ class UprightView:
     width: float
     height: float
 
+    def mapped(self, sx: float, sy: float, dx: float = 0.0, dy: float = 0.0) -> "UprightView":
+        """This view in an image ``sx`` x ``sy`` times as large, then shifted by ``(dx, dy)`` pixels.
+
+        Pixel edges scale, so a centre at integer pixel coordinates maps as ``(c + 0.5) * s - 0.5``.
+        """
+        return UprightView(self.angle, dx + (self.cx + 0.5) * sx - 0.5, dy + (self.cy + 0.5) * sy - 0.5,
+                           self.width * sx, self.height * sy)
+
 
 @dataclass
 class Detection:
