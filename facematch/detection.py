@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 #: 0.81 s at 320x320) and its HOG detector (per pixel after upsampling). They keep stages within budget.
 CNN_SECONDS_PER_PIXEL = 7.8e-6
 HOG_SECONDS_PER_PIXEL = 2.8e-7
+#: The same for MTCNN, per pixel of the copy it scans when its pyramid starts at 12 px faces.
+MTCNN_SECONDS_PER_PIXEL = 1.0e-6
 
 
 #: Probe stages run whatever the budget: the first HOG pass, and the first CNN pass, which finds three
@@ -92,8 +94,13 @@ def _stages(settings: DetectionSettings, purpose: str):
             stages.append(("cnn", _cnn_custody))
     elif purpose == "probe":
         if settings.cnn_fallback:
-            stages = [("hog", _hog_probe), ("cnn", _cnn)]
-            stages += [(rotated_stage_name(a), _cnn_rotated(a)) for a in settings.rotation_angles]
+            groups = {"hog": [("hog", _hog_probe)], "cnn": [("cnn", _cnn)],
+                      "rotated": [(rotated_stage_name(a), _cnn_rotated(a)) for a in settings.rotation_angles]}
+            if settings.mtcnn_after not in groups:
+                raise ValueError(f"mtcnn_after must be one of {sorted(groups)}, got {settings.mtcnn_after!r}")
+            if settings.mtcnn:
+                groups[settings.mtcnn_after] = groups[settings.mtcnn_after] + [(MTCNN_STAGE, _mtcnn)]
+            stages = groups["hog"] + groups["cnn"] + groups["rotated"]
             stages += [("cnn-upsampled", _cnn_upsampled), ("hog-upsampled", _hog_retry)]
         else:
             stages = [("hog", _hog_probe), ("hog-upsampled", _hog_retry)]
@@ -116,6 +123,9 @@ def _estimated_cost(name: str, shape: tuple, settings: DetectionSettings) -> flo
     if name.startswith(ROTATED_STAGE):
         factor = _rotated_factor(shape, settings)
         return CNN_SECONDS_PER_PIXEL * pixels * factor * factor
+    if name == MTCNN_STAGE:
+        return sum(MTCNN_SECONDS_PER_PIXEL * pixels * factor * factor * (12 / min_face) ** 2
+                   for factor, min_face, _ in _mtcnn_copies(shape, settings))
     return 0.0
 
 
@@ -255,24 +265,87 @@ def upright_hull(view: UprightView) -> FaceBox:
                    int(round(view.cx + 0.5 + half_w)), int(round(view.cy + 0.5 + half_h)))
 
 
+MTCNN_STAGE = "mtcnn"
+#: dlib's CNN box for a face MTCNN also finds is a square ~0.95 times the geometric mean of MTCNN's box
+#: sides, about the same centre (213 faces found by both on the dev CCTV crops, docs/cctv-probes.md).
+MTCNN_TO_DLIB_SIDE = 0.95
+
+
+def _mtcnn_copies(shape: tuple, settings: DetectionSettings) -> list[tuple[float, float, int]]:
+    """(resize factor, smallest face in the copy, interpolation) of MTCNN's passes over a probe.
+
+    First a copy whose longer side is ``mtcnn_side`` px (a small still enlarged at most 3x, bicubic:
+    a 40 px face becomes 100 px), searched from 15 px faces; then, unless it is about the same size,
+    the probe itself (at most ``mtcnn_max_side`` px) from 12 px faces, for small faces in a large frame.
+    """
+    longer = max(shape[:2])
+    first = min(3.0, settings.mtcnn_side / longer)
+    copies = [(first, 15.0, cv2.INTER_CUBIC if first > 1 else cv2.INTER_AREA)]
+    native = min(1.0, settings.mtcnn_max_side / longer)
+    if not 1 / 1.3 < native / first < 1.3:
+        copies.append((native, 12.0, cv2.INTER_AREA))
+    return copies
+
+
+def _mtcnn(models, pixels, settings):
+    """Probe, when dlib's passes found nothing: MTCNN, which finds heads seen from above or the side.
+
+    Its hits carry an :class:`UprightView` turned by the face's roll as its five landmarks give it, with
+    a box the size dlib's CNN would draw, so dlib's shape predictor places the landmarks that align the
+    face exactly as for dlib's own detections.
+    """
+    for factor, min_face, interpolation in _mtcnn_copies(pixels.shape, settings):
+        resized, sx, sy = resize_exact(pixels, factor, interpolation=interpolation)
+        faces = models.mtcnn.detect(resized, min_face=min_face, thresholds=settings.mtcnn_thresholds)
+        if faces:
+            return [_mtcnn_detection(face, sx, sy) for face in faces]
+    return []
+
+
+def mtcnn_roll(landmarks: np.ndarray) -> float:
+    """The face's roll in degrees (clockwise on screen; OpenCV's rotation by this angle makes it upright).
+
+    Two estimates from the five landmarks, weighted by their lengths: the line from eye to eye, and the
+    axis from the eyes' midpoint down to the mouth's (the only one left when a profile's eyes overlap).
+    """
+    eyes = landmarks[1] - landmarks[0]
+    axis = (landmarks[3] + landmarks[4]) / 2 - (landmarks[0] + landmarks[1]) / 2
+    # the eye line points along (cos, sin) of the roll, the axis along (-sin, cos)
+    cos = eyes[0] + axis[1]
+    sin = eyes[1] - axis[0]
+    return float(np.degrees(np.arctan2(sin, cos)))
+
+
+def _mtcnn_detection(face, sx: float, sy: float) -> Detection:
+    left, top, right, bottom = face.box
+    side = float(MTCNN_TO_DLIB_SIDE * np.sqrt(max(right - left, 1e-3) * max(bottom - top, 1e-3)))
+    in_copy = UprightView(mtcnn_roll(face.landmarks), (left + right) / 2 - 0.5, (top + bottom) / 2 - 0.5,
+                          side, side)
+    view = in_copy.mapped(sx, sy)
+    box = FaceBox(int(round(left * sx)), int(round(top * sy)), int(round(right * sx)), int(round(bottom * sy)))
+    return Detection(box, MTCNN_STAGE, face.score, upright=view)
+
+
 def _cnn_at(models, pixels, factor: float, name: str) -> list[Detection]:
     resized, sx, sy = resize_exact(pixels, factor)
     hits = models.cnn_detector(resized, 0)
     return [Detection(_mapped_box(h.rect, sx, sy), name, float(h.confidence)) for h in hits]
 
 
-def resize_exact(pixels: np.ndarray, factor: float) -> tuple[np.ndarray, float, float]:
+def resize_exact(pixels: np.ndarray, factor: float, *, interpolation: int | None = None
+                 ) -> tuple[np.ndarray, float, float]:
     """``pixels`` resized by about ``factor``, with the exact per-axis factors to map coordinates back.
 
     Returns ``(resized, sx, sy)``: a contiguous ``(h', w', 3)`` copy (area interpolation when
-    shrinking, bilinear when enlarging) and ``sx = W / w'``, ``sy = H / h'`` so that a point ``(x, y)``
+    shrinking, bilinear when enlarging, unless ``interpolation`` says otherwise) and ``sx = W / w'``, ``sy = H / h'`` so that a point ``(x, y)``
     of the copy is ``(x * sx, y * sy)`` in the original (pixel edges, not centres).
     """
     height, width = pixels.shape[:2]
     new_w, new_h = max(1, round(width * factor)), max(1, round(height * factor))
     if (new_w, new_h) == (width, height):
         return np.ascontiguousarray(pixels), 1.0, 1.0
-    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    if interpolation is None:
+        interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
     resized = np.ascontiguousarray(cv2.resize(pixels, (new_w, new_h), interpolation=interpolation))
     return resized, width / new_w, height / new_h
 

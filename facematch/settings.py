@@ -61,6 +61,12 @@ class DetectionSettings:
     these angles (degrees, counter-clockwise, in this order): a head bowed under a camera high on a wall
     lies tilted in the frame. Each copy is about ``rotated_max_pixels`` pixels, enlarged
     ``rotated_max_upscale`` times at most. Chosen on the dev CCTV crops (docs/cctv-probes.md).
+    ``mtcnn``: when dlib's passes found nothing, run MTCNN (``facematch/mtcnn.py``; trained on faces in
+    every pose), which finds most heads seen from above or the side that dlib misses: first on a copy
+    whose longer side is ``mtcnn_side`` px (enlarged at most 3x), then on the probe itself (at most
+    ``mtcnn_max_side`` px), with the published stage thresholds ``mtcnn_thresholds``. ``mtcnn_after``
+    names the stage it follows ("cnn" or "rotated": after the turned passes). Chosen on the dev CCTV
+    crops (docs/cctv-probes.md).
     ``probe_budget_s``: CPU seconds the probe cascade may spend; a stage that would overrun it is skipped
     (the first HOG and CNN passes always run).
     ``custody_cnn``: when HOG finds no face in a custody image, run the CNN detector (profile views) on a
@@ -83,6 +89,11 @@ class DetectionSettings:
     rotation_angles: tuple[float, ...] = (25.0, -25.0, 50.0)
     rotated_max_pixels: int = 40_000
     rotated_max_upscale: float = 3.0
+    mtcnn: bool = True
+    mtcnn_side: int = 200
+    mtcnn_max_side: int = 640
+    mtcnn_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    mtcnn_after: str = "cnn"
     probe_budget_s: float = 1.8
     custody_cnn: bool = True
     custody_cnn_pixels: int = 25_000

@@ -55,13 +55,18 @@ def _settings(args) -> Settings:
 def _variant(text: str, settings: Settings) -> SystemSpec:
     """A facematch system from "key=value,..." changes to ``settings``: face (largest|central),
     landmarks (5|68), jitters (both sides), probe_jitters, probe_flip (0|1), custody_cnn (0|1),
-    nonfrontal_offset (distance added to profile views)."""
+    mtcnn (0|1: the MTCNN probe stage), mtcnn_after (cnn|rotated), nonfrontal_offset (distance added to
+    profile views)."""
     changes = dict(item.split("=", 1) for item in text.split(",") if item)
     det, emb = settings.detection, settings.embedding
     if "landmarks" in changes:
         det = dataclasses.replace(det, landmarks=changes["landmarks"])
     if "custody_cnn" in changes:
         det = dataclasses.replace(det, custody_cnn=changes["custody_cnn"] == "1")
+    if "mtcnn" in changes:
+        det = dataclasses.replace(det, mtcnn=changes["mtcnn"] == "1")
+    if "mtcnn_after" in changes:
+        det = dataclasses.replace(det, mtcnn_after=changes["mtcnn_after"])
     if "jitters" in changes:
         emb = with_jitters(emb, int(changes["jitters"]))
     if "probe_jitters" in changes:

@@ -53,7 +53,7 @@ FACE_CHOICES = ("largest", "central")
 
 
 #: Modules whose code decides what facematch makes of an image: their bytes are part of the cache key.
-_PIPELINE_MODULES = ("detection", "embedding", "pipeline", "quality", "imaging", "face_models", "types",
+_PIPELINE_MODULES = ("detection", "mtcnn", "embedding", "pipeline", "quality", "imaging", "face_models", "types",
                      "descriptor_net", "augment")
 
 
