@@ -36,6 +36,10 @@ MTCNN_SECONDS_PER_PIXEL = 1.0e-6
 #: skipped the CNN and lost faces it finds in half a second: 3 of the 140 dev CCTV crops.)
 ALWAYS_RUN = ("hog", "cnn")
 
+#: Images narrower or lower than this hold no detectable face (MTCNN's smallest is 12 px, dlib's
+#: ~40 px); dlib's CNN raises on images under 4 px, so they are answered "no face" before any stage.
+MIN_IMAGE_SIDE = 8
+
 
 def detect_faces(
     models: DlibModels, pixels: np.ndarray, settings: DetectionSettings, *, purpose: str,
@@ -52,6 +56,9 @@ def detect_faces(
     coordinates, largest first. Stages run in order and stop at the first that finds a face.
     """
     height, width = pixels.shape[:2]
+    if min(height, width) < MIN_IMAGE_SIDE:
+        log.debug("image of %dx%d px: too small to hold a face", width, height)
+        return []
     budget = settings.probe_budget_s if budget_s is None else budget_s
     spent = 0.0
     for name, stage in _stages(settings, purpose):

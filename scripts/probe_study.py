@@ -26,6 +26,7 @@ Examples::
     .venv/bin/python scripts/probe_study.py --variant coarse --no-cnn
     .venv/bin/python scripts/probe_study.py --stages              # recall and cost of each stage
     .venv/bin/python scripts/probe_study.py --timing              # FTA, stage of each face, CPU per probe
+    .venv/bin/python scripts/probe_study.py --timing --no-mtcnn   # the same without the MTCNN stage
 """
 
 from __future__ import annotations
@@ -318,8 +319,8 @@ def write_coarse_protocol(protocol, folder: Path) -> Path:
 # ------------------------------------------------------------------------------------------ main
 
 def settings_from(args) -> Settings:
-    det = DetectionSettings(**{k: v for k, v in (("cnn_fallback", args.cnn), ("landmarks", args.landmarks))
-                               if v is not None})
+    det = DetectionSettings(**{k: v for k, v in (("cnn_fallback", args.cnn), ("landmarks", args.landmarks),
+                                                 ("mtcnn", args.mtcnn)) if v is not None})
     emb = EmbeddingSettings(**{k: v for k, v in (("probe_flip", args.flip), ("probe_jitters", args.probe_jitters))
                                if v is not None})
     return Settings(detection=det, embedding=emb)
@@ -366,6 +367,8 @@ def main(argv=None) -> int:
     parser.add_argument("--variant", choices=[*VARIANTS, "both"], default="both")
     parser.add_argument("--cnn", action=argparse.BooleanOptionalAction, default=None,
                         help="CNN stage of the probe cascade (default: settings default)")
+    parser.add_argument("--mtcnn", action=argparse.BooleanOptionalAction, default=None,
+                        help="MTCNN stage of the probe cascade (default: settings default)")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                         help="probe flip: average each probe descriptor with its mirror image's")
     parser.add_argument("--landmarks", choices=["68", "5"], default=None)

@@ -83,6 +83,15 @@ def test_no_face_in_noise_or_a_flat_image(models):
     assert run_probe_stage(MTCNN_STAGE, models, noise, DetectionSettings()) == []
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 3), (3, 3, 3), (2, 300, 3), (500, 1, 3)])
+def test_images_too_small_for_a_face_have_none(models, shape):
+    """(dlib's CNN raised on images under 4 px: a one-pixel-high strip stopped a search with a RuntimeError.)"""
+    pixels = np.zeros(shape, np.uint8)
+    assert detect_faces(models, pixels, DetectionSettings(), purpose="probe") == []
+    assert detect_faces(models, pixels, DetectionSettings(), purpose="custody") == []
+    assert FacePipeline(Settings(), models=models).analyse(pixels, purpose="probe") == []
+
+
 def test_bad_input_gets_a_clear_error(models):
     with pytest.raises(ValueError, match="RGB"):
         models.mtcnn.detect(np.zeros((50, 50), np.uint8))
