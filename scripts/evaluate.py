@@ -7,6 +7,7 @@
     python scripts/evaluate.py lfw-boxes             # median detected box on LFW (for --fixed-box)
     python scripts/evaluate.py calibrate             # frmdb-dev + LFW calibration -> docs/calibration-dev.json
     python scripts/evaluate.py view-offset           # the FMR-equalising offset of profile gallery views
+    python scripts/evaluate.py probe-shift           # are MTCNN's probe faces closer to everyone's?
     python scripts/evaluate.py frmdb --calibration docs/calibration-dev.json --n-boot 0   # bands in use
 
 Everything is done by the library (facematch.evaluation.runner, facematch.calibration); this script only
@@ -149,6 +150,18 @@ def run_view_offset(args, cache: EmbeddingCache) -> None:
     print(f"FMR-equalising offset: {estimate['offset']:.3f} (in use: {settings.nonfrontal_offset})")
 
 
+def run_probe_shift(args, cache: EmbeddingCache) -> None:
+    """How much closer to other people's faces the probes of one detector stage lie (non-mated only)."""
+    settings = _settings(args)
+    protocol = runner.load_source(args.protocol or FRMDB_PROTOCOL)
+    shift = runner.probe_stage_shift(protocol, SystemSpec.facematch(settings), args.stage, cache=cache,
+                                     workers=settings.workers, progress=_progress)
+    print(f"{protocol.name}: {shift['n_probes']} probes found by {shift['stage']} ({shift['n_comparisons']:,} "
+          f"non-mated comparisons), {shift['n_other_probes']} by other stages ({shift['n_other_comparisons']:,})")
+    print("other stages' distance minus this stage's, at quantile: "
+          + ", ".join(f"{q}: {v:.3f}" for q, v in shift["shifts"].items()))
+
+
 def run_calibrate(args, cache: EmbeddingCache) -> None:
     settings = _settings(args)
     system = SystemSpec.facematch(settings)
@@ -182,7 +195,7 @@ def _scheme(args) -> BandScheme:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", choices=["frmdb", "lfw", "lfw-boxes", "calibrate", "view-offset"])
+    parser.add_argument("run", choices=["frmdb", "lfw", "lfw-boxes", "calibrate", "view-offset", "probe-shift"])
     parser.add_argument("--output", type=Path, help="Report folder (calibrate: the JSON file).")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--n-boot", type=int, default=1000, help="Bootstrap replicates (0: no intervals).")
@@ -200,13 +213,15 @@ def main(argv=None) -> None:
     parser.add_argument("--no-baseline", action="store_true", help="Skip the face_recognition baseline.")
     parser.add_argument("--baseline-only", action="store_true", help="Run the face_recognition baseline alone.")
     parser.add_argument("--calibration", help="Calibration file whose bands the report uses.")
+    parser.add_argument("--stage", default="mtcnn", help="probe-shift: the probe detector stage to compare "
+                        "(default mtcnn; e.g. cnn-rotated+25).")
     parser.add_argument("--cache-dir", type=Path, default=REPO / DEFAULT_CACHE_DIR)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss").setLevel(logging.WARNING)
     cache = EmbeddingCache(args.cache_dir)
     runs = {"frmdb": run_frmdb, "lfw": run_lfw, "lfw-boxes": run_lfw_boxes, "calibrate": run_calibrate,
-            "view-offset": run_view_offset}
+            "view-offset": run_view_offset, "probe-shift": run_probe_shift}
     runs[args.run](args, cache)
 
 

@@ -482,3 +482,34 @@ def view_offset_estimate(protocol: Protocol, system: SystemSpec, *, cache: Embed
     return {"offset": fmr_equalising_offset(frontal, other), "n_frontal": int(frontal.size),
             "n_nonfrontal": int(other.size), "n_nonfrontal_gallery": int((nonfrontal & g_ok).sum()), "n_subjects": len(both),
             "shifts": {f"{q:g}": float(s) for q, s in zip(OFFSET_QUANTILES, shifts)}}
+
+
+def probe_stage_shift(protocol: Protocol, system: SystemSpec, stage: str, *, cache: EmbeddingCache | None = None,
+                      workers: int = 1, progress: Progress | None = None) -> dict:
+    """How much closer to other people's faces the probes found by one detector ``stage`` lie.
+
+    Non-mated comparisons only: each acquired probe against every gallery face of another subject, view
+    offset applied as search does. The shift (other probes' quantile minus this stage's) at the low
+    quantiles is the probe-side offset such faces would need for a distance to mean the same false-match
+    rate; the session-4 turned passes and session-5 MTCNN stage were checked this way
+    (docs/cctv-probes.md).
+    """
+    from facematch.matching import OFFSET_QUANTILES, view_offsets
+
+    emb = _embed_protocol(protocol, system, cache, workers, progress)
+    g_matrix, g_ok = embedding_matrix(emb.gallery)
+    p_matrix, p_ok = embedding_matrix(emb.probes)
+    offsets = view_offsets([e.detector for e in emb.gallery], system.settings.nonfrontal_offset)
+    g_subjects = np.array([g.subject for g in protocol.gallery], dtype=object)
+    found, others = [], []
+    for i in np.flatnonzero(p_ok):
+        keep = g_ok & (g_subjects != protocol.probes[i].subject)
+        d = np.linalg.norm(g_matrix.astype(np.float64) - p_matrix[i].astype(np.float64), axis=1) + offsets
+        (found if emb.probes[i].detector == stage else others).append(d[keep])
+    if not found or not others:
+        raise ValueError(f"need probes found by {stage!r} and by other stages; got {len(found)} and {len(others)}")
+    mine, rest = np.concatenate(found), np.concatenate(others)
+    shifts = np.quantile(rest, OFFSET_QUANTILES) - np.quantile(mine, OFFSET_QUANTILES)
+    return {"stage": stage, "n_probes": len(found), "n_other_probes": len(others),
+            "n_comparisons": int(mine.size), "n_other_comparisons": int(rest.size),
+            "shifts": {f"{q:g}": float(v) for q, v in zip(OFFSET_QUANTILES, shifts)}}
