@@ -216,3 +216,20 @@ def test_central_face_is_the_one_nearest_the_image_centre():
         E.SystemSpec.facematch(Settings(), face_choice="leftmost")
     central = E.SystemSpec.facematch(Settings(), face_choice="central")
     assert central.cache_key("probe") != E.SystemSpec.facematch(Settings()).cache_key("probe")
+
+
+def test_probe_stage_shift_splits_non_mated_comparisons_by_the_probe_s_stage(cctv_protocol, cache_dir, evaluation):
+    """Every acquired probe lands in one group; only other subjects' gallery faces count (non-mated)."""
+    system = R.default_systems(Settings())[0]
+    gallery, probes = _embeddings(cctv_protocol, cache_dir, system)
+    stages = [p.detector for p in probes if p.acquired]
+    stage = max(set(stages), key=stages.count)
+    shift = R.probe_stage_shift(cctv_protocol, system, stage, cache=E.EmbeddingCache(cache_dir))
+    assert shift["n_probes"] == stages.count(stage) and shift["n_other_probes"] == len(stages) - stages.count(stage)
+    g_subjects = [g.subject for g, e in zip(cctv_protocol.gallery, gallery) if e.acquired]
+    expected = sum(sum(s != p.subject for s in g_subjects)
+                   for p, e in zip(cctv_protocol.probes, probes) if e.acquired and e.detector == stage)
+    assert shift["n_comparisons"] == expected
+    assert set(shift["shifts"]) == {"0.005", "0.01", "0.02", "0.05", "0.1"}
+    with pytest.raises(ValueError, match="need probes"):
+        R.probe_stage_shift(cctv_protocol, system, "no-such-stage", cache=E.EmbeddingCache(cache_dir))
