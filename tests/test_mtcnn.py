@@ -92,6 +92,18 @@ def test_images_too_small_for_a_face_have_none(models, shape):
     assert FacePipeline(Settings(), models=models).analyse(pixels, purpose="probe") == []
 
 
+@pytest.mark.parametrize("name", ["chelsea", "coffee", "rocket", "horse", "brick"])
+def test_no_face_in_real_photographs_without_one(models, name):
+    """A cat's face, a cup, a launch pad, a silhouette, a wall (scikit-image's sample photographs)."""
+    data = pytest.importorskip("skimage.data")
+    pixels = getattr(data, name)()
+    if pixels.ndim == 2:
+        pixels = np.stack([pixels] * 3, axis=-1)
+    pixels = (pixels if pixels.dtype == np.uint8 else (255 * pixels / pixels.max()).astype(np.uint8))[..., :3]
+    frame = cv2.resize(np.ascontiguousarray(pixels), (352, 288), interpolation=cv2.INTER_AREA)
+    assert run_probe_stage(MTCNN_STAGE, models, frame, DetectionSettings()) == []
+
+
 def test_bad_input_gets_a_clear_error(models):
     with pytest.raises(ValueError, match="RGB"):
         models.mtcnn.detect(np.zeros((50, 50), np.uint8))
