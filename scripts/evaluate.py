@@ -56,7 +56,7 @@ def _settings(args) -> Settings:
 def _variant(text: str, settings: Settings) -> SystemSpec:
     """A facematch system from "key=value,..." changes to ``settings``: face (largest|central),
     landmarks (5|68), jitters (both sides), probe_jitters, probe_flip (0|1), custody_cnn (0|1),
-    mtcnn (0|1: the MTCNN probe stage), mtcnn_after (cnn|rotated), nonfrontal_offset (distance added to
+    mtcnn (0|1: the MTCNN probe stage), mtcnn_after (hog|cnn|rotated), nonfrontal_offset (distance added to
     profile views)."""
     changes = dict(item.split("=", 1) for item in text.split(",") if item)
     det, emb = settings.detection, settings.embedding
