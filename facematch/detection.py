@@ -1,10 +1,11 @@
-"""Face detection: a cascade of dlib detectors with boxes mapped back to original pixels.
+"""Face detection: a cascade of detectors with boxes mapped back to original pixels.
 
 Custody photos are large and posed, so the fast HOG detector runs on a downscaled copy. Probes
 (crime-scene stills) are small and hard, so they get a cascade of ever more sensitive and costly
-stages (dlib's CNN detector on a rescaled copy, then on turned copies for heads tilted under a high
-camera, then on a larger copy, then upsampled HOG), each run only when the cheaper ones found nothing,
-and only while the probe's time budget allows (see :func:`detect_faces`).
+stages (dlib's CNN detector on a rescaled copy, then MTCNN for heads seen from the side or above, then
+dlib's CNN on turned copies for heads tilted under a high camera, then on a larger copy, then upsampled
+HOG), each run only when the earlier ones found nothing, and only while the probe's time budget allows
+(see :func:`detect_faces`).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import numpy as np
 
 #: P-Net's window and the stride of its output map, in pixels of the scaled image.
 _CELL, _STRIDE = 12, 2
-#: (network, input side, output layer names) of the refining stages.
+#: Input side (px) of the refining networks.
 _REFINE_INPUT = {"rnet": 24, "onet": 48}
 #: A black pixel after the networks' input scaling ((value - 127.5) / 128).
 _BLACK = -127.5 / 128.0
