@@ -60,7 +60,7 @@ class StageClock:
 
 
 class _Timed:
-    """Forwards calls (and ``run``) to a dlib model, timing each as one call of ``stage``."""
+    """Forwards calls (and ``run``, ``detect``) to a model, timing each as one call of ``stage``."""
 
     def __init__(self, model, clock: StageClock, stage: str):
         self._model, self._clock, self._stage = model, clock, stage
@@ -72,6 +72,10 @@ class _Timed:
     def run(self, *args, **kwargs):
         with self._clock.time(self._stage):
             return self._model.run(*args, **kwargs)
+
+    def detect(self, *args, **kwargs):  # MTCNN's entry point
+        with self._clock.time(self._stage):
+            return self._model.detect(*args, **kwargs)
 
     def compute_face_descriptor(self, *args, **kwargs):
         with self._clock.time(self._stage):
@@ -109,6 +113,7 @@ class TimedModels(DlibModels):
     cnn_detector = _timed_model("cnn_detector", "detect")
     landmarks_68 = _timed_model("landmarks_68", "landmarks")
     landmarks_5 = _timed_model("landmarks_5", "landmarks")
+    mtcnn = _timed_model("mtcnn", "detect")
 
     @functools.cached_property
     def encoder(self):

@@ -50,7 +50,8 @@ class FaceBox:
 
 @dataclass(frozen=True)
 class UprightView:
-    """Where a face that was found in a rotated copy of the image stands upright.
+    """Where a tilted face stands upright: found in a rotated copy of the image, or turned by the roll
+    MTCNN's landmarks give.
 
     Rotating the original image by ``angle`` degrees (counter-clockwise on screen, OpenCV's convention)
     about ``(cx, cy)`` puts the face upright in a ``width`` x ``height`` box centred on that point (all in
@@ -78,7 +79,7 @@ class Detection:
     """A detector's hit: the box, which detector/stage found it, and its confidence (detector units).
 
     ``upright`` is set for faces found in a rotated copy (``box`` is then the axis-aligned box around
-    the rotated face box).
+    the rotated face box) and for MTCNN's faces (``box`` is then MTCNN's own box).
     """
 
     box: FaceBox
