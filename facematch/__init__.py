@@ -4,17 +4,17 @@ The public surface is listed in ``__all__``; everything else is internal. dlib a
 cross it: callers get dataclasses, plain values and ``(n, 128) float32`` arrays.
 """
 
-from .api import Facematch
-from .bands import BandScheme
-from .errors import (
+from facematch.api import Facematch
+from facematch.search.bands import BandScheme
+from facematch.errors import (
     CalibrationError, CatalogueError, FacematchError, ImageTooLarge, ImageUnreadable, IndexMissing,
     IndexStale, InvalidArgument, InvalidBox, ManifestError, NoFaceFound, NotFound, ProtocolError,
     SourceNotFound,
 )
-from .ingest import IngestSummary
-from .review import Decision
-from .search import Candidate, ProbeFace, SearchResult
-from .settings import BandThresholds, DetectionSettings, EmbeddingSettings, Settings
+from facematch.ingest.bulk import IngestSummary
+from facematch.search.review import Decision
+from facematch.search.ranking import Candidate, ProbeFace, SearchResult
+from facematch.settings import BandThresholds, DetectionSettings, EmbeddingSettings, Settings
 
 __version__ = "0.1.0"
 

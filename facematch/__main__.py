@@ -1,5 +1,5 @@
 """``python -m facematch`` runs the command line."""
 
-from .cli import main
+from facematch.cli.commands import main
 
 main()

@@ -14,18 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
-from . import review as _review
-from .bands import BandScheme
-from .catalogue import Catalogue, utc_now
-from .errors import InvalidArgument, SourceNotFound
-from .index import FaceIndex
-from .index_store import KINDS, IndexStore
-from .ingest import IngestSummary, ProgressCallback, ingest, require_embedding_model
-from .pipeline import FacePipeline
-from .search import SearchResult, analyse_probes, rank_scene_faces, rank_subjects
-from .settings import Settings
-from .sources import custody_items, scene_items
-from .types import FaceBox
+from facematch.search import review as _review
+from facematch.search.bands import BandScheme
+from facematch.store.catalogue import Catalogue, utc_now
+from facematch.errors import InvalidArgument, SourceNotFound
+from facematch.store.index import FaceIndex
+from facematch.store.index_store import KINDS, IndexStore
+from facematch.ingest.bulk import IngestSummary, ProgressCallback, ingest, require_embedding_model
+from facematch.faces.pipeline import FacePipeline
+from facematch.search.ranking import SearchResult, analyse_probes, rank_scene_faces, rank_subjects
+from facematch.settings import Settings
+from facematch.ingest.sources import custody_items, scene_items
+from facematch.types import FaceBox
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class Facematch:
 
     def band_scheme(self) -> BandScheme:
         """The calibration in use, or the uncalibrated defaults when none is configured."""
-        from .calibration import load_band_scheme
+        from facematch.search.calibration import load_band_scheme
 
         return load_band_scheme(self.settings)
 
@@ -208,7 +208,7 @@ class Facematch:
 
     def embed(self, image: str | Path, *, purpose: str = "probe") -> np.ndarray:
         """``(n, 128) float32`` embeddings of the faces in one image (largest first)."""
-        from .imaging import load_image
+        from facematch.faces.imaging import load_image
 
         loaded = load_image(image, max_pixels=self.settings.max_pixels)
         faces = self.pipeline.analyse(loaded.pixels, purpose=purpose)

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InvalidArgument
+from facematch.errors import InvalidArgument
 
 #: face_recognition's documented tolerance: distances at or below it are "a match" in its README.
 FACE_RECOGNITION_TOLERANCE = 0.6
@@ -137,7 +137,7 @@ class Settings:
     bands: BandThresholds = field(default_factory=BandThresholds)
     calibration_file: Path | None = None
     #: Added to the distance of custody faces only the CNN found (profile views), so a distance means the
-    #: same false-match rate for every view: facematch.matching. 0.12 = the FMR-equalising shift measured
+    #: same false-match rate for every view: facematch.search.matching. 0.12 = the FMR-equalising shift measured
     #: on non-mated comparisons of the dev CCTV protocol (0.127 full crops, 0.107 coarse; docs/cctv-probes.md).
     nonfrontal_offset: float = 0.12
 

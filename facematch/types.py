@@ -6,6 +6,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+#: Name of the descriptor model stored with every embedding; bump when the model or alignment changes.
+#: Here, not in ``faces.models``, so storage can check embeddings without depending on the face models.
+MODEL_NAME = "dlib_face_recognition_resnet_model_v1"
+#: Length of every descriptor (dlib's ResNet face model).
+EMBEDDING_DIM = 128
+
 
 @dataclass(frozen=True)
 class FaceBox:

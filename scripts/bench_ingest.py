@@ -10,7 +10,7 @@ face, peak RSS, and per-stage CPU times; then the ratios. On a shared machine wa
 other load (the load average is printed); CPU seconds much less so.
 
 ``--dask`` adds a third side: facematch with the analysis on a Dask local cluster of the same number
-of worker processes (``facematch.distributed.DaskAnalyser``; needs the ``dask`` extra).
+of worker processes (``facematch.ingest.dask_backend.DaskAnalyser``; needs the ``dask`` extra).
 
 ``--ablation N`` also measures each change on its own, in this process, on the first N images:
 detection (naive HOG upsample 1; facematch's previous custody cascade, upsample 1 then an upsample-2
@@ -48,7 +48,7 @@ DATA = Path(os.environ.get("FACEMATCH_TEST_DATA", REPO.parent / "shared" / "data
 
 def write_manifest(args, folder: Path) -> Path:
     """A custody manifest (path,subject_id) of the chosen images, read in place."""
-    from facematch.sources import custody_items
+    from facematch.ingest.sources import custody_items
 
     if args.lfw:
         people = sorted(p for p in (DATA / "lfw").iterdir() if p.is_dir())
@@ -112,9 +112,9 @@ def run_facematch(manifest: Path, workers: int, *, dask: bool = False) -> dict:
     """facematch ingest; with ``dask`` the analysis runs in a Dask local cluster of ``workers`` processes
     (its start-up included, as the pool's is)."""
     from facematch.api import Facematch
-    from facematch.ingest import ingest
+    from facematch.ingest.bulk import ingest
     from facematch.settings import Settings
-    from facematch.sources import custody_items
+    from facematch.ingest.sources import custody_items
 
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp, contextlib.ExitStack() as stack:
         settings = Settings(data_dir=Path(tmp) / "data", index_dir=Path(tmp) / "indexes", workers=workers)
@@ -136,7 +136,7 @@ def run_facematch(manifest: Path, workers: int, *, dask: bool = False) -> dict:
 def _dask_analyser(stack: contextlib.ExitStack, workers: int):
     import distributed
 
-    from facematch.distributed import DaskAnalyser
+    from facematch.ingest.dask_backend import DaskAnalyser
 
     cluster = stack.enter_context(distributed.LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None))
@@ -171,10 +171,10 @@ def ablation(paths: list[str]) -> None:
     import numpy as np
     from threadpoolctl import threadpool_limits
 
-    from facematch.descriptor_net import DescriptorNet
-    from facematch.detection import detect_faces
-    from facematch.face_models import DlibModels
-    from facematch.imaging import downscale_for_detection, load_image
+    from facematch.faces.descriptor_net import DescriptorNet
+    from facematch.faces.detection import detect_faces
+    from facematch.faces.models import DlibModels
+    from facematch.faces.imaging import downscale_for_detection, load_image
     from facematch.settings import DetectionSettings
 
     models, settings, net = DlibModels(), DetectionSettings(), DescriptorNet().load()

@@ -1,4 +1,4 @@
-"""Benchmark facematch's FAISS index layer (facematch.index) on synthetic galleries shaped like dlib descriptors.
+"""Benchmark facematch's FAISS index layer (facematch.store.index) on synthetic galleries shaped like dlib descriptors.
 
 The synthetic descriptors come from a two-level Gaussian fitted to real dlib descriptors of LFW faces
 (computed once with face_recognition and cached under build/bench/): identity centres ~ N(mean, B),
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np  # noqa: E402
 
-from facematch.index import FaceIndex, IndexSpec, choose_index_spec, set_faiss_threads  # noqa: E402
+from facematch.store.index import FaceIndex, IndexSpec, choose_index_spec, set_faiss_threads  # noqa: E402
 
 log = logging.getLogger("bench_search")
 

@@ -10,7 +10,7 @@
     python scripts/evaluate.py probe-shift           # are MTCNN's probe faces closer to everyone's?
     python scripts/evaluate.py frmdb --calibration docs/calibration-dev.json --n-boot 0   # bands in use
 
-Everything is done by the library (facematch.evaluation.runner, facematch.calibration); this script only
+Everything is done by the library (facematch.evaluation.runner, facematch.search.calibration); this script only
 names the data and the output folders. Embeddings are cached in .cache/facematch-eval, so a second run,
 or a calibration after an evaluation, re-embeds nothing. Run long ones with `nice -n 10`.
 """
@@ -27,11 +27,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from facematch.calibration import compute_calibration, write_calibration  # noqa: E402
+from facematch.search.calibration import compute_calibration, write_calibration  # noqa: E402
 from facematch.evaluation import runner  # noqa: E402
 from facematch.evaluation.embed_cache import (DEFAULT_CACHE_DIR, EmbeddingCache, SystemSpec,  # noqa: E402
                                               embed_images, with_jitters)
-from facematch.bands import BandScheme  # noqa: E402
+from facematch.search.bands import BandScheme  # noqa: E402
 from facematch.settings import Settings  # noqa: E402
 
 log = logging.getLogger("evaluate")
@@ -187,7 +187,7 @@ def run_calibrate(args, cache: EmbeddingCache) -> None:
 
 def _scheme(args) -> BandScheme:
     if args.calibration:
-        from facematch.calibration import load_band_scheme
+        from facematch.search.calibration import load_band_scheme
 
         return load_band_scheme(Settings(calibration_file=Path(args.calibration)))
     return BandScheme.uncalibrated()

@@ -8,7 +8,7 @@ A bad file never stops the batch; a bad source exits 1 with a one-line error.
 
 import sys
 
-from facematch.cli import cli
+from facematch.cli.commands import cli
 
 if __name__ == "__main__":
     cli(["ingest", "custody", *sys.argv[1:]], prog_name="ingest_custody.py")

@@ -48,12 +48,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from facematch.detection import detect_faces, probe_stage_names, run_probe_stage  # noqa: E402
-from facematch.embedding import aligned_chips, chip_descriptors  # noqa: E402
+from facematch.faces.detection import detect_faces, probe_stage_names, run_probe_stage  # noqa: E402
+from facematch.faces.embedding import aligned_chips, chip_descriptors  # noqa: E402
 from facematch.evaluation import metrics as M  # noqa: E402
 from facematch.evaluation.protocols import load_protocol_json  # noqa: E402
-from facematch.imaging import load_image  # noqa: E402
-from facematch.pipeline import FacePipeline  # noqa: E402
+from facematch.faces.imaging import load_image  # noqa: E402
+from facematch.faces.pipeline import FacePipeline  # noqa: E402
 from facematch.settings import DetectionSettings, EmbeddingSettings, Settings  # noqa: E402
 
 DATA = Path(os.environ.get("FACEMATCH_TEST_DATA", ROOT.parent / "shared" / "data"))
@@ -157,7 +157,7 @@ def probe_features(protocol, settings: Settings, variant: str, *, marked: bool =
     ``marked``: the whole crop is given as an investigator-marked box (the ``--box`` path); FRMDB's
     crops were drawn around the head by the dataset's authors, as an investigator would.
     """
-    from facematch import pipeline as pipeline_module
+    from facematch.faces import pipeline as pipeline_module
     from facematch.types import FaceBox
 
     def compute():
@@ -255,7 +255,7 @@ def _line(name: str, s: dict) -> str:
 
 def stage_study(protocol, settings: Settings, variants: list[str]) -> None:
     """Recall (share of probes where the stage alone finds a face) and mean CPU seconds of each stage."""
-    from facematch.face_models import DlibModels
+    from facematch.faces.models import DlibModels
 
     models = DlibModels()
     for variant in variants:

@@ -8,8 +8,8 @@ import click
 
 from conftest import make_facematch, require_data
 from facematch import Facematch, __all__ as public
-from facematch import demo as demo_module
-from facematch.cli import cli
+from facematch.cli import demo as demo_module
+from facematch.cli.commands import cli
 
 # CLI command -> API method; options that only shape CLI output have no API parameter.
 _MIRRORS = {("ingest", "custody"): "ingest_custody", ("ingest", "scene"): "ingest_scene",

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from facematch import calibration as C
-from facematch import render
-from facematch.bands import BandScheme
+from facematch.search import calibration as C
+from facematch.cli import render
+from facematch.search.bands import BandScheme
 from facematch.errors import CalibrationError, InvalidArgument
 from facematch.evaluation.embed_cache import EmbeddingCache, SystemSpec, embed_images
 from facematch.evaluation.metrics import threshold_for_fmr

@@ -5,9 +5,9 @@ import sqlite3
 import numpy as np
 import pytest
 
-from facematch.catalogue import Catalogue
+from facematch.store.catalogue import Catalogue
 from facematch.errors import CatalogueError, IncompatibleEmbeddings, NotFound
-from facematch.schema import SCHEMA_VERSION
+from facematch.store.schema import SCHEMA_VERSION
 from facematch.types import FaceBox, FaceRecord
 
 
@@ -92,7 +92,7 @@ def test_delete_subject_cascades_and_counts_deletions(tmp_path):
 
 
 def test_version_1_catalogue_learns_its_embedding_model_on_migration(tmp_path):
-    from facematch import schema
+    from facematch.store import schema
 
     conn = sqlite3.connect(tmp_path / "catalogue.sqlite3")
     for statement in schema.MIGRATIONS[0]:

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import REPO, require_data
-from facematch.cli import cli
+from facematch.cli.commands import cli
 
 
 def _commands(group: click.Group, prefix=()):

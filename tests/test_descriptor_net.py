@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from conftest import data_root
-from facematch.descriptor_net import DescriptorNet
+from facematch.faces.descriptor_net import DescriptorNet
 from facematch.errors import InvalidArgument
-from facematch.face_models import DlibModels
-from facematch.imaging import load_image
+from facematch.faces.models import DlibModels
+from facematch.faces.imaging import load_image
 
 
 @pytest.fixture(scope="module")

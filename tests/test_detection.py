@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from facematch.detection import detect_faces, probe_stage_names, resize_exact, run_probe_stage
-from facematch.face_models import DlibModels
-from facematch.imaging import load_image
+from facematch.faces.detection import detect_faces, probe_stage_names, resize_exact, run_probe_stage
+from facematch.faces.models import DlibModels
+from facematch.faces.imaging import load_image
 from facematch.settings import DetectionSettings
 from facematch.types import FaceBox
 
@@ -117,7 +117,7 @@ def test_without_cnn_the_cascade_is_hog_only(models):
 def test_budget_skips_costly_stages(models, caplog):
     noise = np.random.default_rng(0).integers(0, 256, (288, 352, 3), dtype=np.uint8)
     settings = DetectionSettings()
-    caplog.set_level(logging.DEBUG, logger="facematch.detection")
+    caplog.set_level(logging.DEBUG, logger="facematch.faces.detection")
     started = time.thread_time()
     assert detect_faces(models, noise, settings, purpose="probe", budget_s=0.3) == []
     spent = time.thread_time() - started

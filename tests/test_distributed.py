@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from conftest import make_facematch, require_data
-from facematch.ingest import ingest
-from facematch.sources import custody_items
+from facematch.ingest.bulk import ingest
+from facematch.ingest.sources import custody_items
 
 distributed = pytest.importorskip(
     "distributed", reason="Dask is not installed (the optional extra: pip install 'facematch[dask]')")
 
-from facematch.distributed import DaskAnalyser  # noqa: E402  (after the skip: needs the extra)
+from facematch.ingest.dask_backend import DaskAnalyser  # noqa: E402  (after the skip: needs the extra)
 
 ROWS = """SELECT i.sha256, i.outcome, i.reason, f.box_left, f.box_top, f.box_right, f.box_bottom,
           f.embedding, s.reference FROM images i LEFT JOIN faces f ON f.image_id = i.id

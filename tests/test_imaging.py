@@ -1,4 +1,4 @@
-"""Tests for facematch.imaging: decoding awkward and hostile files into upright RGB faces."""
+"""Tests for facematch.faces.imaging: decoding awkward and hostile files into upright RGB faces."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from facematch.errors import ImageTooLarge, ImageUnreadable, InvalidArgument
-from facematch.imaging import (
+from facematch.faces.imaging import (
     DEFAULT_MAX_PIXELS,
     LoadedImage,
     downscale_for_detection,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from facematch.errors import IndexMissing, IndexStale, InvalidArgument
-from facematch.index import FaceIndex, IndexSpec, choose_index_spec, set_faiss_threads
+from facematch.store.index import FaceIndex, IndexSpec, choose_index_spec, set_faiss_threads
 
 DATA = Path(os.environ.get("FACEMATCH_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 DIM = 128

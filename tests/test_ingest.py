@@ -130,7 +130,7 @@ def test_a_gallery_never_mixes_alignments(tmp_path):
     import dataclasses
 
     from facematch.errors import IncompatibleEmbeddings
-    from facematch.face_models import embedding_model
+    from facematch.faces.models import embedding_model
 
     folder = _small_custody_folder(tmp_path, subjects=("040",), views=("Img_33.jpg",))
     fm = make_facematch(tmp_path)

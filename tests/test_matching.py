@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from facematch.matching import adjusted_distance, fmr_equalising_offset, view_offset, view_offsets
+from facematch.search.matching import adjusted_distance, fmr_equalising_offset, view_offset, view_offsets
 
 
 def test_only_custody_faces_found_by_the_cnn_get_the_offset():

@@ -7,12 +7,12 @@ import cv2
 import numpy as np
 import pytest
 
-from facematch.detection import MTCNN_STAGE, detect_faces, mtcnn_roll, probe_stage_names, run_probe_stage
-from facematch.embedding import landmarks_and_embeddings
-from facematch.face_models import DlibModels
-from facematch.imaging import load_image
-from facematch.mtcnn import Mtcnn
-from facematch.pipeline import FacePipeline
+from facematch.faces.detection import MTCNN_STAGE, detect_faces, mtcnn_roll, probe_stage_names, run_probe_stage
+from facematch.faces.embedding import landmarks_and_embeddings
+from facematch.faces.models import DlibModels
+from facematch.faces.imaging import load_image
+from facematch.faces.mtcnn import Mtcnn
+from facematch.faces.pipeline import FacePipeline
 from facematch.settings import DetectionSettings, EmbeddingSettings, Settings
 from facematch.types import FaceBox
 

@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-from facematch.detection import detect_faces
-from facematch.embedding import _rect, aligned_chips, chip_descriptors, landmarks_and_embeddings
+from facematch.faces.detection import detect_faces
+from facematch.faces.embedding import _rect, aligned_chips, chip_descriptors, landmarks_and_embeddings
 from facematch.errors import InvalidBox
-from facematch.imaging import load_image
-from facematch.pipeline import FacePipeline
+from facematch.faces.imaging import load_image
+from facematch.faces.pipeline import FacePipeline
 from facematch.settings import EmbeddingSettings, Settings
 from facematch.types import FaceBox
 

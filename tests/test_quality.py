@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import require_data
 from facematch.errors import InvalidArgument, InvalidBox
-from facematch.quality import (
+from facematch.faces.quality import (
     FaceQuality,
     QualitySettings,
     assess_quality,

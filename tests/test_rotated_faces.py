@@ -7,12 +7,12 @@ import cv2
 import numpy as np
 import pytest
 
-from facematch.detection import (detect_faces, probe_stage_names, rotated_stage_name, run_probe_stage,
+from facematch.faces.detection import (detect_faces, probe_stage_names, rotated_stage_name, run_probe_stage,
                                   upright_hull)
-from facematch.embedding import landmarks_and_embeddings
-from facematch.face_models import DlibModels
-from facematch.imaging import load_image
-from facematch.pipeline import FacePipeline
+from facematch.faces.embedding import landmarks_and_embeddings
+from facematch.faces.models import DlibModels
+from facematch.faces.imaging import load_image
+from facematch.faces.pipeline import FacePipeline
 from facematch.settings import DetectionSettings, EmbeddingSettings, Settings
 from facematch.types import FaceBox, UprightView
 
@@ -103,7 +103,7 @@ def test_rotated_stages_follow_the_first_cnn_pass_and_obey_the_budget(models, ca
     settings = DetectionSettings(rotation_angles=(25.0, -25.0))
     assert probe_stage_names(settings)[:5] == ["hog", "cnn", "mtcnn", "cnn-rotated+25", "cnn-rotated-25"]
     assert "cnn-rotated+25" not in probe_stage_names(DetectionSettings(cnn_fallback=False))
-    caplog.set_level(logging.DEBUG, logger="facematch.detection")
+    caplog.set_level(logging.DEBUG, logger="facematch.faces.detection")
     noise = np.random.default_rng(2).integers(0, 256, (288, 352, 3), dtype=np.uint8)
     assert detect_faces(models, noise, settings, purpose="probe", budget_s=0.6) == []
     skipped = {r.getMessage().split()[1] for r in caplog.records if "skipped" in r.getMessage()}

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import FRMDB_GALLERY_SUBJECTS, make_facematch, require_data
 from facematch.errors import IndexStale, InvalidArgument, InvalidBox, SourceNotFound
-from facematch.search import NOTICE, SEARCH_SCHEMA_VERSION
+from facematch.search.ranking import NOTICE, SEARCH_SCHEMA_VERSION
 
 
 def test_gallery_enrolled_every_subject(frmdb_gallery):

@@ -3,7 +3,7 @@
 import pytest
 
 from facematch.errors import InvalidArgument, ManifestError, SourceNotFound
-from facematch.sources import custody_items, scene_items
+from facematch.ingest.sources import custody_items, scene_items
 
 
 def test_custody_folder_uses_subject_folders_and_skips_loose_and_hidden_files(tmp_path):

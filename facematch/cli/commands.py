@@ -13,10 +13,10 @@ from pathlib import Path
 
 import click
 
-from . import render
-from .api import Facematch
-from .cli_support import CONTEXT, fail_cleanly as _fail_cleanly
-from .settings import Settings
+from facematch.cli import render
+from facematch.api import Facematch
+from facematch.cli.support import CONTEXT, fail_cleanly as _fail_cleanly
+from facematch.settings import Settings
 
 
 
@@ -323,13 +323,13 @@ def demo(ctx, workers, data_root):
     Example:
       facematch --data-dir /tmp/fm-demo demo
     """
-    from .demo import run_demo
+    from facematch.cli.demo import run_demo
 
     run_demo(ctx.obj["settings"], workers=workers, data_root=data_root, echo=click.echo)
 
 
 def _register_evaluation_commands():
-    from .cli_evaluation import COMMANDS
+    from facematch.cli.evaluation_commands import COMMANDS
 
     for command in COMMANDS:
         cli.add_command(command)

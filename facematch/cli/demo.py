@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from . import render
-from .api import Facematch
-from .settings import Settings
+from facematch.cli import render
+from facematch.api import Facematch
+from facematch.settings import Settings
 
 DEMO_SUBJECTS = [f"{n:03d}" for n in range(40, 61)]
 DEMO_VIEWS = ["Img_13.jpg", "Img_23.jpg", "Img_33.jpg", "Img_43.jpg", "Img_53.jpg"]

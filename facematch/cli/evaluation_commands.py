@@ -1,5 +1,5 @@
 """``facematch evaluate``, ``facematch calibrate`` and ``facematch protocol``: thin adapters over
-:mod:`facematch.evaluation.runner` and :mod:`facematch.calibration`.
+:mod:`facematch.evaluation.runner` and :mod:`facematch.search.calibration`.
 
 Each command is a standalone Click command, registered on the main group with ``cli.add_command``. It
 reads the settings the group put in ``ctx.obj["settings"]`` (else ``Settings.from_env()``), calls the
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import click
 
-from .cli_support import CONTEXT, fail_cleanly as _fail_cleanly
-from .evaluation.embed_cache import with_jitters
-from .settings import Settings
+from facematch.cli.support import CONTEXT, fail_cleanly as _fail_cleanly
+from facematch.evaluation.embed_cache import with_jitters
+from facematch.settings import Settings
 
 __all__ = ["evaluate", "calibrate", "protocol", "COMMANDS"]
 
@@ -85,13 +85,13 @@ def _progress():
 
 
 def _cache(cache_dir: Path, no_cache: bool):
-    from .evaluation.embed_cache import EmbeddingCache
+    from facematch.evaluation.embed_cache import EmbeddingCache
 
     return None if no_cache else EmbeddingCache(cache_dir)
 
 
 def _source(path, kind, data_root, gallery_per_subject, holdout_fraction, seed):
-    from .evaluation.runner import load_source
+    from facematch.evaluation.runner import load_source
 
     return load_source(path, kind=kind, data_root=data_root, seed=seed, gallery_per_subject=gallery_per_subject,
                        holdout_fraction=holdout_fraction)
@@ -126,9 +126,9 @@ def evaluate(ctx, source, output, baseline, fallback_box, face_choice, n_boot, k
       facematch evaluate ../shared/data/lfw/pairs.txt --workers 2 -o reports/lfw
       facematch evaluate ./labelled-faces --holdout-fraction 0.25 --no-baseline
     """
-    from .calibration import load_band_scheme
-    from .evaluation.protocols import Protocol
-    from .evaluation.runner import default_systems, evaluate_source
+    from facematch.search.calibration import load_band_scheme
+    from facematch.evaluation.protocols import Protocol
+    from facematch.evaluation.runner import default_systems, evaluate_source
 
     settings = _settings(ctx, workers, num_jitters)
     labelled = _source(source, kind, data_root, gallery_per_subject, holdout_fraction, seed)
@@ -189,10 +189,10 @@ def calibrate(ctx, sources, output, strong_fmr, possible_fmr, weak_fmr, strict, 
       facematch calibrate ../shared/data/protocols/frmdb-dev-cctv.json ../shared/data/lfw/pairs.txt
       facematch calibrate ./labelled-faces --strong-fmr 1e-3 --strict -o calibration.json
     """
-    from .calibration import CALIBRATION_FILE_NAME, compute_calibration, write_calibration
-    from .evaluation.embed_cache import SystemSpec
-    from .evaluation.protocols import Protocol
-    from .evaluation.runner import calibration_sample
+    from facematch.search.calibration import CALIBRATION_FILE_NAME, compute_calibration, write_calibration
+    from facematch.evaluation.embed_cache import SystemSpec
+    from facematch.evaluation.protocols import Protocol
+    from facematch.evaluation.runner import calibration_sample
 
     settings = _settings(ctx, workers, num_jitters)
     cache = _cache(cache_dir, no_cache)
@@ -233,7 +233,7 @@ def protocol(folder, output, gallery_per_subject, holdout_fraction, seed, name):
     Example:
       facematch protocol ../shared/data/small/orl orl-protocol.json --gallery-per-subject 2
     """
-    from .evaluation.protocols import protocol_from_folder, save_protocol_json
+    from facematch.evaluation.protocols import protocol_from_folder, save_protocol_json
 
     split = protocol_from_folder(folder, gallery_per_subject=gallery_per_subject,
                                  holdout_fraction=holdout_fraction, seed=seed, name=name)

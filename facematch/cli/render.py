@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .bands import one_in
-from .search import SearchResult
+from facematch.search.bands import one_in
+from facematch.search.ranking import SearchResult
 
 
 def search_lines(result: SearchResult, decisions: list | None = None) -> list[str]:

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .errors import FacematchError
+from facematch.errors import FacematchError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

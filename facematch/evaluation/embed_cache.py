@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from facematch.errors import FacematchError, ImageUnreadable, InvalidArgument
-from facematch.face_models import EMBEDDING_DIM, MODEL_NAME, embedding_version, model_version
-from facematch.imaging import sha256_file
+from facematch.faces.models import embedding_version, model_version
+from facematch.types import EMBEDDING_DIM, MODEL_NAME
+from facematch.faces.imaging import sha256_file
 from facematch.settings import Settings
 from facematch.types import FaceBox
 
-from .baseline import BASELINE_NAME, baseline_description, baseline_version, readme_embedding
+from facematch.evaluation.baseline import BASELINE_NAME, baseline_description, baseline_version, readme_embedding
 
 __all__ = ["CACHE_VERSION", "DEFAULT_CACHE_DIR", "ImageEmbedding", "SystemSpec", "EmbeddingCache",
            "embed_images", "embedding_matrix", "summary", "with_jitters"]
@@ -53,8 +54,8 @@ FACE_CHOICES = ("largest", "central")
 
 
 #: Modules whose code decides what facematch makes of an image: their bytes are part of the cache key.
-_PIPELINE_MODULES = ("detection", "mtcnn", "embedding", "pipeline", "quality", "imaging", "face_models", "types",
-                     "descriptor_net", "augment")
+_PIPELINE_MODULES = ("faces.detection", "faces.mtcnn", "faces.embedding", "faces.pipeline", "faces.quality",
+                     "faces.imaging", "faces.models", "types", "faces.descriptor_net", "faces.augment")
 
 
 @functools.lru_cache(maxsize=1)
@@ -141,7 +142,7 @@ class SystemSpec:
         """One sentence for the report."""
         if self.kind != "facematch":
             return baseline_description()
-        from facematch.detection import probe_stage_names
+        from facematch.faces.detection import probe_stage_names
 
         det, emb = self.settings.detection, self.settings.embedding
         probe_jitters = getattr(emb, "probe_jitters", emb.num_jitters)
@@ -231,7 +232,7 @@ def _init_worker(system: SystemSpec) -> None:
     _worker.clear()
     _worker["system"] = system
     if system.kind == "facematch":
-        from facematch.pipeline import FacePipeline
+        from facematch.faces.pipeline import FacePipeline
 
         _worker["pipeline"] = FacePipeline(system.settings)
 
@@ -241,7 +242,7 @@ def _embed_one(job: tuple[int, str, str]) -> tuple[int, ImageEmbedding]:
     system: SystemSpec = _worker["system"]
     if system.kind != "facematch":
         return index, ImageEmbedding(**{k: v for k, v in readme_embedding(path).items() if k != "reason"})
-    from facematch.imaging import load_image
+    from facematch.faces.imaging import load_image
 
     started = time.perf_counter()
     try:

@@ -31,18 +31,18 @@ from pathlib import Path
 
 import numpy as np
 
-from facematch.bands import BandScheme
-from facematch.calibration import ScoreSample, pairwise_sample
+from facematch.search.bands import BandScheme
+from facematch.search.calibration import ScoreSample, pairwise_sample
 from facematch.errors import InvalidArgument, ProtocolError
-from facematch.matching import view_offsets
+from facematch.search.matching import view_offsets
 from facematch.settings import Settings
 
-from . import metrics as M
-from .baseline import README_TOLERANCE
-from .embed_cache import EmbeddingCache, ImageEmbedding, SystemSpec, embed_images, embedding_matrix, summary
-from .protocols import (Pair, ProbeEntry, Protocol, camera_from_filename, load_lfw_pairs, load_protocol_json,
+from facematch.evaluation import metrics as M
+from facematch.evaluation.baseline import README_TOLERANCE
+from facematch.evaluation.embed_cache import EmbeddingCache, ImageEmbedding, SystemSpec, embed_images, embedding_matrix, summary
+from facematch.evaluation.protocols import (Pair, ProbeEntry, Protocol, camera_from_filename, load_lfw_pairs, load_protocol_json,
                         protocol_from_folder)
-from .report import verification_summary, identification_summary, write_report
+from facematch.evaluation.report import verification_summary, identification_summary, write_report
 
 __all__ = ["Evaluation", "default_systems", "load_source", "evaluate_source", "evaluate_protocol",
            "evaluate_pairs", "fused_distances", "view_offset_estimate", "search_outcomes", "calibration_sample", "quality_bins",
@@ -209,7 +209,7 @@ def _embed_protocol(protocol: Protocol, system: SystemSpec, cache, workers, prog
 
 
 def _gallery_offsets(system: SystemSpec, gallery: list[ImageEmbedding]) -> np.ndarray | None:
-    """facematch's view offsets for its gallery templates (``facematch.matching``); none for the baseline."""
+    """facematch's view offsets for its gallery templates (``facematch.search.matching``); none for the baseline."""
     if system.kind != "facematch":
         return None
     return view_offsets([e.detector for e in gallery], system.settings.nonfrontal_offset)
@@ -462,7 +462,7 @@ def view_offset_estimate(protocol: Protocol, system: SystemSpec, *, cache: Embed
     sit further from CCTV probes for reasons other than pose). Returns the offset, the shift at each
     quantile and the counts behind them.
     """
-    from facematch.matching import NONFRONTAL_DETECTOR, OFFSET_QUANTILES, fmr_equalising_offset
+    from facematch.search.matching import NONFRONTAL_DETECTOR, OFFSET_QUANTILES, fmr_equalising_offset
 
     emb = _embed_protocol(protocol, system, cache, workers, progress)
     g_matrix, g_ok = embedding_matrix(emb.gallery)
@@ -494,7 +494,7 @@ def probe_stage_shift(protocol: Protocol, system: SystemSpec, stage: str, *, cac
     rate; the session-4 turned passes and session-5 MTCNN stage were checked this way
     (docs/cctv-probes.md).
     """
-    from facematch.matching import OFFSET_QUANTILES, view_offsets
+    from facematch.search.matching import OFFSET_QUANTILES, view_offsets
 
     emb = _embed_protocol(protocol, system, cache, workers, progress)
     g_matrix, g_ok = embedding_matrix(emb.gallery)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .errors import InvalidArgument
+from facematch.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +128,12 @@ class DescriptorNet:
     def chip_descriptors(self, chips: np.ndarray, num_jitters: int = 1) -> np.ndarray:
         """:meth:`descriptors`, each the mean over ``num_jitters`` jittered copies when above 1.
 
-        The copies are :func:`facematch.augment.jittered_chips`: dlib's recipe with fixed draws, so the
+        The copies are :func:`facematch.faces.augment.jittered_chips`: dlib's recipe with fixed draws, so the
         same chip always gets the same descriptor.
         """
         if num_jitters <= 1:
             return self.descriptors(chips)
-        from .augment import jittered_chips
+        from facematch.faces.augment import jittered_chips
 
         out = np.empty((len(chips), 128), dtype=np.float32)
         for i, chip in enumerate(chips):

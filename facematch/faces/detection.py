@@ -16,10 +16,10 @@ import time
 import cv2
 import numpy as np
 
-from .face_models import DlibModels
-from .imaging import downscale_for_detection
-from .settings import DetectionSettings
-from .types import Detection, FaceBox, UprightView
+from facematch.faces.models import DlibModels
+from facematch.faces.imaging import downscale_for_detection
+from facematch.settings import DetectionSettings
+from facematch.types import Detection, FaceBox, UprightView
 
 log = logging.getLogger(__name__)
 

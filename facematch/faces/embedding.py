@@ -14,9 +14,9 @@ import cv2
 import dlib
 import numpy as np
 
-from .face_models import DlibModels
-from .settings import EmbeddingSettings
-from .types import FaceBox, UprightView
+from facematch.faces.models import DlibModels
+from facematch.settings import EmbeddingSettings
+from facematch.types import FaceBox, UprightView
 
 #: Side of the aligned chip dlib's descriptor network expects, in pixels.
 CHIP_SIZE = 150

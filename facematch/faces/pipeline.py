@@ -13,12 +13,12 @@ import threading
 
 import numpy as np
 
-from .detection import detect_faces, resize_exact
-from .errors import InvalidBox
-from .face_models import DlibModels
-from .quality import assess_quality
-from .settings import Settings
-from .types import Detection, FaceBox, FaceRecord
+from facematch.faces.detection import detect_faces, resize_exact
+from facematch.errors import InvalidBox
+from facematch.faces.models import DlibModels
+from facematch.faces.quality import assess_quality
+from facematch.settings import Settings
+from facematch.types import Detection, FaceBox, FaceRecord
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class FacePipeline:
             return self._describe(pixels, detections, purpose)
 
     def _describe(self, pixels: np.ndarray, detections: list[Detection], purpose: str) -> list[FaceRecord]:
-        from .embedding import landmarks_and_embeddings
+        from facematch.faces.embedding import landmarks_and_embeddings
 
         emb = self.settings.embedding
         probe = purpose == "probe"

@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
-from .face_models import DlibModels
+from facematch.faces.models import DlibModels
 
 
 class StageClock:

@@ -52,8 +52,8 @@ from dataclasses import asdict, dataclass, fields
 import cv2
 import numpy as np
 
-from .errors import InvalidArgument, InvalidBox
-from .types import FaceBox
+from facematch.errors import InvalidArgument, InvalidBox
+from facematch.types import FaceBox
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ catalogue lacks. Killed at any moment, a re-run skips what was committed, catche
 
 The analysis (decode, detect, embed) is pluggable: ``ingest(..., analyse=...)`` takes any callable that
 turns jobs into ``ItemResult``s, in any order. The default runs a local process pool
-(:func:`analyse_locally`); ``facematch.distributed`` runs the same :func:`analyse_job` on a Dask cluster.
+(:func:`analyse_locally`); ``facematch.ingest.dask_backend`` runs the same :func:`analyse_job` on a Dask cluster.
 Either way this process alone writes the catalogue and the index, through the same batched path.
-Each worker keeps one pipeline (models loaded once) and times its stages (``facematch.profiling``).
+Each worker keeps one pipeline (models loaded once) and times its stages (``facematch.faces.profiling``).
 """
 
 from __future__ import annotations
@@ -22,17 +22,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
-from .catalogue import Catalogue, utc_now
-from .errors import FacematchError, ImageTooLarge
-from .face_models import EMBEDDING_DIM, MODEL_NAME, embedding_model, embedding_version
-from .imaging import load_image, sha256_file
-from .index_store import IndexStore
-from .pipeline import FacePipeline
-from .profiling import StageClock, TimedModels
-from .quality import FaceQuality, QualitySettings, is_fit_for_enrolment
-from .settings import Settings
-from .sources import IngestItem
-from .types import FaceRecord
+from facematch.store.catalogue import Catalogue, utc_now
+from facematch.errors import FacematchError, ImageTooLarge
+from facematch.faces.models import embedding_model, embedding_version
+from facematch.types import EMBEDDING_DIM, MODEL_NAME
+from facematch.faces.imaging import load_image, sha256_file
+from facematch.store.index_store import IndexStore
+from facematch.faces.pipeline import FacePipeline
+from facematch.faces.profiling import StageClock, TimedModels
+from facematch.faces.quality import FaceQuality, QualitySettings, is_fit_for_enrolment
+from facematch.settings import Settings
+from facematch.ingest.sources import IngestItem
+from facematch.types import FaceRecord
 
 log = logging.getLogger(__name__)
 

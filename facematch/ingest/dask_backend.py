@@ -3,7 +3,7 @@
 Optional extra: ``pip install "facematch[dask]"`` (``dask`` and ``distributed``). Why Dask and not Ray
 Data is written down, with the measurements, in docs/ingest-performance.md.
 
-The split is the local backend's: workers decode, detect and embed (``facematch.ingest.analyse_job``,
+The split is the local backend's: workers decode, detect and embed (``facematch.ingest.bulk.analyse_job``,
 the very function the local process pool runs, each worker process keeping one pipeline with its
 models loaded once); results stream back to this process, which alone writes them to the catalogue
 and the index through ``ingest``'s batched transactions. So a cluster run gives the same catalogue
@@ -19,9 +19,9 @@ Example (a scheduler already running at tcp://scheduler:8786)::
 
     from distributed import Client
     from facematch.api import Facematch
-    from facematch.distributed import DaskAnalyser
-    from facematch.ingest import ingest
-    from facematch.sources import custody_items
+    from facematch.ingest.dask_backend import DaskAnalyser
+    from facematch.ingest.bulk import ingest
+    from facematch.ingest.sources import custody_items
 
     fm = Facematch("facematch-data")
     with Client("tcp://scheduler:8786") as client:
@@ -36,9 +36,9 @@ import itertools
 import logging
 from typing import Iterator
 
-from .errors import InvalidArgument
-from .ingest import ItemResult, Job, analyse_job
-from .settings import Settings
+from facematch.errors import InvalidArgument
+from facematch.ingest.bulk import ItemResult, Job, analyse_job
+from facematch.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InvalidArgument, ManifestError, SourceNotFound
+from facematch.errors import InvalidArgument, ManifestError, SourceNotFound
 
 #: File name endings taken from folders; manifests may name any file (bad ones get a recorded reason).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm"})

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from .settings import BandThresholds
+from facematch.settings import BandThresholds
 
 BANDS = ("strong", "possible", "weak")
 NO_BAND = "below"

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .bands import BANDS, BandScheme
-from .errors import CalibrationError, InvalidArgument
-from .settings import BandThresholds, Settings
+from facematch.search.bands import BANDS, BandScheme
+from facematch.errors import CalibrationError, InvalidArgument
+from facematch.settings import BandThresholds, Settings
 
 __all__ = ["DEFAULT_TARGETS", "CALIBRATION_FILE_NAME", "SCHEMA", "SCHEMA_VERSION", "RULE_OF_THREE",
            "ScoreSample", "pairwise_sample",
@@ -206,7 +206,8 @@ def compute_calibration(samples: list[ScoreSample], *, targets: dict | None = No
     CalibrationError when a target is unsupported and ``strict`` (see the module docstring) or no sample
     has non-mated comparisons; InvalidArgument for bad targets.
     """
-    from .face_models import MODEL_NAME, embedding_version
+    from facematch.faces.models import embedding_version
+    from facematch.types import MODEL_NAME
 
     if not samples:
         raise CalibrationError("no labelled data set to calibrate on")
@@ -251,7 +252,8 @@ def read_calibration(path: str | Path, settings: Settings | None = None) -> dict
     included) other than the one embeddings are made with, thresholds out of order, or a malformed FMR
     curve.
     """
-    from .face_models import MODEL_NAME, embedding_version
+    from facematch.faces.models import embedding_version
+    from facematch.types import MODEL_NAME
 
     version = embedding_version((settings or Settings()).detection.landmarks)
     path = Path(path)

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .bands import BandScheme, similarity_score
-from .catalogue import Catalogue
-from .errors import FacematchError, ImageTooLarge
-from .imaging import load_image
-from .matching import adjusted_distance
-from .index import FaceIndex
-from .pipeline import FacePipeline
-from .quality import FaceQuality, probe_warning
-from .types import FaceBox
+from facematch.search.bands import BandScheme, similarity_score
+from facematch.store.catalogue import Catalogue
+from facematch.errors import FacematchError, ImageTooLarge
+from facematch.faces.imaging import load_image
+from facematch.search.matching import adjusted_distance
+from facematch.store.index import FaceIndex
+from facematch.faces.pipeline import FacePipeline
+from facematch.faces.quality import FaceQuality, probe_warning
+from facematch.types import FaceBox
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def rank_subjects(catalogue: Catalogue, index: FaceIndex, embedding: np.ndarray,
                   bands: BandScheme, *, nonfrontal_offset: float = 0.0) -> list[Candidate]:
     """Top-``top`` custody subjects for one probe embedding, fused by the closest of their images.
 
-    Distances are adjusted for the view of each gallery face (``facematch.matching``): a profile view
+    Distances are adjusted for the view of each gallery face (``facematch.search.matching``): a profile view
     only the CNN found counts ``nonfrontal_offset`` further away.
     """
     if index.ntotal == 0:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .catalogue import Catalogue, utc_now
-from .errors import InvalidArgument, NotFound
-from .search import Candidate, ProbeFace, SearchResult
+from facematch.store.catalogue import Catalogue, utc_now
+from facematch.errors import InvalidArgument, NotFound
+from facematch.search.ranking import Candidate, ProbeFace, SearchResult
 
 DECISIONS = ("confirmed", "rejected", "inconclusive")
 LISTS = ("custody", "scene")

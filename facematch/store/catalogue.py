@@ -17,10 +17,10 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import CatalogueError, IncompatibleEmbeddings, NotFound
-from .face_models import EMBEDDING_DIM
-from .schema import migrate
-from .types import FaceRecord
+from facematch.errors import CatalogueError, IncompatibleEmbeddings, NotFound
+from facematch.types import EMBEDDING_DIM
+from facematch.store.schema import migrate
+from facematch.types import FaceRecord
 
 log = logging.getLogger(__name__)
 

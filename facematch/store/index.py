@@ -31,7 +31,7 @@ import faiss
 import numpy as np
 
 from facematch.errors import IndexMissing, IndexStale, InvalidArgument
-from facematch.index_files import (CHUNK, RawVectors, fsync_and_hash, fsync_dir, open_vectors, temp_beside,
+from facematch.store.index_files import (CHUNK, RawVectors, fsync_and_hash, fsync_dir, open_vectors, temp_beside,
                                      write_vectors)
 
 log = logging.getLogger(__name__)

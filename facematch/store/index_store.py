@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalogue import Catalogue
-from .errors import IndexMissing, IndexStale
-from .face_models import EMBEDDING_DIM, MODEL_NAME
-from .index import FaceIndex
+from facematch.store.catalogue import Catalogue
+from facematch.errors import IndexMissing, IndexStale
+from facematch.types import EMBEDDING_DIM, MODEL_NAME
+from facematch.store.index import FaceIndex
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from .errors import CatalogueError
+from facematch.errors import CatalogueError
 
 _V1 = [
     """CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",

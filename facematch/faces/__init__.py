@@ -1,0 +1,1 @@
+"""Pixels to faces: decoding, detection, landmarks, descriptors and quality (dlib lives only here)."""

@@ -1,0 +1,1 @@
+"""Search: ranking candidates, the view offset, review bands, their calibration, and review decisions."""
