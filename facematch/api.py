@@ -14,18 +14,27 @@ from pathlib import Path
 
 import numpy as np
 
+from facematch.errors import InvalidArgument, SourceNotFound
+from facematch.faces.imaging import load_image
+from facematch.faces.pipeline import FacePipeline
+from facematch.ingest.bulk import IngestSummary, ProgressCallback, ingest, require_embedding_model
+from facematch.ingest.sources import custody_items, scene_items
 from facematch.search import review as _review
 from facematch.search.bands import BandScheme
-from facematch.store.catalogue import Catalogue, utc_now
-from facematch.errors import InvalidArgument, SourceNotFound
-from facematch.store.index import FaceIndex
-from facematch.store.index_store import KINDS, IndexStore
-from facematch.ingest.bulk import IngestSummary, ProgressCallback, ingest, require_embedding_model
-from facematch.faces.pipeline import FacePipeline
-from facematch.search.ranking import SearchResult, analyse_probes, rank_scene_faces, rank_subjects
+from facematch.search.calibration import load_band_scheme
+from facematch.search.ranking import SearchResult
+from facematch.search.run import search as _search
 from facematch.settings import Settings
-from facematch.ingest.sources import custody_items, scene_items
-from facematch.types import FaceBox
+from facematch.store.catalogue import Catalogue
+from facematch.store.index import FaceIndex
+from facematch.store.index_store import IndexStore
+from facematch.types import EMBEDDING_DIM, IMAGE_KINDS, FaceBox
+
+__all__ = ["Facematch", "CANDIDATE_LISTS", "DECISIONS", "default_user"]
+
+#: The candidate lists of a search (custody subjects, unidentified crime-scene faces) and reviewers' decisions.
+CANDIDATE_LISTS = _review.LISTS
+DECISIONS = _review.DECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +63,6 @@ class Facematch:
         self._pipeline: FacePipeline | None = None
         self._lock = threading.Lock()
         self._indexes: dict[str, tuple[dict, FaceIndex]] = {}
-        self.catalogue  # open (and create or migrate) now, so errors surface at once
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -89,8 +97,6 @@ class Facematch:
 
     def band_scheme(self) -> BandScheme:
         """The calibration in use, or the uncalibrated defaults when none is configured."""
-        from facematch.search.calibration import load_band_scheme
-
         return load_band_scheme(self.settings)
 
     def _index(self, kind: str) -> FaceIndex:
@@ -140,30 +146,12 @@ class Facematch:
         for path in paths:
             if not path.exists():
                 raise SourceNotFound(f"probe image {str(path)!r} does not exist")
-        face_box = FaceBox.from_xywh(*box) if box else None
-        for kind in KINDS:
+        for kind in IMAGE_KINDS:
             require_embedding_model(self.catalogue, kind, self.settings)
-        custody, scene = self._index("custody"), self._index("scene")
-        bands = self.band_scheme()
-        probes = analyse_probes(self.pipeline, paths, max_pixels=self.settings.max_pixels, box=face_box)
-        for probe, embedding in probes:
-            if embedding is None:
-                continue
-            probe.subjects = rank_subjects(self.catalogue, custody, embedding, top, bands,
-                                           nonfrontal_offset=self.settings.nonfrontal_offset)
-            probe.scene_faces = rank_scene_faces(self.catalogue, scene, embedding, top, bands,
-                                                 exclude_sha256=probe.sha256)
-        subjects, faces = self.catalogue.gallery_size()
-        result = SearchResult(
-            search_id=0, created_at=utc_now(), user=user or default_user(), case_ref=case, reason=reason,
-            top=top, bands=bands.describe(), gallery_subjects=subjects, gallery_faces=faces,
-            expected_false_candidates=bands.expected_false_candidates(subjects),
-            probes=[p for p, _ in probes])
-        params = {"top": top, "box": list(box) if box else None,
-                  "expected_false_candidates": result.expected_false_candidates,
-                  "pipeline": self.settings.describe_pipeline()}
-        _review.store_search(self.catalogue, result, params)
-        return result
+        indexes = {kind: self._index(kind) for kind in IMAGE_KINDS}
+        return _search(self.catalogue, indexes, self.pipeline, paths, settings=self.settings,
+                       bands=self.band_scheme(), top=top, user=user or default_user(), case=case,
+                       reason=reason, box=FaceBox.from_xywh(*box) if box else None)
 
     def review(self, search_id: int) -> tuple[SearchResult, list[_review.Decision]]:
         """A stored search and the decisions recorded on it. Raises ``NotFound``."""
@@ -171,10 +159,10 @@ class Facematch:
                 _review.decisions_for(self.catalogue, search_id))
 
     def decide(self, search_id: int, rank: int, *, decision: str, reviewer: str, note: str | None = None,
-               probe: int | None = None, list: str = "custody") -> _review.Decision:
-        """Record a reviewer's decision on one candidate (audited)."""
+               probe: int | None = None, candidate_list: str = "custody") -> _review.Decision:
+        """Record a reviewer's decision on candidate ``rank`` of ``candidate_list`` (custody|scene); audited."""
         return _review.decide(self.catalogue, search_id, rank, decision=decision, reviewer=reviewer,
-                              note=note, probe=probe, list=list)
+                              note=note, probe=probe, candidate_list=candidate_list)
 
     # -- index and retention ------------------------------------------------------------------------
 
@@ -182,12 +170,12 @@ class Facematch:
         """Recreate every index from the catalogue; returns faces per kind."""
         with self._lock:
             self._indexes.clear()
-        return {kind: self.index_store.rebuild(kind).ntotal for kind in KINDS}
+        return {kind: self.index_store.rebuild(kind).ntotal for kind in IMAGE_KINDS}
 
     def index_status(self) -> dict[str, str]:
         """For each kind: "ok (N faces)" or why the index cannot be used."""
         status = {}
-        for kind in KINDS:
+        for kind in IMAGE_KINDS:
             try:
                 status[kind] = f"ok ({self.index_store.load(kind, catch_up=False).ntotal} faces)"
             except Exception as exc:  # report, never raise: this is a diagnostic
@@ -208,8 +196,68 @@ class Facematch:
 
     def embed(self, image: str | Path, *, purpose: str = "probe") -> np.ndarray:
         """``(n, 128) float32`` embeddings of the faces in one image (largest first)."""
-        from facematch.faces.imaging import load_image
-
         loaded = load_image(image, max_pixels=self.settings.max_pixels)
         faces = self.pipeline.analyse(loaded.pixels, purpose=purpose)
-        return np.array([f.embedding for f in faces], dtype=np.float32).reshape(len(faces), 128)
+        return np.array([f.embedding for f in faces], dtype=np.float32).reshape(len(faces), EMBEDDING_DIM)
+
+    # -- audit -----------------------------------------------------------------------------------
+
+    def audit(self, *, action: str | None = None, limit: int | None = None) -> list[dict]:
+        """The newest audit-log entries (newest first), optionally of one ``action``."""
+        limit = self.settings.audit_limit if limit is None else limit
+        if limit < 1:
+            raise InvalidArgument(f"limit must be at least 1, got {limit}")
+        return self.catalogue.audit_entries(action=action, limit=limit)
+
+    # -- evaluation and calibration (no catalogue needed) -----------------------------------------
+
+    def evaluate(self, source: str | Path, *, output: str | Path | None = None, baseline: bool = True,
+                 fallback_box: tuple[int, int, int, int] | None = None, face: str | None = None,
+                 n_boot: int | None = None, kind: str = "auto", data_root: str | Path | None = None,
+                 gallery_per_subject: int | None = None, holdout_fraction: float | None = None,
+                 seed: int | None = None, workers: int | None = None, num_jitters: int | None = None,
+                 cache_dir: str | Path | None = None, no_cache: bool = False, progress=None):
+        """Measure accuracy on a labelled ``source`` (folder, protocol JSON, LFW pairs) beside the baseline.
+
+        Returns ``(evaluation, paths)``: the :class:`facematch.evaluation.runner.Evaluation` and the report
+        files written to ``output`` (None when no output is given). See :mod:`facematch.evaluation.workflows`.
+        """
+        from facematch.evaluation import workflows
+
+        sources = workflows.SourceOptions(kind, _path(data_root), gallery_per_subject, holdout_fraction, seed)
+        settings = workflows.evaluation_settings(self.settings, workers=workers, num_jitters=num_jitters)
+        return workflows.run_evaluation(settings, Path(source), output=_path(output), baseline=baseline,
+                                        fallback_box=fallback_box, face=face, n_boot=n_boot, sources=sources,
+                                        cache_dir=_path(cache_dir), no_cache=no_cache, progress=progress)
+
+    def calibrate(self, sources: list[str | Path], *, output: str | Path | None = None,
+                  strong_fmr: float | None = None, possible_fmr: float | None = None,
+                  weak_fmr: float | None = None, strict: bool = False, listed_pairs_only: bool = False,
+                  kind: str = "auto", data_root: str | Path | None = None, gallery_per_subject: int | None = None,
+                  holdout_fraction: float | None = None, seed: int | None = None, workers: int | None = None,
+                  num_jitters: int | None = None, cache_dir: str | Path | None = None, no_cache: bool = False,
+                  progress=None) -> tuple[dict, Path]:
+        """Set the band thresholds from labelled ``sources`` for target FMRs (None: the settings' targets);
+        writes ``output`` or ``<data_dir>/calibration.json``. Returns the document and the path written."""
+        from facematch.evaluation import workflows
+
+        options = workflows.SourceOptions(kind, _path(data_root), gallery_per_subject, holdout_fraction, seed)
+        settings = workflows.evaluation_settings(self.settings, workers=workers, num_jitters=num_jitters)
+        targets = {"strong": strong_fmr, "possible": possible_fmr, "weak": weak_fmr}
+        return workflows.run_calibration(settings, [Path(s) for s in sources], output=_path(output),
+                                         fmr_targets=targets, strict=strict, listed_pairs_only=listed_pairs_only,
+                                         sources=options, cache_dir=_path(cache_dir), no_cache=no_cache,
+                                         progress=progress)
+
+    def protocol(self, folder: str | Path, output: str | Path, *, gallery_per_subject: int | None = None,
+                 holdout_fraction: float | None = None, seed: int | None = None, name: str | None = None):
+        """Write an evaluation protocol (JSON) split from a labelled ``<identity>/<image>`` folder."""
+        from facematch.evaluation import workflows
+
+        return workflows.write_protocol(self.settings, Path(folder), Path(output),
+                                        gallery_per_subject=gallery_per_subject,
+                                        holdout_fraction=holdout_fraction, seed=seed, name=name)
+
+
+def _path(value: str | Path | None) -> Path | None:
+    return None if value is None else Path(value)

@@ -3,6 +3,11 @@
 The CLI turns each into a one-line message and a non-zero exit; library callers can catch them by name.
 """
 
+__all__ = ["FacematchError", "ImageUnreadable", "ImageTooLarge", "NoFaceFound", "InvalidBox", "ManifestError",
+    "SourceNotFound", "CatalogueError", "IndexMissing", "IndexStale", "NotFound", "InvalidArgument",
+    "IncompatibleEmbeddings", "CalibrationError", "ProtocolError"]
+
+
 
 class FacematchError(Exception):
     """Base class of every error facematch raises on purpose."""

@@ -7,11 +7,15 @@ agree, and so a search or evaluation can record exactly which settings produced 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from facematch.errors import InvalidArgument
+
+__all__ = ["FACE_RECOGNITION_TOLERANCE", "BandThresholds", "DetectionSettings", "EmbeddingSettings",
+    "QualitySettings", "FmrTargets", "EvaluationSettings", "Settings"]
 
 #: face_recognition's documented tolerance: distances at or below it are "a match" in its README.
 FACE_RECOGNITION_TOLERANCE = 0.6
@@ -120,6 +124,71 @@ class EmbeddingSettings:
 
 
 @dataclass(frozen=True)
+class QualitySettings:
+    """Thresholds for quality decisions (the score itself does not depend on them).
+
+    ``min_inter_eye_px`` (30): below it a custody image is unfit for enrolment. ISO/IEC
+    19794-5 full-frontal images (and ICAO portraits) ask at least 90 px, but dlib aligns faces to a
+    150-px chip in which the eyes are about 52 px apart, so more pixels add little; at 30 px the
+    descriptor already moves by about 0.13 (measured), a fifth of the way to the match threshold.
+    ``min_face_px`` (40): face box width below which a custody image is unfit and a probe is always
+    warned; dlib's HOG detector cannot find smaller faces (its window is 80 px, 40 px with one
+    upsampling), so these come from marked boxes, and the descriptor has moved by about 0.2.
+    ``enrol_min_score`` (40): custody faces below it are flagged unfit for enrolment (frontal FRMDB
+    mugshots score 95 on average, 45-degree views 65-70, profiles and views from 60 degrees above 20).
+    ``probe_warn_score`` (50): probes below it carry the low-quality warning; at 50 the image alone
+    uses up about 0.25 of the 0.6 descriptor distance that separates a match from a non-match, and
+    on FRMDB's CCTV crops those below it were ranked first a third as often as those above.
+    """
+
+    min_inter_eye_px: float = 30.0
+    min_face_px: int = 40
+    enrol_min_score: float = 40.0
+    probe_warn_score: float = 50.0
+
+    def __post_init__(self):
+        for name in ("min_inter_eye_px", "min_face_px", "enrol_min_score", "probe_warn_score"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise InvalidArgument(f"QualitySettings.{name} must be a finite number >= 0, got {value!r}")
+        for name in ("enrol_min_score", "probe_warn_score"):
+            value = getattr(self, name)
+            if value > 100:
+                raise InvalidArgument(f"QualitySettings.{name} is a 0..100 score, got {value!r}")
+
+
+@dataclass(frozen=True)
+class FmrTargets:
+    """Target false-match rates (per comparison) that ``facematch calibrate`` sets each band's threshold for."""
+
+    strong: float = 1e-4
+    possible: float = 1e-3
+    weak: float = 1e-2
+
+    def as_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """Defaults of the evaluation and calibration commands.
+
+    ``n_boot``: bootstrap replicates for the 95% intervals (0: none); ``seed``: folder split and
+    bootstrap seed; ``gallery_per_subject``/``holdout_fraction``: how a labelled folder is split into a
+    protocol (images enrolled per identity; fraction of identities held out as non-mated probes);
+    ``cache_dir``: the embedding cache, relative to the working directory; ``fmr_targets``: the bands'
+    calibration targets.
+    """
+
+    n_boot: int = 1000
+    seed: int = 0
+    gallery_per_subject: int = 1
+    holdout_fraction: float = 0.2
+    cache_dir: Path = Path(".cache") / "facematch-eval"
+    fmr_targets: FmrTargets = field(default_factory=FmrTargets)
+
+
+@dataclass(frozen=True)
 class Settings:
     """All defaults of facematch, in one place.
 
@@ -132,9 +201,13 @@ class Settings:
     batch_size: int = 32
     max_pixels: int = 50_000_000
     top: int = 20
+    #: audit-log entries ``facematch audit`` shows
+    audit_limit: int = 50
     detection: DetectionSettings = field(default_factory=DetectionSettings)
     embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
     bands: BandThresholds = field(default_factory=BandThresholds)
+    quality: QualitySettings = field(default_factory=QualitySettings)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     calibration_file: Path | None = None
     #: Added to the distance of custody faces only the CNN found (profile views), so a distance means the
     #: same false-match rate for every view: facematch.search.matching. 0.12 = the FMR-equalising shift measured

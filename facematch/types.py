@@ -6,11 +6,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+__all__ = ["MODEL_NAME", "EMBEDDING_DIM", "IMAGE_KINDS", "FaceBox", "UprightView", "Detection", "FaceRecord"]
+
 #: Name of the descriptor model stored with every embedding; bump when the model or alignment changes.
 #: Here, not in ``faces.models``, so storage can check embeddings without depending on the face models.
 MODEL_NAME = "dlib_face_recognition_resnet_model_v1"
 #: Length of every descriptor (dlib's ResNet face model).
 EMBEDDING_DIM = 128
+#: What an image is: a custody photograph (of a known subject) or a crime-scene image (unidentified faces).
+#: Each kind has its own index.
+IMAGE_KINDS = ("custody", "scene")
 
 
 @dataclass(frozen=True)

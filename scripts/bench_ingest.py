@@ -39,7 +39,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SIDES = ("naive", "facematch", "facematch-dask")
 LABELS = {"naive": "naive (f_r)", "facematch": "facematch", "facematch-dask": "facematch+dask"}
-sys.path.insert(0, str(REPO))
 DATA = Path(os.environ.get("FACEMATCH_TEST_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -113,8 +112,8 @@ def run_facematch(manifest: Path, workers: int, *, dask: bool = False) -> dict:
     (its start-up included, as the pool's is)."""
     from facematch.api import Facematch
     from facematch.ingest.bulk import ingest
-    from facematch.settings import Settings
     from facematch.ingest.sources import custody_items
+    from facematch.settings import Settings
 
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp, contextlib.ExitStack() as stack:
         settings = Settings(data_dir=Path(tmp) / "data", index_dir=Path(tmp) / "indexes", workers=workers)
@@ -173,8 +172,8 @@ def ablation(paths: list[str]) -> None:
 
     from facematch.faces.descriptor_net import DescriptorNet
     from facematch.faces.detection import detect_faces
-    from facematch.faces.models import DlibModels
     from facematch.faces.imaging import downscale_for_detection, load_image
+    from facematch.faces.models import DlibModels
     from facematch.settings import DetectionSettings
 
     models, settings, net = DlibModels(), DetectionSettings(), DescriptorNet().load()

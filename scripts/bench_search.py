@@ -27,7 +27,7 @@ import os
 # CPU their partner needs (measured: k-means 20.5 s spinning vs 12.6 s passive at load 11).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse  # noqa: E402
+import argparse
 import ctypes
 import gc
 import logging
@@ -35,9 +35,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from facematch.store.index import FaceIndex, IndexSpec, choose_index_spec, set_faiss_threads  # noqa: E402
+from facematch.store.index import FaceIndex, IndexSpec, choose_index_spec, set_faiss_threads
 
 log = logging.getLogger("bench_search")
 

@@ -21,19 +21,15 @@ import argparse
 import dataclasses
 import logging
 import os
-import sys
 from pathlib import Path
 
+from facematch.evaluation import runner
+from facematch.evaluation.embed_cache import DEFAULT_CACHE_DIR, EmbeddingCache, SystemSpec, embed_images, with_jitters
+from facematch.search.bands import BandScheme
+from facematch.search.calibration import compute_calibration, write_calibration
+from facematch.settings import EvaluationSettings, Settings
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from facematch.search.calibration import compute_calibration, write_calibration  # noqa: E402
-from facematch.evaluation import runner  # noqa: E402
-from facematch.evaluation.embed_cache import (DEFAULT_CACHE_DIR, EmbeddingCache, SystemSpec,  # noqa: E402
-                                              embed_images, with_jitters)
-from facematch.search.bands import BandScheme  # noqa: E402
-from facematch.settings import Settings  # noqa: E402
-
 log = logging.getLogger("evaluate")
 DATA = Path(os.environ.get("FACEMATCH_TEST_DATA", REPO.parent / "shared" / "data"))
 FRMDB_PROTOCOL = DATA / "protocols" / "frmdb-dev-cctv.json"
@@ -189,7 +185,7 @@ def _scheme(args) -> BandScheme:
     if args.calibration:
         from facematch.search.calibration import load_band_scheme
 
-        return load_band_scheme(Settings(calibration_file=Path(args.calibration)))
+        return load_band_scheme(Settings.from_env(calibration_file=Path(args.calibration)))
     return BandScheme.uncalibrated()
 
 
@@ -197,8 +193,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", choices=["frmdb", "lfw", "lfw-boxes", "calibrate", "view-offset", "probe-shift"])
     parser.add_argument("--output", type=Path, help="Report folder (calibrate: the JSON file).")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--n-boot", type=int, default=1000, help="Bootstrap replicates (0: no intervals).")
+    parser.add_argument("--workers", type=int, help="Worker processes (default: settings, the CPU cores).")
+    parser.add_argument("--n-boot", type=int, default=EvaluationSettings().n_boot,
+                        help="Bootstrap replicates (0: no intervals).")
     parser.add_argument("--folds", type=int, help="LFW: evaluate (calibrate: use) the first N folds only.")
     parser.add_argument("--fixed-box", action="store_true", help=f"LFW: fall back to the box {LFW_FIXED_BOX}.")
     parser.add_argument("--num-jitters", type=int, help="facematch: descriptor jitters (default: settings).")

@@ -45,17 +45,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facematch.evaluation import metrics as M
+from facematch.evaluation.protocols import load_protocol_json
+from facematch.faces.detection import detect_faces, probe_stage_names, run_probe_stage
+from facematch.faces.embedding import aligned_chips, chip_descriptors
+from facematch.faces.imaging import load_image
+from facematch.faces.pipeline import FacePipeline
+from facematch.settings import DetectionSettings, EmbeddingSettings, Settings
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from facematch.faces.detection import detect_faces, probe_stage_names, run_probe_stage  # noqa: E402
-from facematch.faces.embedding import aligned_chips, chip_descriptors  # noqa: E402
-from facematch.evaluation import metrics as M  # noqa: E402
-from facematch.evaluation.protocols import load_protocol_json  # noqa: E402
-from facematch.faces.imaging import load_image  # noqa: E402
-from facematch.faces.pipeline import FacePipeline  # noqa: E402
-from facematch.settings import DetectionSettings, EmbeddingSettings, Settings  # noqa: E402
-
 DATA = Path(os.environ.get("FACEMATCH_TEST_DATA", ROOT.parent / "shared" / "data"))
 PROTOCOL = DATA / "protocols" / "frmdb-dev-cctv.json"
 CACHE = ROOT / ".cache" / "probe-study"

@@ -5,9 +5,10 @@ import shutil
 import threading
 
 import click
-
 from conftest import make_facematch, require_data
-from facematch import Facematch, __all__ as public
+
+from facematch import Facematch
+from facematch import __all__ as public
 from facematch.cli import demo as demo_module
 from facematch.cli.commands import cli
 

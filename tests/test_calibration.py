@@ -6,18 +6,17 @@ import json
 
 import numpy as np
 import pytest
+from conftest import make_facematch, require_data
 
-from facematch.search import calibration as C
 from facematch.cli import render
-from facematch.search.bands import BandScheme
 from facematch.errors import CalibrationError, InvalidArgument
 from facematch.evaluation.embed_cache import EmbeddingCache, SystemSpec, embed_images
 from facematch.evaluation.metrics import threshold_for_fmr
 from facematch.evaluation.protocols import GalleryEntry, ProbeEntry, Protocol
 from facematch.evaluation.runner import calibration_sample
+from facematch.search import calibration as C
+from facematch.search.bands import BandScheme
 from facematch.settings import Settings
-
-from conftest import make_facematch, require_data
 
 TEN = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]  # non-mated distances, FMR steps of 0.1
 LOOSE = {"strong": 0.3, "possible": 0.5, "weak": 0.7}

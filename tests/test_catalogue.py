@@ -5,8 +5,8 @@ import sqlite3
 import numpy as np
 import pytest
 
-from facematch.store.catalogue import Catalogue
 from facematch.errors import CatalogueError, IncompatibleEmbeddings, NotFound
+from facematch.store.catalogue import Catalogue
 from facematch.store.schema import SCHEMA_VERSION
 from facematch.types import FaceBox, FaceRecord
 

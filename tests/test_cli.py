@@ -6,8 +6,8 @@ import shutil
 import click
 import pytest
 from click.testing import CliRunner
-
 from conftest import REPO, require_data
+
 from facematch.cli.commands import cli
 
 

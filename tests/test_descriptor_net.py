@@ -3,12 +3,12 @@
 import dlib
 import numpy as np
 import pytest
-
 from conftest import data_root
-from facematch.faces.descriptor_net import DescriptorNet
+
 from facematch.errors import InvalidArgument
-from facematch.faces.models import DlibModels
+from facematch.faces.descriptor_net import DescriptorNet
 from facematch.faces.imaging import load_image
+from facematch.faces.models import DlibModels
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,13 @@ import time
 import cv2
 import numpy as np
 import pytest
+from conftest import require_data
 
 from facematch.faces.detection import detect_faces, probe_stage_names, resize_exact, run_probe_stage
-from facematch.faces.models import DlibModels
 from facematch.faces.imaging import load_image
+from facematch.faces.models import DlibModels
 from facematch.settings import DetectionSettings
 from facematch.types import FaceBox
-
-from conftest import require_data
 
 #: Small real CCTV crops where plain HOG finds no face (measured, docs/cctv-probes.md).
 HOG_MISSES = ["060/Img_05.jpg", "048/Img_01.jpg", "054/Img_05.jpg"]

@@ -4,8 +4,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import make_facematch, require_data
+
 from facematch.ingest.bulk import ingest
 from facematch.ingest.sources import custody_items
 

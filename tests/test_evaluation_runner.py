@@ -8,13 +8,13 @@ import math
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import require_data
-from facematch.search.bands import BandScheme
+
 from facematch.cli.evaluation_commands import calibrate, evaluate, protocol
 from facematch.evaluation import embed_cache as E
 from facematch.evaluation import runner as R
 from facematch.evaluation.protocols import GalleryEntry, ProbeEntry, Protocol, load_lfw_pairs, save_protocol_json
+from facematch.search.bands import BandScheme
 from facematch.settings import Settings
 
 CAMERAS = (1, 2)

@@ -399,9 +399,9 @@ def _jpeg_bytes(pixels: np.ndarray) -> bytes:
 
 def test_truncation_is_refused_even_when_another_library_set_pillows_global(tmp_path, monkeypatch):
     from PIL import ImageFile
+    from skimage import data as skdata
 
     from tests.bad_inputs import write_bad_input_corpus
-    from skimage import data as skdata
 
     write_bad_input_corpus(tmp_path, skdata.astronaut())
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # as `import face_recognition` does

@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import REPO, make_facematch, require_data
+
 from tests.bad_inputs import EXPECTED, OK, TOO_LARGE, write_bad_input_corpus
 
 

@@ -6,17 +6,16 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from conftest import require_data
 
 from facematch.faces.detection import MTCNN_STAGE, detect_faces, mtcnn_roll, probe_stage_names, run_probe_stage
 from facematch.faces.embedding import landmarks_and_embeddings
-from facematch.faces.models import DlibModels
 from facematch.faces.imaging import load_image
+from facematch.faces.models import DlibModels
 from facematch.faces.mtcnn import Mtcnn
 from facematch.faces.pipeline import FacePipeline
 from facematch.settings import DetectionSettings, EmbeddingSettings, Settings
 from facematch.types import FaceBox
-
-from conftest import require_data
 
 #: Real CCTV crops of heads seen from the side and above: dlib's HOG, CNN and turned CNN passes find no
 #: face in them, MTCNN does (docs/cctv-probes.md).

@@ -5,16 +5,15 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from conftest import require_data
 
+from facematch.errors import InvalidBox
 from facematch.faces.detection import detect_faces
 from facematch.faces.embedding import _rect, aligned_chips, chip_descriptors, landmarks_and_embeddings
-from facematch.errors import InvalidBox
 from facematch.faces.imaging import load_image
 from facematch.faces.pipeline import FacePipeline
 from facematch.settings import EmbeddingSettings, Settings
 from facematch.types import FaceBox
-
-from conftest import require_data
 
 #: A real CCTV crop (drawn around the head by FRMDB's authors) where plain HOG finds no face.
 CROP = "048/Img_01.jpg"

@@ -7,9 +7,9 @@ import json
 import cv2
 import numpy as np
 import pytest
+from conftest import require_data
 from PIL import Image
 
-from conftest import require_data
 from facematch.errors import InvalidArgument, InvalidBox
 from facematch.faces.quality import (
     FaceQuality,

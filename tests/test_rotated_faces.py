@@ -6,17 +6,15 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from conftest import require_data
 
-from facematch.faces.detection import (detect_faces, probe_stage_names, rotated_stage_name, run_probe_stage,
-                                  upright_hull)
+from facematch.faces.detection import detect_faces, probe_stage_names, rotated_stage_name, run_probe_stage, upright_hull
 from facematch.faces.embedding import landmarks_and_embeddings
-from facematch.faces.models import DlibModels
 from facematch.faces.imaging import load_image
+from facematch.faces.models import DlibModels
 from facematch.faces.pipeline import FacePipeline
 from facematch.settings import DetectionSettings, EmbeddingSettings, Settings
 from facematch.types import FaceBox, UprightView
-
-from conftest import require_data
 
 #: A real CCTV crop (a bowed, tilted head) that no upright stage finds and the rotated stages do.
 TILTED_CCTV = "063/Img_01.jpg"

@@ -5,8 +5,8 @@ import shutil
 
 import cv2
 import pytest
-
 from conftest import FRMDB_GALLERY_SUBJECTS, make_facematch, require_data
+
 from facematch.errors import IndexStale, InvalidArgument, InvalidBox, SourceNotFound
 from facematch.search.ranking import NOTICE, SEARCH_SCHEMA_VERSION
 

@@ -13,35 +13,24 @@ from pathlib import Path
 
 import click
 
+from facematch.api import CANDIDATE_LISTS, DECISIONS, Facematch
 from facematch.cli import render
-from facematch.api import Facematch
-from facematch.cli.support import CONTEXT, fail_cleanly as _fail_cleanly
+from facematch.cli.support import CONTEXT, DEFAULTS, parse_box
+from facematch.cli.support import fail_cleanly as _fail_cleanly
 from facematch.settings import Settings
 
-
+__all__ = ["cli", "main"]
 
 
 def _open(ctx: click.Context) -> Facematch:
     return Facematch(settings=ctx.obj["settings"])
 
 
-def _parse_box(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        parts = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) != 4 or parts[2] <= 0 or parts[3] <= 0 or parts[0] < 0 or parts[1] < 0:
-        raise click.BadParameter("expected x,y,w,h: four integers, x and y >= 0, w and h > 0 (e.g. 120,80,64,64)")
-    return parts
-
-
 @click.group(context_settings=CONTEXT)
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Catalogue home [env FACEMATCH_DATA_DIR; default ./facematch-data].")
+              help=f"Catalogue home [env FACEMATCH_DATA_DIR; default ./{DEFAULTS.data_dir}].")
 @click.option("--index-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where index files live [env FACEMATCH_INDEX_DIR; default ./indexes].")
+              help=f"Where index files live [env FACEMATCH_INDEX_DIR; default ./{DEFAULTS.index_dir}].")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.version_option(package_name="facematch")
 @click.pass_context
@@ -144,8 +133,8 @@ def ingest_scene(ctx, source, case, workers, batch_size, user, as_json):
 @cli.command(context_settings=CONTEXT)
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--case", help="Case reference the search is made for (recorded).")
-@click.option("--top", type=click.IntRange(min=1), help="Candidates per list [default: 20].")
-@click.option("--box", callback=_parse_box, help="Search only the face in this box: x,y,w,h in pixels.")
+@click.option("--top", type=click.IntRange(min=1), help=f"Candidates per list [default: {DEFAULTS.top}].")
+@click.option("--box", callback=parse_box, help="Search only the face in this box: x,y,w,h in pixels.")
 @click.option("--user", help="Who runs the search [default: OS user].")
 @click.option("--reason", help="Why the search is made (recorded in the audit log).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (docs/search-json.md).")
@@ -189,14 +178,15 @@ def review(ctx, search_id, as_json):
 @cli.command(context_settings=CONTEXT)
 @click.argument("search_id", type=int)
 @click.argument("rank", type=click.IntRange(min=1))
-@click.option("--decision", required=True, type=click.Choice(["confirmed", "rejected", "inconclusive"]))
+@click.option("--decision", required=True, type=click.Choice(DECISIONS))
 @click.option("--reviewer", required=True, help="Reviewer's id (recorded).")
 @click.option("--note", help="Free-text note (recorded).")
 @click.option("--probe", type=click.IntRange(min=1), help="Probe face row shown by review (when several).")
-@click.option("--list", "list_", type=click.Choice(["custody", "scene"]), default="custody", show_default=True)
+@click.option("--candidate-list", "--list", "candidate_list", type=click.Choice(CANDIDATE_LISTS), default="custody",
+              show_default=True, help="Which list of the probe row the rank is in.")
 @click.pass_context
 @_fail_cleanly
-def decide(ctx, search_id, rank, decision, reviewer, note, probe, list_):
+def decide(ctx, search_id, rank, decision, reviewer, note, probe, candidate_list):
     """Record a trained reviewer's decision on candidate RANK of search SEARCH_ID (audited).
 
     \b
@@ -204,7 +194,7 @@ def decide(ctx, search_id, rank, decision, reviewer, note, probe, list_):
       facematch decide 12 1 --decision rejected --reviewer PC1234 --note "different ear shape"
     """
     d = _open(ctx).decide(search_id, rank, decision=decision, reviewer=reviewer, note=note, probe=probe,
-                          list=list_)
+                          candidate_list=candidate_list)
     click.echo(f"Recorded decision {d.decision_id}: search {d.search_id} probe {d.probe_no} {d.list} "
                f"rank {d.rank} ({d.candidate}) {d.decision} by {d.reviewer}")
 
@@ -292,7 +282,8 @@ def delete_case(ctx, case, reason, user):
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=DEFAULTS.audit_limit, show_default=True,
+              help="Entries to show.")
 @click.option("--action", help="Only entries of this action (e.g. search, decision, ingest.start).")
 @click.pass_context
 @_fail_cleanly
@@ -303,7 +294,7 @@ def audit(ctx, limit, action):
     Example:
       facematch audit --action decision --limit 20
     """
-    for e in _open(ctx).catalogue.audit_entries(action=action, limit=limit):
+    for e in _open(ctx).audit(action=action, limit=limit):
         click.echo(f"{e['id']:>6} {e['at']} {e['actor']:<12} {e['action']:<24} {json.dumps(e['details'])}")
 
 

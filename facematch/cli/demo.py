@@ -14,9 +14,11 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from facematch.cli import render
 from facematch.api import Facematch
+from facematch.cli import render
 from facematch.settings import Settings
+
+__all__ = ["DEMO_SUBJECTS", "DEMO_VIEWS", "DEMO_PROBES", "DEMO_DISTRACTORS", "find_data_root", "run_demo"]
 
 DEMO_SUBJECTS = [f"{n:03d}" for n in range(40, 61)]
 DEMO_VIEWS = ["Img_13.jpg", "Img_23.jpg", "Img_33.jpg", "Img_43.jpg", "Img_53.jpg"]

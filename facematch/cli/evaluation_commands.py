@@ -1,5 +1,5 @@
-"""``facematch evaluate``, ``facematch calibrate`` and ``facematch protocol``: thin adapters over
-:mod:`facematch.evaluation.runner` and :mod:`facematch.search.calibration`.
+"""``facematch evaluate``, ``facematch calibrate`` and ``facematch protocol``: thin adapters over the
+API methods of the same names (:meth:`facematch.api.Facematch.evaluate` and so on).
 
 Each command is a standalone Click command, registered on the main group with ``cli.add_command``. It
 reads the settings the group put in ``ctx.obj["settings"]`` (else ``Settings.from_env()``), calls the
@@ -13,35 +13,22 @@ from pathlib import Path
 
 import click
 
-from facematch.cli.support import CONTEXT, fail_cleanly as _fail_cleanly
-from facematch.evaluation.embed_cache import with_jitters
+from facematch.api import Facematch
+from facematch.cli.support import CONTEXT, DEFAULTS, parse_box
+from facematch.cli.support import fail_cleanly as _fail_cleanly
 from facematch.settings import Settings
 
 __all__ = ["evaluate", "calibrate", "protocol", "COMMANDS"]
 
-KINDS = ["auto", "folder", "protocol", "lfw-pairs"]
+#: What a labelled SOURCE can be.
+SOURCE_KINDS = ["auto", "folder", "protocol", "lfw-pairs"]
+_EVAL = DEFAULTS.evaluation
 
 
-
-def _settings(ctx: click.Context, workers: int | None, num_jitters: int | None) -> Settings:
+def _open(ctx: click.Context) -> Facematch:
     obj = ctx.find_root().obj
     settings = obj["settings"] if isinstance(obj, dict) and "settings" in obj else Settings.from_env()
-    if num_jitters is not None:
-        settings = settings.replace(embedding=with_jitters(settings.embedding, num_jitters))
-    return settings.replace(workers=workers)
-
-
-def _parse_ltrb(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        box = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        box = ()
-    if len(box) != 4 or box[0] < 0 or box[1] < 0 or box[2] <= box[0] or box[3] <= box[1]:
-        raise click.BadParameter("expected left,top,right,bottom: four integers with right > left and "
-                                 "bottom > top (e.g. 67,74,182,189)")
-    return box
+    return Facematch(settings=settings)
 
 
 def _options(options):
@@ -53,15 +40,15 @@ def _options(options):
 
 
 _source_options = _options([
-    click.option("--kind", type=click.Choice(KINDS), default="auto", show_default=True,
+    click.option("--kind", type=click.Choice(SOURCE_KINDS), default="auto", show_default=True,
                  help="What SOURCE is; auto: a folder, a *.json protocol, else an LFW pairs file."),
     click.option("--data-root", type=click.Path(file_okay=False, path_type=Path),
                  help="Folder the image paths of a protocol or pairs file are relative to."),
-    click.option("--gallery-per-subject", type=click.IntRange(min=1), default=1, show_default=True,
-                 help="Folder split: gallery images enrolled per identity."),
-    click.option("--holdout-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2,
+    click.option("--gallery-per-subject", type=click.IntRange(min=1), default=_EVAL.gallery_per_subject,
+                 show_default=True, help="Folder split: gallery images enrolled per identity."),
+    click.option("--holdout-fraction", type=click.FloatRange(0, 1, max_open=True), default=_EVAL.holdout_fraction,
                  show_default=True, help="Folder split: fraction of identities held out (non-mated probes)."),
-    click.option("--seed", type=int, default=0, show_default=True, help="Folder split and bootstrap seed."),
+    click.option("--seed", type=int, default=_EVAL.seed, show_default=True, help="Folder split and bootstrap seed."),
 ])
 
 _embedding_options = _options([
@@ -69,7 +56,7 @@ _embedding_options = _options([
     click.option("--num-jitters", type=click.IntRange(min=1),
                  help="facematch descriptor jitters, gallery and probes [default: settings]."),
     click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-                 default=Path(".cache") / "facematch-eval", show_default=True,
+                 default=_EVAL.cache_dir, show_default=True,
                  help="Embedding cache (reused by later evaluations and calibrations)."),
     click.option("--no-cache", is_flag=True, help="Embed everything afresh and keep nothing."),
 ])
@@ -84,32 +71,19 @@ def _progress():
     return report
 
 
-def _cache(cache_dir: Path, no_cache: bool):
-    from facematch.evaluation.embed_cache import EmbeddingCache
-
-    return None if no_cache else EmbeddingCache(cache_dir)
-
-
-def _source(path, kind, data_root, gallery_per_subject, holdout_fraction, seed):
-    from facematch.evaluation.runner import load_source
-
-    return load_source(path, kind=kind, data_root=data_root, seed=seed, gallery_per_subject=gallery_per_subject,
-                       holdout_fraction=holdout_fraction)
-
-
 @click.command(context_settings=CONTEXT)
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
               default=Path("reports") / "evaluation", show_default=True, help="Report folder.")
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Also run face_recognition as its README shows, on the same images.")
-@click.option("--fallback-box", callback=_parse_ltrb,
-              help="LFW-style data only: when no face is found, use this fixed box (left,top,right,bottom).")
+@click.option("--fallback-box", callback=parse_box,
+              help="LFW-style data only: when no face is found, use this fixed box: x,y,w,h in pixels.")
 @click.option("--face", "face_choice", type=click.Choice(["largest", "central"]),
               help="Which detected face is the labelled person's: the largest, or the one nearest the image "
               "centre. Default: central for LFW pairs (LFW's definition: its images are cropped around the "
               "labelled face), largest otherwise (what search ranks first).")
-@click.option("--n-boot", type=click.IntRange(min=0), default=1000, show_default=True,
+@click.option("--n-boot", type=click.IntRange(min=0), default=_EVAL.n_boot, show_default=True,
               help="Bootstrap replicates for the 95% intervals (0: none).")
 @_source_options
 @_embedding_options
@@ -126,19 +100,11 @@ def evaluate(ctx, source, output, baseline, fallback_box, face_choice, n_boot, k
       facematch evaluate ../shared/data/lfw/pairs.txt --workers 2 -o reports/lfw
       facematch evaluate ./labelled-faces --holdout-fraction 0.25 --no-baseline
     """
-    from facematch.search.calibration import load_band_scheme
-    from facematch.evaluation.protocols import Protocol
-    from facematch.evaluation.runner import default_systems, evaluate_source
-
-    settings = _settings(ctx, workers, num_jitters)
-    labelled = _source(source, kind, data_root, gallery_per_subject, holdout_fraction, seed)
-    if face_choice is None:
-        face_choice = "largest" if isinstance(labelled, Protocol) else "central"
-    systems = default_systems(settings, baseline=baseline, fallback_box=fallback_box, face_choice=face_choice)
-    evaluation = evaluate_source(labelled, systems, scheme=load_band_scheme(settings),
-                                 cache=_cache(cache_dir, no_cache), workers=settings.workers, n_boot=n_boot,
-                                 seed=seed, progress=_progress())
-    paths = evaluation.write(output)
+    evaluation, paths = _open(ctx).evaluate(
+        source, output=output, baseline=baseline, fallback_box=fallback_box, face=face_choice, n_boot=n_boot,
+        kind=kind, data_root=data_root, gallery_per_subject=gallery_per_subject, holdout_fraction=holdout_fraction,
+        seed=seed, workers=workers, num_jitters=num_jitters, cache_dir=cache_dir, no_cache=no_cache,
+        progress=_progress())
     click.echo(f"Report: {paths['markdown']} (JSON: {paths['json']}, {len(paths['plots'])} plots)")
     for name, section in evaluation.result["systems"].items():
         click.echo(f"  {name}: {_headline(section)}")
@@ -161,11 +127,14 @@ def _headline(section: dict) -> str:
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Calibration file to write [default: <data-dir>/calibration.json, which search then uses].")
-@click.option("--strong-fmr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-4,
+@click.option("--strong-fmr", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=_EVAL.fmr_targets.strong,
               show_default=True, help="Target false-match rate of the strong band.")
-@click.option("--possible-fmr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-3,
+@click.option("--possible-fmr", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=_EVAL.fmr_targets.possible,
               show_default=True, help="Target false-match rate of the possible band.")
-@click.option("--weak-fmr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-2,
+@click.option("--weak-fmr", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=_EVAL.fmr_targets.weak,
               show_default=True, help="Target false-match rate of the weak band.")
 @click.option("--strict", is_flag=True,
               help="Refuse (exit 1) when a target needs more non-mated comparisons than the data has.")
@@ -189,23 +158,11 @@ def calibrate(ctx, sources, output, strong_fmr, possible_fmr, weak_fmr, strict, 
       facematch calibrate ../shared/data/protocols/frmdb-dev-cctv.json ../shared/data/lfw/pairs.txt
       facematch calibrate ./labelled-faces --strong-fmr 1e-3 --strict -o calibration.json
     """
-    from facematch.search.calibration import CALIBRATION_FILE_NAME, compute_calibration, write_calibration
-    from facematch.evaluation.embed_cache import SystemSpec
-    from facematch.evaluation.protocols import Protocol
-    from facematch.evaluation.runner import calibration_sample
-
-    settings = _settings(ctx, workers, num_jitters)
-    cache = _cache(cache_dir, no_cache)
-    samples = []
-    for path in sources:
-        labelled = _source(path, kind, data_root, gallery_per_subject, holdout_fraction, seed)
-        # pairs files are LFW-style: the labelled face is the central one (see `evaluate --face`)
-        system = SystemSpec.facematch(settings, face_choice="largest" if isinstance(labelled, Protocol) else "central")
-        samples.append(calibration_sample(labelled, system, name=path.name, cache=cache, workers=settings.workers,
-                                          all_pairs=not listed_pairs_only, progress=_progress()))
-    doc = compute_calibration(samples, settings=settings, strict=strict,
-                              targets={"strong": strong_fmr, "possible": possible_fmr, "weak": weak_fmr})
-    target = write_calibration(doc, output or Path(settings.data_dir) / CALIBRATION_FILE_NAME)
+    doc, target = _open(ctx).calibrate(
+        list(sources), output=output, strong_fmr=strong_fmr, possible_fmr=possible_fmr, weak_fmr=weak_fmr,
+        strict=strict, listed_pairs_only=listed_pairs_only, kind=kind, data_root=data_root,
+        gallery_per_subject=gallery_per_subject, holdout_fraction=holdout_fraction, seed=seed, workers=workers,
+        num_jitters=num_jitters, cache_dir=cache_dir, no_cache=no_cache, progress=_progress())
     counts = ", ".join(f"{s['name']}: {s['n_nonmated']:,} non-mated" for s in doc["sources"])
     click.echo(f"Calibration written to {target} ({counts})")
     for band in doc["bands"]:
@@ -218,14 +175,15 @@ def calibrate(ctx, sources, output, strong_fmr, possible_fmr, weak_fmr, strict, 
 @click.command(context_settings=CONTEXT)
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--gallery-per-subject", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Gallery images enrolled per identity.")
-@click.option("--holdout-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
-              help="Fraction of identities held out of the gallery (their images are non-mated probes).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
+@click.option("--gallery-per-subject", type=click.IntRange(min=1), default=_EVAL.gallery_per_subject,
+              show_default=True, help="Gallery images enrolled per identity.")
+@click.option("--holdout-fraction", type=click.FloatRange(0, 1, max_open=True), default=_EVAL.holdout_fraction,
+              show_default=True, help="Fraction of identities held out of the gallery (their images are non-mated probes).")
+@click.option("--seed", type=int, default=_EVAL.seed, show_default=True, help="Seed of the split.")
 @click.option("--name", help="Protocol name [default: the folder's name].")
+@click.pass_context
 @_fail_cleanly
-def protocol(folder, output, gallery_per_subject, holdout_fraction, seed, name):
+def protocol(ctx, folder, output, gallery_per_subject, holdout_fraction, seed, name):
     """Write an evaluation protocol (JSON) from a labelled FOLDER of <identity>/<image>, split into
     gallery and probes by a documented, seeded rule (see docs/evaluation.md).
 
@@ -233,11 +191,8 @@ def protocol(folder, output, gallery_per_subject, holdout_fraction, seed, name):
     Example:
       facematch protocol ../shared/data/small/orl orl-protocol.json --gallery-per-subject 2
     """
-    from facematch.evaluation.protocols import protocol_from_folder, save_protocol_json
-
-    split = protocol_from_folder(folder, gallery_per_subject=gallery_per_subject,
-                                 holdout_fraction=holdout_fraction, seed=seed, name=name)
-    save_protocol_json(split, output)
+    split = _open(ctx).protocol(folder, output, gallery_per_subject=gallery_per_subject,
+                                holdout_fraction=holdout_fraction, seed=seed, name=name)
     click.echo(f"Protocol written to {output}: {len(split.gallery)} gallery images of "
                f"{len(split.gallery_subjects)} identities, {len(split.probes)} probes "
                f"({len(split.nonmated_probes)} non-mated)")

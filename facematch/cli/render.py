@@ -5,6 +5,8 @@ from __future__ import annotations
 from facematch.search.bands import one_in
 from facematch.search.ranking import SearchResult
 
+__all__ = ["search_lines", "ingest_lines"]
+
 
 def search_lines(result: SearchResult, decisions: list | None = None) -> list[str]:
     """A search as an investigator reads it: notice, bands, then each probe face's candidate lists."""

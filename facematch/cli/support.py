@@ -1,4 +1,5 @@
-"""What every facematch command shares: Click context settings and the named-error adapter."""
+"""What every facematch command shares: Click context settings, the defaults shown in help, the box
+parser and the named-error adapter."""
 
 from __future__ import annotations
 
@@ -8,8 +9,14 @@ import sys
 import click
 
 from facematch.errors import FacematchError
+from facematch.settings import Settings
+
+__all__ = ["CONTEXT", "DEFAULTS", "fail_cleanly", "parse_box"]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+#: The settings' defaults (environment not applied), for option defaults and help texts.
+DEFAULTS = Settings()
 
 
 def fail_cleanly(command):
@@ -22,3 +29,16 @@ def fail_cleanly(command):
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
     return wrapper
+
+
+def parse_box(ctx, param, value):
+    """Click callback: "x,y,w,h" (pixels; the one box format users type) -> a tuple of four ints."""
+    if value is None:
+        return None
+    try:
+        parts = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 4 or parts[2] <= 0 or parts[3] <= 0 or parts[0] < 0 or parts[1] < 0:
+        raise click.BadParameter("expected x,y,w,h: four integers, x and y >= 0, w and h > 0 (e.g. 120,80,64,64)")
+    return parts

@@ -30,13 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from facematch.errors import FacematchError, ImageUnreadable, InvalidArgument
-from facematch.faces.models import embedding_version, model_version
-from facematch.types import EMBEDDING_DIM, MODEL_NAME
-from facematch.faces.imaging import sha256_file
-from facematch.settings import Settings
-from facematch.types import FaceBox
-
 from facematch.evaluation.baseline import BASELINE_NAME, baseline_description, baseline_version, readme_embedding
+from facematch.faces.imaging import sha256_file
+from facematch.faces.models import embedding_version, model_version
+from facematch.settings import EvaluationSettings, Settings
+from facematch.types import EMBEDDING_DIM, MODEL_NAME, FaceBox
 
 __all__ = ["CACHE_VERSION", "DEFAULT_CACHE_DIR", "ImageEmbedding", "SystemSpec", "EmbeddingCache",
            "embed_images", "embedding_matrix", "summary", "with_jitters"]
@@ -46,7 +44,7 @@ log = logging.getLogger(__name__)
 #: Bump when the code that turns an image into an embedding or quality score changes meaning.
 CACHE_VERSION = 1
 #: Default cache folder, relative to the working directory.
-DEFAULT_CACHE_DIR = Path(".cache") / "facematch-eval"
+DEFAULT_CACHE_DIR = EvaluationSettings().cache_dir
 _COMMIT_EVERY = 64
 _LOG_EVERY_S = 30.0
 PURPOSES = ("custody", "probe")

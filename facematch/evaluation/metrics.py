@@ -32,13 +32,16 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
 import numpy as np
 
 from facematch.errors import InvalidArgument
+from facematch.settings import EvaluationSettings
+
+_DEFAULTS = EvaluationSettings()
 
 __all__ = [
     "RocCurve", "TarAtFar", "LfwAccuracy", "SearchOutcome", "IdentificationPoint", "FailureRates",
@@ -394,7 +397,7 @@ def failure_rates(outcomes: Sequence[SearchOutcome], *, n_gallery: int | None = 
 # ------------------------------------------------------------------------------- uncertainty, breakdowns
 
 def bootstrap_ci(items: Sequence[T], statistic_fn: Callable[[list[T]], float], *,
-                 cluster_of: Callable[[T], Hashable] | None = None, n_boot: int = 1000, seed: int = 0,
+                 cluster_of: Callable[[T], Hashable] | None = None, n_boot: int = _DEFAULTS.n_boot, seed: int = _DEFAULTS.seed,
                  level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic_fn(items)``, resampling clusters, not items.
 

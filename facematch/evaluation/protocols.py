@@ -26,6 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from facematch.errors import InvalidArgument, ProtocolError
+from facematch.settings import EvaluationSettings
+
+_DEFAULTS = EvaluationSettings()
 
 __all__ = [
     "GalleryEntry", "ProbeEntry", "Protocol", "Pair", "IMAGE_EXTENSIONS",
@@ -210,8 +213,8 @@ def _labelled_images(folder: Path) -> dict[str, list[Path]]:
     return people
 
 
-def protocol_from_folder(folder: str | Path, *, gallery_per_subject: int = 1, holdout_fraction: float = 0.2,
-                         seed: int = 0, name: str | None = None) -> Protocol:
+def protocol_from_folder(folder: str | Path, *, gallery_per_subject: int = _DEFAULTS.gallery_per_subject,
+                         holdout_fraction: float = _DEFAULTS.holdout_fraction, seed: int = _DEFAULTS.seed, name: str | None = None) -> Protocol:
     """Split a labelled folder ``<identity>/<image>`` into gallery and probes, deterministically.
 
     Rule: identities are the sub-folders holding images (by extension, see ``IMAGE_EXTENSIONS``), sorted

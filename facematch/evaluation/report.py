@@ -56,6 +56,9 @@ import numpy as np
 
 from facematch.errors import InvalidArgument
 from facematch.evaluation import metrics as M
+from facematch.settings import EvaluationSettings
+
+_DEFAULTS = EvaluationSettings()
 
 __all__ = ["verification_summary", "identification_summary", "jsonable", "write_report", "SMALL_N"]
 
@@ -71,7 +74,7 @@ def _ci(items, fn, n_boot: int, seed: int, cluster_of=None):
 
 
 def verification_summary(distances, same, *, clusters=None, folds=None, fars: Sequence[float] = (0.001, 0.01, 0.1),
-                         n_boot: int = 1000, seed: int = 0, n_not_compared: int = 0) -> dict:
+                         n_boot: int = _DEFAULTS.n_boot, seed: int = _DEFAULTS.seed, n_not_compared: int = 0) -> dict:
     """The ``verification`` section from comparison distances ``(n,)`` and ``same`` ``(n,)`` bool.
 
     ``clusters`` ``(n,)`` labels the person behind each comparison for the bootstrap (e.g. the first
@@ -108,7 +111,7 @@ def identification_summary(outcomes: Sequence[M.SearchOutcome], *, ranks: Sequen
                            thresholds: Mapping[str, float] | None = None,
                            groups: Mapping[str, Mapping[str, str]] | None = None,
                            n_gallery: int | None = None, n_gallery_failed: int = 0,
-                           n_boot: int = 1000, seed: int = 0) -> dict:
+                           n_boot: int = _DEFAULTS.n_boot, seed: int = _DEFAULTS.seed) -> dict:
     """The ``identification`` section from search outcomes (failures to acquire included).
 
     ``thresholds`` ({label: distance}, e.g. the review bands) adds FNIR/FPIR at each;

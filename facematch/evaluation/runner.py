@@ -31,18 +31,33 @@ from pathlib import Path
 
 import numpy as np
 
-from facematch.search.bands import BandScheme
-from facematch.search.calibration import ScoreSample, pairwise_sample
 from facematch.errors import InvalidArgument, ProtocolError
-from facematch.search.matching import view_offsets
-from facematch.settings import Settings
-
 from facematch.evaluation import metrics as M
 from facematch.evaluation.baseline import README_TOLERANCE
-from facematch.evaluation.embed_cache import EmbeddingCache, ImageEmbedding, SystemSpec, embed_images, embedding_matrix, summary
-from facematch.evaluation.protocols import (Pair, ProbeEntry, Protocol, camera_from_filename, load_lfw_pairs, load_protocol_json,
-                        protocol_from_folder)
-from facematch.evaluation.report import verification_summary, identification_summary, write_report
+from facematch.evaluation.embed_cache import (
+    EmbeddingCache,
+    ImageEmbedding,
+    SystemSpec,
+    embed_images,
+    embedding_matrix,
+    summary,
+)
+from facematch.evaluation.protocols import (
+    Pair,
+    ProbeEntry,
+    Protocol,
+    camera_from_filename,
+    load_lfw_pairs,
+    load_protocol_json,
+    protocol_from_folder,
+)
+from facematch.evaluation.report import identification_summary, verification_summary, write_report
+from facematch.search.bands import BandScheme
+from facematch.search.calibration import ScoreSample, pairwise_sample
+from facematch.search.matching import view_offsets
+from facematch.settings import EvaluationSettings, Settings
+
+_DEFAULTS = EvaluationSettings()
 
 __all__ = ["Evaluation", "default_systems", "load_source", "evaluate_source", "evaluate_protocol",
            "evaluate_pairs", "fused_distances", "view_offset_estimate", "search_outcomes", "calibration_sample", "quality_bins",
@@ -80,7 +95,8 @@ def default_systems(settings: Settings, *, baseline: bool = True,
 
 
 def load_source(source: str | Path, *, kind: str = "auto", data_root: str | Path | None = None,
-                seed: int = 0, gallery_per_subject: int = 1, holdout_fraction: float = 0.2
+                seed: int = _DEFAULTS.seed, gallery_per_subject: int = _DEFAULTS.gallery_per_subject,
+                holdout_fraction: float = _DEFAULTS.holdout_fraction
                 ) -> Protocol | list[Pair]:
     """A protocol (JSON file or labelled folder) or LFW pairs, by ``kind`` or, with "auto", by path.
 
@@ -252,8 +268,8 @@ def _system_on_protocol(protocol: Protocol, system: SystemSpec, emb: _Embedded, 
 
 
 def evaluate_protocol(protocol: Protocol, systems: Sequence[SystemSpec], *, scheme: BandScheme,
-                      cache: EmbeddingCache | None = None, workers: int = 1, n_boot: int = 1000,
-                      seed: int = 0, progress: Progress | None = None) -> Evaluation:
+                      cache: EmbeddingCache | None = None, workers: int = 1, n_boot: int = _DEFAULTS.n_boot,
+                      seed: int = _DEFAULTS.seed, progress: Progress | None = None) -> Evaluation:
     """Identification and verification of each system on ``protocol``, side by side.
 
     ``scheme`` gives the review bands reported (FNIR/FPIR at each; lines on the histograms). Probe
@@ -354,7 +370,7 @@ def _embed_by_fold(pairs, systems, cache, workers, progress) -> dict[str, float]
 
 def evaluate_pairs(pairs: Sequence[Pair], systems: Sequence[SystemSpec], *, scheme: BandScheme,
                    name: str = "LFW View 2 pairs", cache: EmbeddingCache | None = None, workers: int = 1,
-                   n_boot: int = 1000, seed: int = 0, progress: Progress | None = None) -> Evaluation:
+                   n_boot: int = _DEFAULTS.n_boot, seed: int = _DEFAULTS.seed, progress: Progress | None = None) -> Evaluation:
     """Verification of each system on labelled pairs, with LFW 10-fold accuracy.
 
     A pair where either image gives no template has distance +inf: a mated pair is then always a false

@@ -14,6 +14,8 @@ import functools
 import cv2
 import numpy as np
 
+__all__ = ["MAX_ROTATION_DEGREES", "MAX_SHIFT", "SCALE_RANGE", "SEED", "jittered_chips"]
+
 #: dlib's ``jitter_image`` ranges: rotation (degrees), shift (fraction of the size), face height kept.
 MAX_ROTATION_DEGREES = 3.0
 MAX_SHIFT = 0.02

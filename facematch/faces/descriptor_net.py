@@ -33,6 +33,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from facematch.errors import InvalidArgument
 
+__all__ = ["CHIP_SIZE", "DescriptorNet"]
+
 log = logging.getLogger(__name__)
 
 #: Side of the aligned face chip the network takes, in pixels.

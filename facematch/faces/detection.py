@@ -16,10 +16,14 @@ import time
 import cv2
 import numpy as np
 
-from facematch.faces.models import DlibModels
 from facematch.faces.imaging import downscale_for_detection
+from facematch.faces.models import DlibModels
 from facematch.settings import DetectionSettings
 from facematch.types import Detection, FaceBox, UprightView
+
+__all__ = ["CNN_SECONDS_PER_PIXEL", "HOG_SECONDS_PER_PIXEL", "MTCNN_SECONDS_PER_PIXEL", "ALWAYS_RUN",
+    "MIN_IMAGE_SIDE", "detect_faces", "probe_stage_names", "run_probe_stage", "ROTATED_STAGE", "rotated_stage_name",
+    "upright_hull", "MTCNN_STAGE", "MTCNN_TO_DLIB_SIDE", "mtcnn_roll", "resize_exact"]
 
 log = logging.getLogger(__name__)
 

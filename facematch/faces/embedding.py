@@ -18,6 +18,8 @@ from facematch.faces.models import DlibModels
 from facematch.settings import EmbeddingSettings
 from facematch.types import FaceBox, UprightView
 
+__all__ = ["CHIP_SIZE", "aligned_chips", "chip_descriptors", "landmarks_and_embeddings"]
+
 #: Side of the aligned chip dlib's descriptor network expects, in pixels.
 CHIP_SIZE = 150
 

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from facematch.errors import ImageTooLarge, ImageUnreadable, InvalidArgument
+from facematch.settings import Settings
 
 __all__ = [
     "ACCEPTED_FORMATS",
@@ -41,7 +42,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_PIXELS = 50_000_000
+DEFAULT_MAX_PIXELS = Settings.max_pixels
 """Largest accepted width x height (pixels). 50 MP covers any camera still; above it we refuse."""
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF", "PPM")

@@ -15,6 +15,8 @@ from importlib import metadata
 
 from facematch.types import MODEL_NAME
 
+__all__ = ["model_version", "embedding_version", "embedding_model", "DlibModels"]
+
 log = logging.getLogger(__name__)
 
 

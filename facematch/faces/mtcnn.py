@@ -20,6 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facematch.settings import DetectionSettings
+
+__all__ = ["MtcnnFace", "model_folder", "Mtcnn"]
+
 #: P-Net's window and the stride of its output map, in pixels of the scaled image.
 _CELL, _STRIDE = 12, 2
 #: Input side (px) of the refining networks.
@@ -65,7 +69,7 @@ class Mtcnn:
         self._nets = {name: cv2.dnn.readNetFromONNX(str(folder / f"{name}.onnx")) for name in ("pnet", "rnet", "onet")}
         self._lock = threading.Lock()
 
-    def detect(self, rgb: np.ndarray, *, min_face: float = 20.0, thresholds=(0.6, 0.7, 0.7),
+    def detect(self, rgb: np.ndarray, *, min_face: float = 20.0, thresholds=DetectionSettings.mtcnn_thresholds,
                scale_step: float = 0.709) -> list[MtcnnFace]:
         """Faces in an ``(H, W, 3) uint8`` RGB image, most probable first."""
         if rgb.ndim != 3 or rgb.shape[2] != 3:

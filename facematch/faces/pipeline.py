@@ -13,12 +13,14 @@ import threading
 
 import numpy as np
 
-from facematch.faces.detection import detect_faces, resize_exact
 from facematch.errors import InvalidBox
+from facematch.faces.detection import detect_faces, resize_exact
 from facematch.faces.models import DlibModels
 from facematch.faces.quality import assess_quality
 from facematch.settings import Settings
 from facematch.types import Detection, FaceBox, FaceRecord
+
+__all__ = ["FacePipeline", "BOX_DETECT_PX"]
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ class FacePipeline:
     """
 
     def __init__(self, settings: Settings | None = None, *, models: DlibModels | None = None):
-        self.settings = settings or Settings()
+        self.settings = settings or Settings.from_env()
         self._models = models if models is not None else DlibModels()
         self._lock = threading.Lock()
 

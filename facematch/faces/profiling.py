@@ -16,6 +16,8 @@ from typing import Iterator
 
 from facematch.faces.models import DlibModels
 
+__all__ = ["StageClock", "TimedModels"]
+
 
 class StageClock:
     """Calls, wall and CPU seconds per stage name: ``{stage: [calls, wall_s, cpu_s]}``."""

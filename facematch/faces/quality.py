@@ -53,6 +53,7 @@ import cv2
 import numpy as np
 
 from facematch.errors import InvalidArgument, InvalidBox
+from facematch.settings import QualitySettings
 from facematch.types import FaceBox
 
 log = logging.getLogger(__name__)
@@ -88,40 +89,6 @@ _NOSE_PITCH_68 = 0.50   # that ratio changes by 0.5 * tan(pitch)
 _NOSE_DEPTH_5 = 0.39
 _CANTHAL_TILT_5 = 0.02  # frontal (inner - outer eye corner) height / IED
 _CANTHAL_PITCH_5 = 0.07  # ...changes by 0.07 * tan(pitch)
-
-
-@dataclass(frozen=True)
-class QualitySettings:
-    """Thresholds for quality decisions (the score itself does not depend on them).
-
-    ``min_inter_eye_px`` (30): below it a custody image is unfit for enrolment. ISO/IEC
-    19794-5 full-frontal images (and ICAO portraits) ask at least 90 px, but dlib aligns faces to a
-    150-px chip in which the eyes are about 52 px apart, so more pixels add little; at 30 px the
-    descriptor already moves by about 0.13 (measured), a fifth of the way to the match threshold.
-    ``min_face_px`` (40): face box width below which a custody image is unfit and a probe is always
-    warned; dlib's HOG detector cannot find smaller faces (its window is 80 px, 40 px with one
-    upsampling), so these come from marked boxes, and the descriptor has moved by about 0.2.
-    ``enrol_min_score`` (40): custody faces below it are flagged unfit for enrolment (frontal FRMDB
-    mugshots score 95 on average, 45-degree views 65-70, profiles and views from 60 degrees above 20).
-    ``probe_warn_score`` (50): probes below it carry the low-quality warning; at 50 the image alone
-    uses up about 0.25 of the 0.6 descriptor distance that separates a match from a non-match, and
-    on FRMDB's CCTV crops those below it were ranked first a third as often as those above.
-    """
-
-    min_inter_eye_px: float = 30.0
-    min_face_px: int = 40
-    enrol_min_score: float = 40.0
-    probe_warn_score: float = 50.0
-
-    def __post_init__(self):
-        for name in ("min_inter_eye_px", "min_face_px", "enrol_min_score", "probe_warn_score"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise InvalidArgument(f"QualitySettings.{name} must be a finite number >= 0, got {value!r}")
-        for name in ("enrol_min_score", "probe_warn_score"):
-            value = getattr(self, name)
-            if value > 100:
-                raise InvalidArgument(f"QualitySettings.{name} is a 0..100 score, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -22,18 +22,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
-from facematch.store.catalogue import Catalogue, utc_now
 from facematch.errors import FacematchError, ImageTooLarge
-from facematch.faces.models import embedding_model, embedding_version
-from facematch.types import EMBEDDING_DIM, MODEL_NAME
 from facematch.faces.imaging import load_image, sha256_file
-from facematch.store.index_store import IndexStore
+from facematch.faces.models import embedding_model, embedding_version
 from facematch.faces.pipeline import FacePipeline
 from facematch.faces.profiling import StageClock, TimedModels
-from facematch.faces.quality import FaceQuality, QualitySettings, is_fit_for_enrolment
-from facematch.settings import Settings
+from facematch.faces.quality import FaceQuality, is_fit_for_enrolment
 from facematch.ingest.sources import IngestItem
-from facematch.types import FaceRecord
+from facematch.settings import Settings
+from facematch.store.catalogue import Catalogue, utc_now
+from facematch.store.index_store import IndexStore
+from facematch.types import EMBEDDING_DIM, MODEL_NAME, FaceRecord
+
+__all__ = ["ItemResult", "IngestSummary", "ProgressCallback", "Job", "Analyse", "ingest", "analyse_locally",
+    "worker_pipeline", "analyse_job", "require_embedding_model"]
 
 log = logging.getLogger(__name__)
 
@@ -277,17 +279,17 @@ def _analyse_one(job: Job, settings: Settings, pipeline: FacePipeline, clock: St
     if kind == "scene":
         return ItemResult(**base, outcome=STORED, reason=f"{len(faces)} face(s) stored",
                           faces=faces, flags=[[] for _ in faces])
-    return _custody_result(base, faces)
+    return _custody_result(base, faces, settings)
 
 
-def _custody_result(base: dict, faces: list[FaceRecord]) -> ItemResult:
+def _custody_result(base: dict, faces: list[FaceRecord], settings: Settings) -> ItemResult:
     """Custody: the largest face is the subject; several faces or poor quality are flagged, not dropped."""
     face = faces[0]
     flags, reasons = [], []
     if len(faces) > 1:
         flags.append(f"several faces ({len(faces)}): largest enrolled")
         reasons.append(f"{len(faces)} faces found, the largest enrolled")
-    fit, why = is_fit_for_enrolment(FaceQuality.from_dict(face.quality), QualitySettings())
+    fit, why = is_fit_for_enrolment(FaceQuality.from_dict(face.quality), settings.quality)
     if not fit:
         flags.append("unfit for enrolment: " + "; ".join(why))
         reasons.append("quality: " + "; ".join(why))

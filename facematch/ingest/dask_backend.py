@@ -40,6 +40,8 @@ from facematch.errors import InvalidArgument
 from facematch.ingest.bulk import ItemResult, Job, analyse_job
 from facematch.settings import Settings
 
+__all__ = ["DaskAnalyser", "analyse_chunk"]
+
 log = logging.getLogger(__name__)
 
 

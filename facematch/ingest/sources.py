@@ -14,6 +14,8 @@ from pathlib import Path
 
 from facematch.errors import InvalidArgument, ManifestError, SourceNotFound
 
+__all__ = ["IMAGE_SUFFIXES", "IngestItem", "custody_items", "scene_items"]
+
 #: File name endings taken from folders; manifests may name any file (bad ones get a recorded reason).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm", ".ppm"})
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from facematch.settings import BandThresholds
 
+__all__ = ["BANDS", "NO_BAND", "similarity_score", "BandScheme", "one_in"]
+
 BANDS = ("strong", "possible", "weak")
 NO_BAND = "below"
 

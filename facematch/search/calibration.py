@@ -2,8 +2,8 @@
 
 A calibration turns distances of comparisons between *different* people (non-mated comparisons) from
 one or more labelled data sets into the band thresholds search uses: each band's threshold is the
-largest distance whose false-match rate (FMR) does not exceed its target (defaults: strong 1e-4,
-possible 1e-3, weak 1e-2), computed exactly as :func:`facematch.evaluation.metrics.threshold_for_fmr`.
+largest distance whose false-match rate (FMR) does not exceed its target (defaults:
+``settings.FmrTargets``), computed exactly as :func:`facematch.evaluation.metrics.threshold_for_fmr`.
 
 Several data sets combine conservatively: the FMR curve is the upper envelope of the sets' curves
 (at each distance, the highest FMR any set shows), so each threshold is the smallest of the sets'
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facematch.search.bands import BANDS, BandScheme
 from facematch.errors import CalibrationError, InvalidArgument
-from facematch.settings import BandThresholds, Settings
+from facematch.search.bands import BANDS, BandScheme
+from facematch.settings import BandThresholds, FmrTargets, Settings
 
 __all__ = ["DEFAULT_TARGETS", "CALIBRATION_FILE_NAME", "SCHEMA", "SCHEMA_VERSION", "RULE_OF_THREE",
            "ScoreSample", "pairwise_sample",
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 SCHEMA = "facematch.calibration"
 SCHEMA_VERSION = 1
 #: Target false-match rate of each review band.
-DEFAULT_TARGETS = {"strong": 1e-4, "possible": 1e-3, "weak": 1e-2}
+DEFAULT_TARGETS = FmrTargets().as_dict()
 #: With n comparisons and none false, 3/n is the 95% upper bound on the rate (the "rule of three").
 RULE_OF_THREE = 3.0
 CALIBRATION_FILE_NAME = "calibration.json"
@@ -220,7 +220,7 @@ def compute_calibration(samples: list[ScoreSample], *, targets: dict | None = No
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "created_at": created_at or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "dataset": dataset or " + ".join(s.name for s in samples),
-        "model": {"name": MODEL_NAME, "version": embedding_version((settings or Settings()).detection.landmarks)},
+        "model": {"name": MODEL_NAME, "version": embedding_version((settings or Settings.from_env()).detection.landmarks)},
         "pipeline": settings.describe_pipeline() if settings else None,
         "targets": targets, "thresholds": thresholds, "bands": bands,
         "rule_of_three": {"n_nonmated_smallest_set": min(s.n_nonmated for s in samples),
@@ -255,7 +255,7 @@ def read_calibration(path: str | Path, settings: Settings | None = None) -> dict
     from facematch.faces.models import embedding_version
     from facematch.types import MODEL_NAME
 
-    version = embedding_version((settings or Settings()).detection.landmarks)
+    version = embedding_version((settings or Settings.from_env()).detection.landmarks)
     path = Path(path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))

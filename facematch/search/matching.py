@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["NONFRONTAL_DETECTOR", "view_offset", "view_offsets", "adjusted_distance", "OFFSET_QUANTILES",
+    "fmr_equalising_offset"]
+
 #: Detector name of custody faces found only by the CNN stage (``detection._cnn_custody``).
 NONFRONTAL_DETECTOR = "cnn"
 

@@ -14,15 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
-from facematch.search.bands import BandScheme, similarity_score
-from facematch.store.catalogue import Catalogue
 from facematch.errors import FacematchError, ImageTooLarge
 from facematch.faces.imaging import load_image
-from facematch.search.matching import adjusted_distance
-from facematch.store.index import FaceIndex
 from facematch.faces.pipeline import FacePipeline
 from facematch.faces.quality import FaceQuality, probe_warning
+from facematch.search.bands import BandScheme, similarity_score
+from facematch.search.matching import adjusted_distance
+from facematch.store.catalogue import Catalogue
+from facematch.store.index import FaceIndex
 from facematch.types import FaceBox
+
+__all__ = ["SEARCH_SCHEMA_VERSION", "NOTICE", "Candidate", "ProbeFace", "SearchResult", "analyse_probes",
+    "rank_subjects", "rank_scene_faces"]
 
 log = logging.getLogger(__name__)
 

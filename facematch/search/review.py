@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from facematch.store.catalogue import Catalogue, utc_now
 from facematch.errors import InvalidArgument, NotFound
 from facematch.search.ranking import Candidate, ProbeFace, SearchResult
+from facematch.store.catalogue import Catalogue, utc_now
+
+__all__ = ["DECISIONS", "LISTS", "Decision", "store_search", "load_search", "decide", "decisions_for"]
 
 DECISIONS = ("confirmed", "rejected", "inconclusive")
 LISTS = ("custody", "scene")
@@ -95,7 +97,7 @@ def load_search(catalogue: Catalogue, search_id: int) -> SearchResult:
 
 
 def decide(catalogue: Catalogue, search_id: int, rank: int, *, decision: str, reviewer: str,
-           note: str | None = None, probe: int | None = None, list: str = "custody") -> Decision:
+           note: str | None = None, probe: int | None = None, candidate_list: str = "custody") -> Decision:
     """Record a reviewer's decision on candidate ``rank`` of a stored search (audited).
 
     ``probe`` is the probe-face row number shown by ``review`` (may be omitted when the search has
@@ -103,25 +105,25 @@ def decide(catalogue: Catalogue, search_id: int, rank: int, *, decision: str, re
     """
     if decision not in DECISIONS:
         raise InvalidArgument(f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
-    if list not in LISTS:
-        raise InvalidArgument(f"list must be one of {', '.join(LISTS)}, got {list!r}")
+    if candidate_list not in LISTS:
+        raise InvalidArgument(f"list must be one of {', '.join(LISTS)}, got {candidate_list!r}")
     if not reviewer or not reviewer.strip():
         raise InvalidArgument("a reviewer id is required")
     probe_row = _probe_row(catalogue, search_id, probe)
     cand = catalogue.conn.execute(
         "SELECT * FROM candidates WHERE probe_id = ? AND list = ? AND rank = ?",
-        (probe_row["id"], list, rank)).fetchone()
+        (probe_row["id"], candidate_list, rank)).fetchone()
     if cand is None:
-        raise NotFound(f"search {search_id} probe {probe_row['probe_no']} has no {list} candidate at rank {rank}")
+        raise NotFound(f"search {search_id} probe {probe_row['probe_no']} has no {candidate_list} candidate at rank {rank}")
     at = utc_now()
     with catalogue.atomic():
         decision_id = catalogue.conn.execute(
             "INSERT INTO decisions (candidate_id, decision, reviewer, note, decided_at) VALUES (?, ?, ?, ?, ?)",
             (cand["id"], decision, reviewer, note, at)).lastrowid
         catalogue.audit(reviewer, "decision", {
-            "search_id": search_id, "probe": probe_row["probe_no"], "list": list, "rank": rank,
+            "search_id": search_id, "probe": probe_row["probe_no"], "list": candidate_list, "rank": rank,
             "candidate": cand["subject_ref"] or cand["case_ref"], "decision": decision, "note": note})
-    return Decision(decision_id, search_id, probe_row["probe_no"], probe_row["face_no"], list, rank,
+    return Decision(decision_id, search_id, probe_row["probe_no"], probe_row["face_no"], candidate_list, rank,
                     cand["subject_ref"] or cand["case_ref"], decision, reviewer, note, at)
 
 

@@ -18,9 +18,10 @@ from typing import Iterator
 import numpy as np
 
 from facematch.errors import CatalogueError, IncompatibleEmbeddings, NotFound
-from facematch.types import EMBEDDING_DIM
 from facematch.store.schema import migrate
-from facematch.types import FaceRecord
+from facematch.types import EMBEDDING_DIM, FaceRecord
+
+__all__ = ["CATALOGUE_FILENAME", "utc_now", "Catalogue"]
 
 log = logging.getLogger(__name__)
 

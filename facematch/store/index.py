@@ -31,14 +31,21 @@ import faiss
 import numpy as np
 
 from facematch.errors import IndexMissing, IndexStale, InvalidArgument
-from facematch.store.index_files import (CHUNK, RawVectors, fsync_and_hash, fsync_dir, open_vectors, temp_beside,
-                                     write_vectors)
+from facematch.store.index_files import (
+    CHUNK,
+    RawVectors,
+    fsync_and_hash,
+    fsync_dir,
+    open_vectors,
+    temp_beside,
+    write_vectors,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IndexSpec", "FaceIndex", "choose_index_spec", "set_faiss_threads", "KINDS"]
+__all__ = ["IndexSpec", "FaceIndex", "choose_index_spec", "set_faiss_threads", "INDEX_TYPES"]
 
-KINDS = ("flat", "ivf_flat", "ivf_pq")
+INDEX_TYPES = ("flat", "ivf_flat", "ivf_pq")
 #: Largest gallery searched exhaustively: one Flat query cost 1.3-3.4 ms of CPU at 50k and 2.6-7.6 ms at
 #: 100k, depending on how busy the shared machine was (docs/scale.md).
 FLAT_MAX_VECTORS = 50_000
@@ -62,7 +69,7 @@ _MIN_SHORTLIST_K = 10  # an ivf_pq search re-ranks at least shortlist_factor * 1
 
 @dataclass(frozen=True)
 class IndexSpec:
-    """How to build an index: ``kind`` (one of `KINDS`) and its ``params``.
+    """How to build an index: ``kind``: the index type (one of `INDEX_TYPES`) and its ``params``.
 
     Params (missing ones take defaults): ``nlist`` k-means cells, ``nprobe`` cells scanned per query,
     ``m`` PQ sub-vectors (must divide dim) of ``nbits`` bits (4 or 8), ``shortlist_factor`` PQ candidates
@@ -75,8 +82,8 @@ class IndexSpec:
     params: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise InvalidArgument(f"unknown index kind {self.kind!r}; expected one of {', '.join(KINDS)}")
+        if self.kind not in INDEX_TYPES:
+            raise InvalidArgument(f"unknown index kind {self.kind!r}; expected one of {', '.join(INDEX_TYPES)}")
         unknown = set(self.params) - set(_DEFAULTS[self.kind])
         if unknown:
             raise InvalidArgument(f"unknown parameter(s) for {self.kind} index: {', '.join(sorted(unknown))}")

@@ -20,6 +20,9 @@ import numpy as np
 
 from facematch.errors import IndexStale
 
+__all__ = ["VEC_MAGIC", "VEC_HEADER", "CHUNK", "RawVectors", "temp_beside", "fsync_and_hash", "fsync_dir",
+    "write_vectors", "open_vectors"]
+
 VEC_MAGIC = b"FMRAWVEC"
 VEC_HEADER = 64  # magic(8) n(8) dim(8) sha256(32) padding(8)
 CHUNK = 65536  # vectors per faiss add / file write, bounding temporary memory

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from facematch.store.catalogue import Catalogue
 from facematch.errors import IndexMissing, IndexStale
-from facematch.types import EMBEDDING_DIM, MODEL_NAME
+from facematch.store.catalogue import Catalogue
 from facematch.store.index import FaceIndex
+from facematch.types import EMBEDDING_DIM, MODEL_NAME
+
+__all__ = ["IndexStore"]
 
 log = logging.getLogger(__name__)
 
-KINDS = ("custody", "scene")
 
 
 class IndexStore:

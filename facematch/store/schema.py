@@ -10,6 +10,8 @@ import sqlite3
 
 from facematch.errors import CatalogueError
 
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+
 _V1 = [
     """CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
     """CREATE TABLE subjects (

@@ -1,0 +1,48 @@
+"""One search, from probe images to a stored, audited candidate list (as ``ingest.bulk.ingest`` is for ingest).
+
+The API checks the request and loads the indexes; this module analyses the probes, ranks custody subjects
+and unidentified crime-scene faces for every probe face, and stores the result with its parameters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from facematch.faces.pipeline import FacePipeline
+from facematch.search.bands import BandScheme
+from facematch.search.ranking import SearchResult, analyse_probes, rank_scene_faces, rank_subjects
+from facematch.search.review import store_search
+from facematch.settings import Settings
+from facematch.store.catalogue import Catalogue, utc_now
+from facematch.store.index import FaceIndex
+from facematch.types import FaceBox
+
+__all__ = ["search"]
+
+
+def search(catalogue: Catalogue, indexes: dict[str, FaceIndex], pipeline: FacePipeline, images: list[Path], *,
+           settings: Settings, bands: BandScheme, top: int, user: str, case: str | None = None,
+           reason: str | None = None, box: FaceBox | None = None) -> SearchResult:
+    """Search every face of each probe image against ``indexes["custody"]`` and ``indexes["scene"]``.
+
+    Probe images that cannot be read or hold no face are reported on their probe row, never fatal. The
+    result is stored (search, candidates, audit entry) and returned with its ``search_id``.
+    """
+    probes = analyse_probes(pipeline, images, max_pixels=settings.max_pixels, box=box)
+    for probe, embedding in probes:
+        if embedding is None:
+            continue
+        probe.subjects = rank_subjects(catalogue, indexes["custody"], embedding, top, bands,
+                                       nonfrontal_offset=settings.nonfrontal_offset)
+        probe.scene_faces = rank_scene_faces(catalogue, indexes["scene"], embedding, top, bands,
+                                             exclude_sha256=probe.sha256)
+    subjects, faces = catalogue.gallery_size()
+    result = SearchResult(
+        search_id=0, created_at=utc_now(), user=user, case_ref=case, reason=reason, top=top,
+        bands=bands.describe(), gallery_subjects=subjects, gallery_faces=faces,
+        expected_false_candidates=bands.expected_false_candidates(subjects), probes=[p for p, _ in probes])
+    params = {"top": top, "box": list(box.as_xywh()) if box else None,
+              "expected_false_candidates": result.expected_false_candidates,
+              "pipeline": settings.describe_pipeline()}
+    store_search(catalogue, result, params)
+    return result
