@@ -300,3 +300,16 @@ def test_a_shared_data_directory_is_warned_about(tmp_path, caplog):
                          cwd=Path(__file__).resolve().parents[1], timeout=120)
     assert run.returncode == 0 and "is open to other accounts (mode 0755)" in run.stderr
     assert f"chmod 700 {data}" in run.stderr
+
+
+def test_a_key_is_never_replaced_and_modes_are_only_narrowed(tmp_path):
+    key_file = tmp_path / "secrets" / "audit.key"
+    first = audit_chain.create_key(key_file)
+    assert audit_chain.create_key(key_file) == first  # a second start reads the existing key
+    assert (tmp_path / "secrets").stat().st_mode & 0o777 == 0o700 and key_file.stat().st_mode & 0o777 == 0o600
+    from facematch.store.private_files import restrict_file, write_private_file
+
+    assert not write_private_file(key_file, b"other", exclusive=True) and audit_chain.read_key(key_file) == first
+    key_file.chmod(0o444)
+    restrict_file(key_file)
+    assert key_file.stat().st_mode & 0o777 == 0o400  # read-only stays read-only: group/other bits removed only

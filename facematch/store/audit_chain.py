@@ -64,11 +64,14 @@ def read_key(path: Path) -> bytes:
 
 
 def create_key(path: Path) -> bytes:
-    """The key in ``path``, created (random, 0600 in a 0700 folder) when the file does not exist."""
+    """The key in ``path``, created (random, 0600 in a 0700 folder) when the file does not exist.
+
+    Created without ever replacing a file, so processes starting the same chain at once read one key.
+    """
     path = Path(path)
     if not path.exists():
         ensure_private_dir(path.parent, what="audit key folder")
-        write_private_file(path, (secrets.token_hex(KEY_BYTES) + "\n").encode("ascii"))
+        write_private_file(path, (secrets.token_hex(KEY_BYTES) + "\n").encode("ascii"), exclusive=True)
     return read_key(path)
 
 

@@ -64,12 +64,18 @@ def warn_if_shared(path: Path, *, what: str = "folder") -> str | None:
 
 
 def restrict_file(path: str | Path) -> None:
-    """Make an existing file 0600 (a file facematch owns: catalogue, WAL, index, key)."""
+    """Take group and other permissions off an existing file (catalogue, WAL, index, key); never adds any.
+
+    A file this account cannot change (a key on a read-only secrets mount) is warned about, not fatal.
+    """
     try:
-        if stat.S_IMODE(os.stat(path).st_mode) != FILE_MODE:
-            os.chmod(path, FILE_MODE)
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if mode & 0o077:
+            os.chmod(path, mode & 0o700)
     except FileNotFoundError:
         pass
+    except PermissionError as exc:
+        log.warning("cannot make %s private: %s", path, exc)
 
 
 def create_private_file(path: str | Path) -> None:
@@ -100,11 +106,21 @@ def private_temp_beside(path: str | Path, data: bytes) -> Path:
     return Path(name)
 
 
-def write_private_file(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename) with mode 0600."""
+def write_private_file(path: str | Path, data: bytes, *, exclusive: bool = False) -> bool:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename) with mode 0600.
+
+    ``exclusive``: never replace an existing file (a hard link instead of a rename), so two processes
+    creating the same file agree on one content. Returns False when it existed and was left alone.
+    """
     tmp = private_temp_beside(path, data)
     try:
-        os.replace(tmp, path)
-    except BaseException:
+        if not exclusive:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
