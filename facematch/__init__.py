@@ -15,6 +15,7 @@ from facematch.search.ranking import Candidate, ProbeFace, SearchResult
 from facematch.search.review import Decision
 from facematch.settings import (BandThresholds, DetectionSettings, EmbeddingSettings, EvaluationSettings, FmrTargets,
                                 QualitySettings, Settings)
+from facematch.store.audit_chain import AuditVerification
 
 __version__ = "0.1.0"
 
@@ -23,6 +24,7 @@ __all__ = [
     "Facematch", "Settings", "BandThresholds", "DetectionSettings", "EmbeddingSettings", "QualitySettings",
     "EvaluationSettings", "FmrTargets", "BandScheme",
     "IngestSummary", "SearchResult", "ProbeFace", "Candidate", "Decision",
+    "AuditVerification",
     "FacematchError", "ImageUnreadable", "ImageTooLarge", "NoFaceFound", "InvalidBox", "ManifestError",
     "SourceNotFound", "CatalogueError", "IndexMissing", "IndexStale", "NotFound", "InvalidArgument",
     "IncompatibleEmbeddings", "CalibrationError", "ProtocolError",

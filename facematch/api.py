@@ -25,6 +25,7 @@ from facematch.search.calibration import load_band_scheme
 from facematch.search.ranking import SearchResult
 from facematch.search.run import search as _search
 from facematch.settings import Settings
+from facematch.store.audit_chain import AuditVerification, parse_head
 from facematch.store.catalogue import Catalogue
 from facematch.store.index import FaceIndex
 from facematch.store.index_store import IndexStore
@@ -70,7 +71,7 @@ class Facematch:
     def catalogue(self) -> Catalogue:
         """This thread's connection to the catalogue."""
         if getattr(self._local, "catalogue", None) is None:
-            self._local.catalogue = Catalogue(self.settings.data_dir)
+            self._local.catalogue = Catalogue(self.settings.data_dir, audit_key_file=self.settings.audit_key_path)
         return self._local.catalogue
 
     @property
@@ -134,9 +135,11 @@ class Facematch:
                reason: str | None = None) -> SearchResult:
         """Search every face of each probe image; the result is stored and audited.
 
-        ``box`` (x, y, w, h) marks the face to search in each image. Raises ``SourceNotFound`` for a
-        missing probe file, ``InvalidArgument`` for bad parameters, ``IndexStale``/``IndexMissing``.
+        ``box`` (x, y, w, h) marks the face to search in each image; ``reason`` (the justification, DPA
+        2018 s.62) is required. Raises ``SourceNotFound`` for a missing probe file, ``InvalidArgument`` for
+        bad parameters or a missing reason, ``IndexStale``/``IndexMissing``.
         """
+        reason = _review.require_text(reason, "a reason for the search")
         top = self.settings.top if top is None else top
         if top < 1:
             raise InvalidArgument(f"top must be at least 1, got {top}")
@@ -153,10 +156,18 @@ class Facematch:
                        bands=self.band_scheme(), top=top, user=user or default_user(), case=case,
                        reason=reason, box=FaceBox.from_xywh(*box) if box else None)
 
-    def review(self, search_id: int) -> tuple[SearchResult, list[_review.Decision]]:
-        """A stored search and the decisions recorded on it. Raises ``NotFound``."""
-        return (_review.load_search(self.catalogue, search_id),
-                _review.decisions_for(self.catalogue, search_id))
+    def review(self, search_id: int, *, reason: str | None = None, user: str | None = None
+               ) -> tuple[SearchResult, list[_review.Decision]]:
+        """A stored search and the decisions recorded on it; the viewing is audited with ``reason``
+        (required) and ``user`` (default: the OS user). Raises ``NotFound``, ``InvalidArgument``."""
+        return _review.review_search(self.catalogue, search_id, user=user or default_user(), reason=reason)
+
+    def export(self, search_id: int, *, output: str | Path, recipient: str | None = None,
+               reason: str | None = None, user: str | None = None) -> dict:
+        """Disclose a stored search: write it with its decisions as JSON to ``output`` (mode 0600), audited
+        with ``recipient`` and ``reason`` (both required); returns the audit details (file, sha256...)."""
+        return _review.export_search(self.catalogue, search_id, output, user=user or default_user(),
+                                     recipient=recipient, reason=reason)
 
     def decide(self, search_id: int, rank: int, *, decision: str, reviewer: str, note: str | None = None,
                probe: int | None = None, candidate_list: str = "custody") -> _review.Decision:
@@ -202,12 +213,27 @@ class Facematch:
 
     # -- audit -----------------------------------------------------------------------------------
 
-    def audit(self, *, action: str | None = None, limit: int | None = None) -> list[dict]:
-        """The newest audit-log entries (newest first), optionally of one ``action``."""
+    def audit(self, *, action: str | None = None, limit: int | None = None, reason: str | None = None,
+              user: str | None = None) -> list[dict]:
+        """The newest audit-log entries (newest first), optionally of one ``action``; reading them is
+        itself audited with ``reason`` (required) and ``user`` (default: the OS user)."""
         limit = self.settings.audit_limit if limit is None else limit
         if limit < 1:
             raise InvalidArgument(f"limit must be at least 1, got {limit}")
+        reason = _review.require_text(reason, "a reason for reading the audit log")
+        self.catalogue.audit(user or default_user(), "audit.read", {"reason": reason, "action": action, "limit": limit})
         return self.catalogue.audit_entries(action=action, limit=limit)
+
+    def audit_head(self) -> str:
+        """``<entry id>:<MAC>`` of the newest audit entry: keep it outside the catalogue and pass it to
+        :meth:`verify_audit` later to detect removal of the newest entries. Raises ``NotFound`` when empty."""
+        return self.catalogue.audit_head()
+
+    def verify_audit(self, *, head: str | None = None) -> AuditVerification:
+        """Check the audit chain, stored searches and decisions, and (given ``head``, a value or a file
+        holding one, from :meth:`audit_head`) truncation. Read-only. Raises ``InvalidArgument`` for a
+        malformed head, ``CatalogueError`` when the key is missing."""
+        return self.catalogue.verify_audit(_parse_head(head) if head else None)
 
     # -- evaluation and calibration (no catalogue needed) -----------------------------------------
 
@@ -257,6 +283,20 @@ class Facematch:
         return workflows.write_protocol(self.settings, Path(folder), Path(output),
                                         gallery_per_subject=gallery_per_subject,
                                         holdout_fraction=holdout_fraction, seed=seed, name=name)
+
+
+def _parse_head(head: str) -> tuple[int, str]:
+    """A head value ``ID:MAC``, or the path of a file holding one."""
+    text = str(head)
+    if ":" not in text or Path(text).is_file():
+        try:
+            text = Path(text).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidArgument(f"--head is neither ID:MAC nor a readable file: {exc}") from None
+    try:
+        return parse_head(text)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
 
 
 def _path(value: str | Path | None) -> Path | None:

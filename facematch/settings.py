@@ -14,11 +14,24 @@ from pathlib import Path
 
 from facematch.errors import InvalidArgument
 
-__all__ = ["FACE_RECOGNITION_TOLERANCE", "BandThresholds", "DetectionSettings", "EmbeddingSettings",
+__all__ = ["FACE_RECOGNITION_TOLERANCE", "AUDIT_KEY_ENV", "DEFAULT_AUDIT_KEY", "default_audit_key_file",
+    "BandThresholds", "DetectionSettings", "EmbeddingSettings",
     "QualitySettings", "FmrTargets", "EvaluationSettings", "Settings"]
 
 #: face_recognition's documented tolerance: distances at or below it are "a match" in its README.
 FACE_RECOGNITION_TOLERANCE = 0.6
+
+#: The audit chain's HMAC key: ``<data_dir>/keys/audit.key`` unless this variable names another file. The
+#: default sits beside the catalogue (whoever can read both can rewrite the chain); a deployment should keep
+#: the key where the catalogue's writers cannot read it (README, "Audit log").
+AUDIT_KEY_ENV = "FACEMATCH_AUDIT_KEY_FILE"
+DEFAULT_AUDIT_KEY = Path("keys") / "audit.key"
+
+
+def default_audit_key_file(data_dir: str | Path, environ: dict | None = None) -> Path:
+    """The audit key file of a catalogue in ``data_dir``: ``$FACEMATCH_AUDIT_KEY_FILE`` or the default."""
+    env = os.environ if environ is None else environ
+    return Path(env[AUDIT_KEY_ENV]) if env.get(AUDIT_KEY_ENV) else Path(data_dir) / DEFAULT_AUDIT_KEY
 
 
 @dataclass(frozen=True)
@@ -209,6 +222,8 @@ class Settings:
     quality: QualitySettings = field(default_factory=QualitySettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     calibration_file: Path | None = None
+    #: HMAC key of the audit chain (None: ``<data_dir>/keys/audit.key``; see ``AUDIT_KEY_ENV``)
+    audit_key_file: Path | None = None
     #: Added to the distance of custody faces only the CNN found (profile views), so a distance means the
     #: same false-match rate for every view: facematch.search.matching. 0.12 = the FMR-equalising shift measured
     #: on non-mated comparisons of the dev CCTV protocol (0.127 full crops, 0.107 coarse; docs/cctv-probes.md).
@@ -227,6 +242,8 @@ class Settings:
             values["workers"] = _positive_int("FACEMATCH_WORKERS", env["FACEMATCH_WORKERS"])
         if env.get("FACEMATCH_CALIBRATION"):
             values["calibration_file"] = Path(env["FACEMATCH_CALIBRATION"])
+        if env.get(AUDIT_KEY_ENV):
+            values["audit_key_file"] = Path(env[AUDIT_KEY_ENV])
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)
         settings.validate()
@@ -237,6 +254,11 @@ class Settings:
         new = dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
         new.validate()
         return new
+
+    @property
+    def audit_key_path(self) -> Path:
+        """The audit chain's key file: ``audit_key_file``, else ``<data_dir>/keys/audit.key``."""
+        return self.audit_key_file or self.data_dir / DEFAULT_AUDIT_KEY
 
     def validate(self) -> None:
         """Raise InvalidArgument for values that make no sense."""

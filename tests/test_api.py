@@ -15,7 +15,8 @@ from facematch.cli.commands import cli
 # CLI command -> API method; options that only shape CLI output have no API parameter.
 _MIRRORS = {("ingest", "custody"): "ingest_custody", ("ingest", "scene"): "ingest_scene",
             ("search",): "search", ("review",): "review", ("decide",): "decide",
-            ("delete", "subject"): "delete_subject", ("delete", "case"): "delete_case"}
+            ("delete", "subject"): "delete_subject", ("delete", "case"): "delete_case",
+            ("export",): "export", ("audit",): "audit", ("audit", "verify"): "verify_audit"}
 _CLI_ONLY = {"as_json", "help", "list_"}
 
 
@@ -64,12 +65,12 @@ def test_searches_run_while_an_ingest_writes(tmp_path):
     thread = threading.Thread(target=ingest)
     thread.start()
     while thread.is_alive() or len(results) < 3:
-        result = fm.search([mugshots / "040" / "Img_34.jpg"], top=3)
+        result = fm.search([mugshots / "040" / "Img_34.jpg"], top=3, reason="test")
         results.append(result.probes[0].subjects[0].subject)
     thread.join()
     assert errors == []
     assert set(results) == {"040"}  # every search, mid-ingest or not, saw a consistent index
-    assert fm.search([mugshots / "044" / "Img_34.jpg"], top=1).probes[0].subjects[0].subject == "044"
+    assert fm.search([mugshots / "044" / "Img_34.jpg"], top=1, reason="test").probes[0].subjects[0].subject == "044"
 
 
 def test_demo_falls_back_to_the_packaged_face_and_says_so(tmp_path, monkeypatch):

@@ -182,7 +182,7 @@ def test_calibration_on_dev_data_changes_search_bands(tmp_path):
                         f"{mugshots / '041' / 'Img_33.jpg'},041\n")
     fm.ingest_custody(manifest)
     probe = mugshots / "040" / "Img_23.jpg"
-    before = fm.search([probe])
+    before = fm.search([probe], reason="test")
     assert not before.bands["calibrated"] and before.probes[0].subjects[0].estimated_fmr is None
 
     protocol, system, cache = _mugshot_protocol(mugshots), SystemSpec.facematch(fm.settings), \
@@ -198,7 +198,7 @@ def test_calibration_on_dev_data_changes_search_bands(tmp_path):
     assert doc["warnings"] == []
     C.write_calibration(doc, fm.settings.data_dir / "calibration.json")
 
-    after = fm.search([probe])
+    after = fm.search([probe], reason="test")
     t = doc["thresholds"]
     assert after.bands["calibrated"] and "frmdb-dev mugshots" in after.bands["source"]
     assert after.bands["thresholds"] == t and after.bands["target_fmr"] == targets

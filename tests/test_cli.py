@@ -34,11 +34,11 @@ def _run(args, tmp_path, **kw):
 def test_errors_are_one_line_with_exit_status(tmp_path):
     r = _run(["ingest", "custody", str(tmp_path / "nowhere")], tmp_path)
     assert r.exit_code == 1 and r.output == f"error: source '{tmp_path / 'nowhere'}' does not exist\n"
-    r = _run(["search", str(tmp_path / "x.jpg")], tmp_path)
+    r = _run(["search", str(tmp_path / "x.jpg"), "--reason", "t"], tmp_path)
     assert r.exit_code == 1 and r.output == f"error: probe image '{tmp_path / 'x.jpg'}' does not exist\n"
-    r = _run(["review", "99"], tmp_path)
+    r = _run(["review", "99", "--reason", "t"], tmp_path)
     assert r.exit_code == 1 and r.output == "error: no search with id 99\n"
-    r = _run(["search", "a.jpg", "--box", "1,2,3"], tmp_path)
+    r = _run(["search", "a.jpg", "--box", "1,2,3", "--reason", "t"], tmp_path)
     assert r.exit_code == 2 and "expected x,y,w,h" in r.output
     r = _run(["decide", "1", "1", "--decision", "maybe", "--reviewer", "x"], tmp_path)
     assert r.exit_code == 2 and "'maybe' is not one of" in r.output
@@ -47,6 +47,9 @@ def test_errors_are_one_line_with_exit_status(tmp_path):
     assert r.exit_code == 1 and "missing column(s) path, subject_id" in r.output
     r = _run(["ingest", "scene", str(tmp_path)], tmp_path)
     assert r.exit_code == 1 and r.output == "error: a case reference is required for crime-scene images (--case REF)\n"
+    for args in (["search", "a.jpg"], ["review", "1"], ["audit"], ["export", "1", "-o", "x.json", "--reason", "r"]):
+        r = _run(args, tmp_path)
+        assert r.exit_code == 2 and "Missing option" in r.output, args
 
 
 def test_ingest_search_review_decide_delete_workflow(tmp_path):
@@ -64,7 +67,7 @@ def test_ingest_search_review_decide_delete_workflow(tmp_path):
     assert "investigative leads for review by a trained person" in r.output
     assert "bands are uncalibrated defaults" in r.output
     assert "  1. 050 " in r.output
-    r = _run(["search", str(mugshots / "050" / "Img_32.jpg"), "--json", "--top", "1"], tmp_path)
+    r = _run(["search", str(mugshots / "050" / "Img_32.jpg"), "--json", "--top", "1", "--reason", "t"], tmp_path)
     doc = json.loads(r.output)
     search_id = doc["search_id"]
     assert [c["subject"] for c in doc["probes"][0]["subjects"]] == ["050"]
@@ -73,13 +76,19 @@ def test_ingest_search_review_decide_delete_workflow(tmp_path):
     assert r.exit_code == 0 and "(050) confirmed by PC42" in r.output
     r = _run(["decide", str(search_id), "2", "--decision", "rejected", "--reviewer", "PC42"], tmp_path)
     assert r.exit_code == 1 and r.output == f"error: search {search_id} probe 1 has no custody candidate at rank 2\n"
-    r = _run(["review", str(search_id)], tmp_path)
+    r = _run(["review", str(search_id), "--reason", "check leads"], tmp_path)
     assert "CONFIRMED by PC42" in r.output
-    r = _run(["audit", "--action", "decision"], tmp_path)
+    r = _run(["audit", "--action", "decision", "--reason", "supervision"], tmp_path)
     assert "PC42" in r.output and '"decision": "confirmed"' in r.output
     r = _run(["delete", "subject", "050", "--reason", "retention ended"], tmp_path)
     assert r.exit_code == 0 and "Deleted subject 050" in r.output
     r = _run(["index", "status"], tmp_path)
     assert "custody: ok (" in r.output
-    r = _run(["search", str(mugshots / "050" / "Img_32.jpg"), "--json"], tmp_path)
+    r = _run(["search", str(mugshots / "050" / "Img_32.jpg"), "--json", "--reason", "t"], tmp_path)
     assert "050" not in [c["subject"] for c in json.loads(r.output)["probes"][0]["subjects"]]
+    r = _run(["export", str(search_id), "--recipient", "CPS", "--reason", "case file", "-o",
+              str(tmp_path / "out.json")], tmp_path)
+    assert r.exit_code == 0 and json.loads((tmp_path / "out.json").read_text())["disclosure"]["recipient"] == "CPS"
+    head = _run(["audit", "head"], tmp_path).output.strip()
+    r = _run(["audit", "verify", "--head", head], tmp_path)
+    assert r.exit_code == 0 and r.output.startswith("ok: ") and head in r.output

@@ -147,7 +147,7 @@ def test_a_gallery_never_mixes_alignments(tmp_path):
             fm68.ingest_custody(more)
         assert fm68.catalogue.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0] == before
         with pytest.raises(IncompatibleEmbeddings):
-            fm68.search([folder / "040" / "Img_33.jpg"])
+            fm68.search([folder / "040" / "Img_33.jpg"], reason="test")
         # once every face of a kind is deleted (retention), the kind may be rebuilt with new settings
         fm68.delete_subject("040", user="t", reason="retention ended")
         assert fm68.ingest_custody(more).faces_stored >= 1

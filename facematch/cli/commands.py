@@ -136,7 +136,7 @@ def ingest_scene(ctx, source, case, workers, batch_size, user, as_json):
 @click.option("--top", type=click.IntRange(min=1), help=f"Candidates per list [default: {DEFAULTS.top}].")
 @click.option("--box", callback=parse_box, help="Search only the face in this box: x,y,w,h in pixels.")
 @click.option("--user", help="Who runs the search [default: OS user].")
-@click.option("--reason", help="Why the search is made (recorded in the audit log).")
+@click.option("--reason", required=True, help="Why the search is made (required; recorded in the audit log).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (docs/search-json.md).")
 @click.pass_context
 @_fail_cleanly
@@ -146,7 +146,7 @@ def search(ctx, images, case, top, box, user, reason, as_json):
     \b
     Example:
       facematch search still.jpg --case OP-HARBOUR --reason "suspect at port" --top 10
-      facematch search still.jpg --box 410,120,60,60 --json
+      facematch search still.jpg --box 410,120,60,60 --reason "suspect at port" --json
     """
     result = _open(ctx).search(list(images), case=case, top=top, box=box, user=user, reason=reason)
     if as_json:
@@ -157,22 +157,44 @@ def search(ctx, images, case, top, box, user, reason, as_json):
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("search_id", type=int)
+@click.option("--reason", required=True, help="Why you view the search (required; recorded in the audit log).")
+@click.option("--user", help="Who views it [default: OS user].")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored search as JSON.")
 @click.pass_context
 @_fail_cleanly
-def review(ctx, search_id, as_json):
-    """Show a stored search, its candidates and the decisions recorded on it.
+def review(ctx, search_id, reason, user, as_json):
+    """Show a stored search, its candidates and the decisions recorded on it (the viewing is audited).
 
     \b
     Example:
-      facematch review 12
+      facematch review 12 --reason "review of leads for OP-HARBOUR"
     """
-    result, decisions = _open(ctx).review(search_id)
+    result, decisions = _open(ctx).review(search_id, reason=reason, user=user)
     if as_json:
         doc = result.to_dict() | {"decisions": [d.__dict__ for d in decisions]}
         click.echo(json.dumps(doc, indent=2))
     else:
         click.echo("\n".join(render.search_lines(result, decisions)))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("search_id", type=int)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON file to write (created readable by you only).")
+@click.option("--recipient", required=True, help="Who receives the export (required; recorded).")
+@click.option("--reason", required=True, help="Why it is disclosed (required; recorded).")
+@click.option("--user", help="Who exports [default: OS user].")
+@click.pass_context
+@_fail_cleanly
+def export(ctx, search_id, output, recipient, reason, user):
+    """Export stored search SEARCH_ID with its decisions as JSON for a recipient (a disclosure: audited).
+
+    \b
+    Example:
+      facematch export 12 --recipient "CPS, J. Doe" --reason "case file OP-HARBOUR" -o search-12.json
+    """
+    details = _open(ctx).export(search_id, output=output, recipient=recipient, reason=reason, user=user)
+    click.echo(f"Exported search {search_id} to {output} for {recipient} (sha256 {details['sha256']}).")
 
 
 @cli.command(context_settings=CONTEXT)
@@ -281,21 +303,65 @@ def delete_case(ctx, case, reason, user):
     click.echo(f"Deleted case {case}: {n} faces removed from catalogue and index.")
 
 
-@cli.command(context_settings=CONTEXT)
+@cli.group(context_settings=CONTEXT, invoke_without_command=True)
 @click.option("--limit", type=click.IntRange(min=1), default=DEFAULTS.audit_limit, show_default=True,
               help="Entries to show.")
 @click.option("--action", help="Only entries of this action (e.g. search, decision, ingest.start).")
+@click.option("--reason", help="Why you read the audit log (required to list it; recorded).")
+@click.option("--user", help="Who reads it [default: OS user].")
 @click.pass_context
 @_fail_cleanly
-def audit(ctx, limit, action):
-    """Print the newest audit-log entries (append-only).
+def audit(ctx, limit, action, reason, user):
+    """Print the newest audit-log entries (the reading is itself audited), or check the log's chain.
 
     \b
     Example:
-      facematch audit --action decision --limit 20
+      facematch audit --action decision --limit 20 --reason "monthly supervision check"
+      facematch audit head > audit-head.txt
+      facematch audit verify --head audit-head.txt
     """
-    for e in _open(ctx).audit(action=action, limit=limit):
+    if ctx.invoked_subcommand is not None:
+        return
+    if not reason:
+        raise click.UsageError("Missing option '--reason' (why you read the audit log).")
+    for e in _open(ctx).audit(action=action, limit=limit, reason=reason, user=user):
         click.echo(f"{e['id']:>6} {e['at']} {e['actor']:<12} {e['action']:<24} {json.dumps(e['details'])}")
+
+
+@audit.command("head", context_settings=CONTEXT)
+@click.pass_context
+@_fail_cleanly
+def audit_head(ctx):
+    """Print the newest entry's id and MAC; keep it outside the catalogue to detect truncation later.
+
+    \b
+    Example:
+      facematch audit head > /secure/elsewhere/audit-head.txt
+    """
+    click.echo(_open(ctx).audit_head())
+
+
+@audit.command("verify", context_settings=CONTEXT)
+@click.option("--head", help="A head printed earlier by `facematch audit head` (ID:MAC or a file holding it).")
+@click.pass_context
+@_fail_cleanly
+def audit_verify(ctx, head):
+    """Check the audit chain and the stored searches and decisions against it; exit 1 on any finding.
+
+    \b
+    Example:
+      facematch audit verify --head audit-head.txt
+    """
+    report = _open(ctx).verify_audit(head=head)
+    for line in report.notes:
+        click.echo(f"note: {line}", err=True)
+    if not report.ok:
+        for line in report.findings:
+            click.echo(f"FAIL {line}")
+        click.echo(f"error: audit verification failed: {len(report.findings)} finding(s)", err=True)
+        sys.exit(1)
+    legacy = f"; {report.legacy_entries} earlier entries sealed at its start" if report.legacy_entries else ""
+    click.echo(f"ok: {report.entries} entries verified, chain started {report.started_at}{legacy}; head {report.head}")
 
 
 @cli.command(context_settings=CONTEXT)

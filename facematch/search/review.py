@@ -2,18 +2,27 @@
 
 Every search is written with its user, case reference, reason, bands and candidates; every decision is
 a new row (a later decision on the same candidate does not erase an earlier one) and an audit entry.
+Each audit entry holds a digest of the rows it records, so ``facematch audit verify`` notices a stored
+search or decision edited afterwards. Viewing a stored search and exporting it (disclosure) are audited
+with their reason, as DPA 2018 s.62 asks of consultation and disclosure.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from facematch.errors import InvalidArgument, NotFound
 from facematch.search.ranking import Candidate, ProbeFace, SearchResult
+from facematch.store.audit_chain import decision_digest, search_digest
 from facematch.store.catalogue import Catalogue, utc_now
+from facematch.store.private_files import private_temp_beside
 
-__all__ = ["DECISIONS", "LISTS", "Decision", "store_search", "load_search", "decide", "decisions_for"]
+__all__ = ["DECISIONS", "LISTS", "Decision", "require_text", "store_search", "load_search", "review_search",
+    "export_search", "decide", "decisions_for"]
 
 DECISIONS = ("confirmed", "rejected", "inconclusive")
 LISTS = ("custody", "scene")
@@ -62,7 +71,8 @@ def store_search(catalogue: Catalogue, result: SearchResult, params: dict) -> in
         catalogue.audit(result.user, "search", {
             "search_id": search_id, "case_ref": result.case_ref, "reason": result.reason,
             "probes": sorted({p.path for p in result.probes}),
-            "candidates": sum(len(p.subjects) + len(p.scene_faces) for p in result.probes)})
+            "candidates": sum(len(p.subjects) + len(p.scene_faces) for p in result.probes),
+            "digest": search_digest(catalogue.conn, search_id)})
     result.search_id = search_id
     return search_id
 
@@ -96,6 +106,50 @@ def load_search(catalogue: Catalogue, search_id: int) -> SearchResult:
                         expected_false_candidates=params.get("expected_false_candidates"), probes=probes)
 
 
+def review_search(catalogue: Catalogue, search_id: int, *, user: str, reason: str
+                  ) -> tuple[SearchResult, list[Decision]]:
+    """A stored search and its decisions, the viewing audited (consultation: who, when, why)."""
+    reason = require_text(reason, "a reason for viewing the search")
+    result, decisions = load_search(catalogue, search_id), decisions_for(catalogue, search_id)
+    catalogue.audit(user, "review", {"search_id": search_id, "reason": reason})
+    return result, decisions
+
+
+def export_search(catalogue: Catalogue, search_id: int, output: str | Path, *, user: str, recipient: str,
+                  reason: str) -> dict:
+    """Write a stored search, its decisions and the disclosure record as JSON to ``output`` (mode 0600).
+
+    Disclosure is audited with its recipient, reason, file and the file's SHA-256 before the file appears
+    (it is written to a temporary name and renamed once the entry is committed). Returns the audit details.
+    Raises ``NotFound``, ``InvalidArgument``.
+    """
+    recipient = require_text(recipient, "the recipient of an export")
+    reason = require_text(reason, "a reason for the export")
+    output = Path(output)
+    if not output.parent.is_dir():
+        raise InvalidArgument(f"cannot export to {str(output)!r}: folder {str(output.parent)!r} does not exist")
+    result, decisions = load_search(catalogue, search_id), decisions_for(catalogue, search_id)
+    doc = result.to_dict() | {"decisions": [asdict(d) for d in decisions], "disclosure": {
+        "recipient": recipient, "reason": reason, "by": user, "at": utc_now()}}
+    data = (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+    tmp = private_temp_beside(output, data)
+    try:
+        details = {"search_id": search_id, "recipient": recipient, "reason": reason,
+                   "file": str(output.resolve()), "sha256": hashlib.sha256(data).hexdigest()}
+        catalogue.audit(user, "export", details)
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return details
+
+
+def require_text(value: str | None, what: str) -> str:
+    """``value`` stripped; ``InvalidArgument`` naming ``what`` when it is missing or blank."""
+    if value is None or not str(value).strip():
+        raise InvalidArgument(f"{what} is required (recorded in the audit log: DPA 2018 s.62)")
+    return str(value).strip()
+
+
 def decide(catalogue: Catalogue, search_id: int, rank: int, *, decision: str, reviewer: str,
            note: str | None = None, probe: int | None = None, candidate_list: str = "custody") -> Decision:
     """Record a reviewer's decision on candidate ``rank`` of a stored search (audited).
@@ -122,7 +176,8 @@ def decide(catalogue: Catalogue, search_id: int, rank: int, *, decision: str, re
             (cand["id"], decision, reviewer, note, at)).lastrowid
         catalogue.audit(reviewer, "decision", {
             "search_id": search_id, "probe": probe_row["probe_no"], "list": candidate_list, "rank": rank,
-            "candidate": cand["subject_ref"] or cand["case_ref"], "decision": decision, "note": note})
+            "decision_id": decision_id, "candidate_id": cand["id"], "decision": decision,
+            "digest": decision_digest(catalogue.conn, decision_id)})
     return Decision(decision_id, search_id, probe_row["probe_no"], probe_row["face_no"], candidate_list, rank,
                     cand["subject_ref"] or cand["case_ref"], decision, reviewer, note, at)
 

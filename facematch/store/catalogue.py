@@ -1,7 +1,9 @@
 """The catalogue: SQLite, the source of truth for subjects, images, faces, searches, decisions and audit.
 
 One ``Catalogue`` wraps one connection (SQLite connections belong to one thread); a service opens one per
-thread. WAL mode lets searches read while an ingest writes. Writes happen inside :meth:`atomic`.
+thread. WAL mode lets searches read while an ingest writes. Writes happen inside :meth:`atomic`. The data
+directory is 0700 and the database files 0600 (facematch.store.private_files); the audit log is a keyed
+hash chain (facematch.store.audit_chain) whose key lives in a separate file.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from typing import Iterator
 import numpy as np
 
 from facematch.errors import CatalogueError, IncompatibleEmbeddings, NotFound
+from facematch.settings import default_audit_key_file
+from facematch.store import audit_chain as chain
+from facematch.store.private_files import create_private_file, ensure_private_dir, restrict_file
 from facematch.store.schema import migrate
 from facematch.types import EMBEDDING_DIM, FaceRecord
 
@@ -34,22 +39,33 @@ def utc_now() -> str:
 
 
 class Catalogue:
-    """Connection to a catalogue in ``data_dir`` (created on first open)."""
+    """Connection to a catalogue in ``data_dir`` (created on first open).
 
-    def __init__(self, data_dir: str | Path):
+    ``audit_key_file``: the audit chain's HMAC key (default: ``$FACEMATCH_AUDIT_KEY_FILE`` or
+    ``<data_dir>/keys/audit.key``); created with the chain, required to write or verify the audit log.
+    """
+
+    def __init__(self, data_dir: str | Path, *, audit_key_file: str | Path | None = None):
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / CATALOGUE_FILENAME
+        self.audit_key_file = Path(audit_key_file) if audit_key_file else default_audit_key_file(self.data_dir)
+        self._key: bytes | None = None
         try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            ensure_private_dir(self.data_dir, what="data directory")
+            create_private_file(self.path)
             self.conn = sqlite3.connect(self.path, isolation_level=None, timeout=60)
             self.conn.row_factory = sqlite3.Row
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA foreign_keys = ON")
             self.conn.execute("PRAGMA synchronous = NORMAL")
             migrate(self.conn)
+            for suffix in ("", "-wal", "-shm"):  # SQLite gives -wal/-shm the database's mode; older files may be wider
+                restrict_file(f"{self.path}{suffix}")
         except (sqlite3.Error, OSError) as exc:
             raise CatalogueError(f"cannot open catalogue at {self.path}: {exc}") from exc
         self.catalogue_id = self._ensure_identity()
+        if self.get_meta(chain.META_PENDING) is not None:
+            self._start_chain()
 
     def close(self) -> None:
         self.conn.close()
@@ -82,17 +98,90 @@ class Catalogue:
 
     # -- audit -------------------------------------------------------------------------------------
 
-    def audit(self, actor: str, action: str, details: dict) -> None:
-        """Append to the audit log (the table refuses updates and deletes)."""
-        self.conn.execute(
-            "INSERT INTO audit_log (at, actor, action, details) VALUES (?, ?, ?, ?)",
-            (utc_now(), actor, action, json.dumps(details, sort_keys=True, default=str)),
-        )
+    def audit(self, actor: str, action: str, details: dict) -> int:
+        """Append an entry to the audit chain (in the caller's transaction, or its own); returns its id.
+
+        The entry's MAC covers its content and the previous entry's MAC (facematch.store.audit_chain).
+        Raises ``CatalogueError`` when the audit key is missing: nothing is done that cannot be logged.
+        """
+        key = self.audit_key()
+        with self._in_transaction():
+            last = self.conn.execute(
+                "SELECT mac FROM audit_log WHERE mac IS NOT NULL ORDER BY id DESC LIMIT 1").fetchone()
+            row = {"id": self.conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM audit_log").fetchone()[0],
+                   "at": utc_now(), "actor": actor, "action": action,
+                   "details": json.dumps(details, sort_keys=True, default=str)}
+            mac = chain.entry_mac(key, last[0] if last else self._genesis(key), row)
+            self.conn.execute("INSERT INTO audit_log (id, at, actor, action, details, mac) VALUES (?, ?, ?, ?, ?, ?)",
+                              (row["id"], row["at"], actor, action, row["details"], mac))
+        return row["id"]
 
     def audit_entries(self, *, action: str | None = None, limit: int = 1000) -> list[dict]:
         sql = "SELECT * FROM audit_log" + (" WHERE action = ?" if action else "") + " ORDER BY id DESC LIMIT ?"
         args = (action, limit) if action else (limit,)
         return [dict(r) | {"details": json.loads(r["details"])} for r in self.conn.execute(sql, args)]
+
+    def audit_key(self) -> bytes:
+        """The audit chain's key, read once from ``audit_key_file``. Raises ``CatalogueError`` when missing."""
+        if self._key is None:
+            self._key = chain.read_key(self.audit_key_file)
+        return self._key
+
+    def audit_head(self) -> str:
+        """``<entry id>:<MAC>`` of the newest entry, to keep outside the catalogue (truncation check)."""
+        row = self.conn.execute(
+            "SELECT id, mac FROM audit_log WHERE mac IS NOT NULL ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            raise NotFound("the audit log has no chained entry yet")
+        return chain.format_head(row[0], row[1])
+
+    def verify_audit(self, head: tuple[int, str] | None = None) -> chain.AuditVerification:
+        """Check the chain, the exported ``head`` (id, MAC) and the stored searches and decisions."""
+        return chain.verify_chain(self.conn, self.audit_key(), self.catalogue_id, head)
+
+    def _genesis(self, key: bytes) -> str:
+        started = self.get_meta(chain.META_STARTED)
+        if started is None:
+            raise CatalogueError("the audit chain has no genesis record: the catalogue's meta table was altered")
+        return chain.genesis_mac(key, self.catalogue_id, started)
+
+    @contextlib.contextmanager
+    def _in_transaction(self) -> Iterator[None]:
+        if self.conn.in_transaction:
+            yield
+        else:
+            with self.atomic():
+                yield
+
+    def _start_chain(self) -> None:
+        """Start the chain: seal the entries a migration left (from a genesis recorded now), then log it."""
+        try:
+            key = self._key = chain.create_key(self.audit_key_file)
+        except OSError as exc:
+            raise CatalogueError(f"cannot create the audit key {self.audit_key_file}: {exc}") from exc
+        with self.atomic():
+            pending = self.get_meta(chain.META_PENDING)
+            if pending is None:  # another process started it meanwhile
+                return
+            started = utc_now()
+            self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                  [(chain.META_STARTED, started), (chain.META_KEY_ID, chain.key_id(key))])
+            prev = chain.genesis_mac(key, self.catalogue_id, started)
+            legacy = self.conn.execute("SELECT id, at, actor, action, details FROM audit_log "
+                                       "WHERE mac IS NULL AND id <= ? ORDER BY id", (int(pending),)).fetchall()
+            for row in legacy:
+                prev = chain.entry_mac(key, prev, row)
+                self.conn.execute("UPDATE audit_log SET mac = ? WHERE id = ?", (prev, row["id"]))
+            self.conn.execute("DELETE FROM meta WHERE key = ?", (chain.META_PENDING,))
+            self.audit("facematch", "audit.chain_start", {
+                "legacy_entries": len(legacy), "key_id": chain.key_id(key),
+                "search_digests": {r[0]: chain.search_digest(self.conn, r[0])
+                                   for r in self.conn.execute("SELECT id FROM searches")},
+                "decision_digests": {r[0]: chain.decision_digest(self.conn, r[0])
+                                     for r in self.conn.execute("SELECT id FROM decisions")}})
+        if legacy:
+            log.warning("audit log: %d existing entries sealed into a keyed chain started %s; they are protected "
+                        "from now on, not before", len(legacy), started)
 
     # -- ingestion -------------------------------------------------------------------------------
 
@@ -269,8 +358,8 @@ class Catalogue:
             n_images = self.conn.execute("DELETE FROM images WHERE subject_id = ?", (sid,)).rowcount
             self.conn.execute("DELETE FROM subjects WHERE id = ?", (sid,))
             self._count_deletions("custody", len(face_ids))
-            self.audit(actor, "retention.delete_subject",
-                       {"subject": reference, "images": n_images, "faces": len(face_ids), "reason": reason})
+            self.audit(actor, "retention.delete_subject", self._erasure_details(
+                "subject", reference, images=n_images, faces=len(face_ids), reason=reason))
         return face_ids
 
     def delete_case(self, case_ref: str, *, actor: str, reason: str) -> list[int]:
@@ -287,6 +376,13 @@ class Catalogue:
             self.audit(actor, "retention.delete_case",
                        {"case": case_ref, "images": n_images, "faces": len(face_ids), "reason": reason})
         return face_ids
+
+    def _erasure_details(self, kind: str, reference: str, **counts) -> dict:
+        """An erasure record that keeps none of the erased data (DPA 2018 s.62): an opaque deletion
+        reference, a keyed hash of the erased reference (only the key holder can test a reference against
+        it, e.g. to answer "was my data erased?"), the counts and the reason."""
+        return {"deletion_ref": uuid.uuid4().hex, f"{kind}_hmac": chain.pseudonym(self.audit_key(), kind, reference),
+                **counts}
 
     def _count_deletions(self, kind: str, n: int) -> None:
         total = int(self.get_meta(f"deletions.{kind}", "0")) + n

@@ -18,6 +18,7 @@ import numpy as np
 from facematch.errors import IndexMissing, IndexStale
 from facematch.store.catalogue import Catalogue
 from facematch.store.index import FaceIndex
+from facematch.store.private_files import ensure_private_dir, warn_if_shared
 from facematch.types import EMBEDDING_DIM, MODEL_NAME
 
 __all__ = ["IndexStore"]
@@ -32,6 +33,8 @@ class IndexStore:
     def __init__(self, catalogue: Catalogue, index_dir: str | Path):
         self.catalogue = catalogue
         self.folder = Path(index_dir) / catalogue.catalogue_id
+        for folder in (Path(index_dir), self.folder):  # index files are 0600 (mkstemp); their folders 0700
+            warn_if_shared(folder, what="index directory")
 
     def path(self, kind: str) -> Path:
         return self.folder / f"{kind}.faiss"
@@ -69,7 +72,7 @@ class IndexStore:
 
     def save(self, kind: str, index: FaceIndex) -> None:
         """Save atomically with the catalogue state the index now reflects."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.folder, what="index directory")
         state = self.catalogue.face_state(kind)
         index.save(self.path(kind), {"catalogue_state": state, "model": MODEL_NAME, "dim": EMBEDDING_DIM})
 

@@ -148,8 +148,24 @@ _V2 = [
        SELECT 'embedding_model.' || kind, MIN(model_name || ' ' || model_version) FROM faces GROUP BY kind""",
 ]
 
+#: Version 3: the audit log becomes a keyed hash chain (facematch.store.audit_chain). Each entry gets a
+#: ``mac`` column; the update trigger lets only a NULL ``mac`` be set once (sealing), nothing else. The
+#: entries already there are sealed, from a genesis recorded at that moment, when the catalogue is next
+#: opened with the key (``Catalogue``: meta ``audit_chain.pending`` holds the last entry to seal): the chain
+#: protects them from then on, not before.
+_V3 = [
+    "ALTER TABLE audit_log ADD COLUMN mac TEXT",
+    "DROP TRIGGER audit_log_no_update",
+    """CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+       WHEN NOT (OLD.mac IS NULL AND NEW.mac IS NOT NULL AND NEW.id = OLD.id AND NEW.at = OLD.at
+                 AND NEW.actor = OLD.actor AND NEW.action = OLD.action AND NEW.details = OLD.details)
+       BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+    """INSERT OR REPLACE INTO meta (key, value)
+       SELECT 'audit_chain.pending', CAST(COALESCE(MAX(id), 0) AS TEXT) FROM audit_log""",
+]
+
 #: Migrations in order: MIGRATIONS[i] takes the schema from version i to i + 1.
-MIGRATIONS: list[list[str]] = [_V1, _V2]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
