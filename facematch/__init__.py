@@ -8,7 +8,8 @@ sub-package owns: docs/architecture.md.
 from facematch.api import Facematch
 from facematch.errors import (CalibrationError, CatalogueError, FacematchError, ImageTooLarge, ImageUnreadable,
                               IncompatibleEmbeddings, IndexMissing, IndexStale, InvalidArgument, InvalidBox,
-                              ManifestError, NoFaceFound, NotFound, ProtocolError, SourceNotFound)
+                              ManifestError, NoFaceFound, NotFound, ProtocolError, SourceNotFound,
+                              AuthenticationFailed, PermissionDenied, Conflict)
 from facematch.ingest.bulk import IngestSummary
 from facematch.search.bands import BandScheme
 from facematch.search.ranking import Candidate, ProbeFace, SearchResult
@@ -26,4 +27,5 @@ __all__ = [
     "FacematchError", "ImageUnreadable", "ImageTooLarge", "NoFaceFound", "InvalidBox", "ManifestError",
     "SourceNotFound", "CatalogueError", "IndexMissing", "IndexStale", "NotFound", "InvalidArgument",
     "IncompatibleEmbeddings", "CalibrationError", "ProtocolError",
+    "AuthenticationFailed", "PermissionDenied", "Conflict",
 ]
