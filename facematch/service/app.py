@@ -209,7 +209,7 @@ def _account_routes(app: FastAPI, state: ServiceState, current) -> None:
     @app.post("/api/login", tags=["accounts"])
     def login(body: Login, request: Request):
         """Log in: sets the HttpOnly session cookie and returns the CSRF token for state-changing requests."""
-        state.login_limit.hit(request.client.host if request.client else "?")
+        state.login_limit.hit(f"{request.client.host if request.client else '?'}:{body.username}")
         user = accounts().authenticate(body.username, body.password)
         cookie, csrf = accounts().create_session(user, hours=state.service.session_hours)
         response = JSONResponse({"user": user.username, "agency": user.agency, "roles": sorted(user.roles),

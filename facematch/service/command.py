@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from facematch.errors import FacematchError
 from facematch.settings import ServiceSettings
 
 __all__ = ["serve"]
