@@ -294,18 +294,8 @@ async def run_search(state: ServiceState, user: User, images: list[UploadFile], 
     chosen = [c.strip() for c in collections.split(",") if c.strip()] or None
     args = (user.id, paths, box_list, case.strip(), reason.strip(), chosen, top)
     if state.pool is None:
-        return await asyncio.to_thread(_search_here, state, *args)
+        return await asyncio.to_thread(worker.search_for, state.fm, *args)
     return await asyncio.get_running_loop().run_in_executor(state.pool, worker.search_job, *args)
-
-
-def _search_here(state: ServiceState, user_id, paths, boxes, case, reason, collections, top) -> int:
-    accounts = state.fm.accounts
-    user = accounts.user(user_id)
-    scope = accounts.search_scope(user, collections)
-    case_id = accounts.case_id(user.agency_id, case, create=True)
-    result = state.fm.search(paths, case=case, top=top, user=user.username, reason=reason, boxes=boxes, scope=scope)
-    accounts.record_search_owner(result.search_id, user, case_id, scope.collections)
-    return result.search_id
 
 
 def _search_routes(app: FastAPI, state: ServiceState, current) -> None:

@@ -13,7 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from facematch.api import Facematch
 from facematch.settings import Settings
 
-__all__ = ["make_pool", "search_job", "warm_up"]
+__all__ = ["make_pool", "search_job", "search_for", "warm_up"]
 
 _FM: Facematch | None = None
 
@@ -39,12 +39,18 @@ def warm_up() -> str:
 
 def search_job(user_id: int, paths: list[str], boxes: list, case: str, reason: str,
                collections: list[str] | None, top: int | None) -> int:
-    """Run one search for ``user_id`` over what they may see; returns the stored search's id."""
-    accounts = _FM.accounts
+    """Run one search for ``user_id`` in this worker; returns the stored search's id."""
+    return search_for(_FM, user_id, paths, boxes, case, reason, collections, top)
+
+
+def search_for(fm: Facematch, user_id: int, paths: list[str], boxes: list, case: str, reason: str,
+               collections: list[str] | None, top: int | None) -> int:
+    """One search for ``user_id`` over what they may see, recorded as their agency's; returns its id."""
+    accounts = fm.accounts
     user = accounts.user(user_id)
     scope = accounts.search_scope(user, collections)
     case_id = accounts.case_id(user.agency_id, case, create=True)
-    result = _FM.search(paths, case=case, top=top, user=user.username, reason=reason,
+    result = fm.search(paths, case=case, top=top, user=user.username, reason=reason,
                         boxes=[tuple(b) if b else None for b in boxes], scope=scope)
     accounts.record_search_owner(result.search_id, user, case_id, scope.collections)
     return result.search_id
