@@ -6,15 +6,39 @@ sub-package owns: docs/architecture.md.
 """
 
 from facematch.api import Facematch
-from facematch.errors import (CalibrationError, CatalogueError, FacematchError, ImageTooLarge, ImageUnreadable,
-                              IncompatibleEmbeddings, IndexMissing, IndexStale, InvalidArgument, InvalidBox,
-                              ManifestError, NoFaceFound, NotFound, ProtocolError, SourceNotFound)
+from facematch.errors import (
+                              AuthenticationFailed,
+                              CalibrationError,
+                              CatalogueError,
+                              Conflict,
+                              FacematchError,
+                              ImageTooLarge,
+                              ImageUnreadable,
+                              IncompatibleEmbeddings,
+                              IndexMissing,
+                              IndexStale,
+                              InvalidArgument,
+                              InvalidBox,
+                              ManifestError,
+                              NoFaceFound,
+                              NotFound,
+                              PermissionDenied,
+                              ProtocolError,
+                              SourceNotFound,
+)
 from facematch.ingest.bulk import IngestSummary
 from facematch.search.bands import BandScheme
 from facematch.search.ranking import Candidate, ProbeFace, SearchResult
 from facematch.search.review import Decision
-from facematch.settings import (BandThresholds, DetectionSettings, EmbeddingSettings, EvaluationSettings, FmrTargets,
-                                QualitySettings, Settings)
+from facematch.settings import (
+                              BandThresholds,
+                              DetectionSettings,
+                              EmbeddingSettings,
+                              EvaluationSettings,
+                              FmrTargets,
+                              QualitySettings,
+                              Settings,
+)
 from facematch.store.audit_chain import AuditVerification
 
 __version__ = "0.1.0"
@@ -28,4 +52,5 @@ __all__ = [
     "FacematchError", "ImageUnreadable", "ImageTooLarge", "NoFaceFound", "InvalidBox", "ManifestError",
     "SourceNotFound", "CatalogueError", "IndexMissing", "IndexStale", "NotFound", "InvalidArgument",
     "IncompatibleEmbeddings", "CalibrationError", "ProtocolError",
+    "AuthenticationFailed", "PermissionDenied", "Conflict",
 ]

@@ -1,5 +1,19 @@
-"""``python -m facematch`` runs the command line."""
+"""``python -m facematch`` and the ``facematch`` script: the command line plus ``facematch serve``.
 
-from facematch.cli.commands import main
+The service sits beside the CLI (neither imports the other), so its command joins the group here.
+"""
 
-main()
+from facematch.cli.commands import cli
+from facematch.service.command import serve
+
+__all__ = ["main"]
+
+cli.add_command(serve)
+
+
+def main():
+    cli(prog_name="facematch")
+
+
+if __name__ == "__main__":
+    main()

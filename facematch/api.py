@@ -20,11 +20,13 @@ from facematch.faces.pipeline import FacePipeline
 from facematch.ingest.bulk import IngestSummary, ProgressCallback, ingest, require_embedding_model
 from facematch.ingest.sources import custody_items, scene_items
 from facematch.search import review as _review
+from facematch.search import two_person as _two_person
 from facematch.search.bands import BandScheme
 from facematch.search.calibration import load_band_scheme
 from facematch.search.ranking import SearchResult
 from facematch.search.run import search as _search
 from facematch.settings import Settings
+from facematch.store.accounts import Accounts, SearchScope
 from facematch.store.audit_chain import AuditVerification, parse_head
 from facematch.store.catalogue import Catalogue
 from facematch.store.index import FaceIndex
@@ -75,6 +77,11 @@ class Facematch:
         return self._local.catalogue
 
     @property
+    def accounts(self) -> Accounts:
+        """Users, agencies, collections, sharing and visibility (facematch/store/accounts.py)."""
+        return Accounts(self.catalogue)
+
+    @property
     def index_store(self) -> IndexStore:
         return IndexStore(self.catalogue, self.settings.index_dir)
 
@@ -113,15 +120,31 @@ class Facematch:
     # -- ingestion -------------------------------------------------------------------------------
 
     def ingest_custody(self, source: str | Path, *, workers: int | None = None, batch_size: int | None = None,
-                       user: str | None = None, progress: ProgressCallback | None = None) -> IngestSummary:
-        """Ingest custody images from a ``<subject_id>/<image>`` folder or a CSV manifest."""
-        return self._ingest(custody_items(source), "custody", source, workers, batch_size, user, progress)
+                       user: str | None = None, progress: ProgressCallback | None = None,
+                       collection: str | None = None) -> IngestSummary:
+        """Ingest custody images from a ``<subject_id>/<image>`` folder or a CSV manifest.
+
+        ``collection`` (an existing collection's name) is the agency collection the new images join;
+        without it they belong to none and the service shows them to nobody.
+        """
+        target = self.accounts.collection(collection)["id"] if collection else None
+        summary = self._ingest(custody_items(source), "custody", source, workers, batch_size, user, progress)
+        if target is not None:
+            self.accounts.assign_run(summary.run_id, collection_id=target)
+        return summary
 
     def ingest_scene(self, source: str | Path, *, case: str | None = None, workers: int | None = None,
                      batch_size: int | None = None, user: str | None = None,
-                     progress: ProgressCallback | None = None) -> IngestSummary:
-        """Ingest crime-scene images (folder with ``case``, or a manifest with a case_ref column)."""
-        return self._ingest(scene_items(source, case), "scene", source, workers, batch_size, user, progress)
+                     progress: ProgressCallback | None = None, agency: str | None = None) -> IngestSummary:
+        """Ingest crime-scene images (folder with ``case``, or a manifest with a case_ref column).
+
+        With ``agency`` the images' cases become that agency's cases (created when new).
+        """
+        agency_id = self.accounts.agency_id(agency) if agency else None
+        summary = self._ingest(scene_items(source, case), "scene", source, workers, batch_size, user, progress)
+        if agency_id is not None:
+            self.accounts.assign_scene_run(summary.run_id, agency_id)
+        return summary
 
     def _ingest(self, items, kind, source, workers, batch_size, user, progress) -> IngestSummary:
         settings = self.settings.replace(workers=workers, batch_size=batch_size)
@@ -132,12 +155,14 @@ class Facematch:
 
     def search(self, images: list[str | Path], *, case: str | None = None, top: int | None = None,
                box: tuple[int, int, int, int] | None = None, user: str | None = None,
-               reason: str | None = None) -> SearchResult:
+               reason: str | None = None, boxes: list[tuple[int, int, int, int] | None] | None = None,
+               scope: SearchScope | None = None) -> SearchResult:
         """Search every face of each probe image; the result is stored and audited.
 
-        ``box`` (x, y, w, h) marks the face to search in each image; ``reason`` (the justification, DPA
-        2018 s.62) is required. Raises ``SourceNotFound`` for a missing probe file, ``InvalidArgument`` for
-        bad parameters or a missing reason, ``IndexStale``/``IndexMissing``.
+        ``box`` (x, y, w, h) marks the face to search in each image (``boxes``: one per image, or None);
+        ``reason`` (the justification, DPA 2018 s.62) is required. ``scope`` (``Accounts.search_scope``)
+        limits the search to what its user may see, before ranking. Raises ``SourceNotFound`` for a missing
+        probe file, ``InvalidArgument`` for bad parameters or a missing reason, ``IndexStale``/``IndexMissing``.
         """
         reason = _review.require_text(reason, "a reason for the search")
         top = self.settings.top if top is None else top
@@ -152,9 +177,16 @@ class Facematch:
         for kind in IMAGE_KINDS:
             require_embedding_model(self.catalogue, kind, self.settings)
         indexes = {kind: self._index(kind) for kind in IMAGE_KINDS}
+        if boxes is not None and len(boxes) != len(paths):
+            raise InvalidArgument(f"give one box (or none) per image: {len(boxes)} boxes for {len(paths)} images")
+        scoped = {} if scope is None else {
+            "allowed": {"custody": scope.custody_face_ids, "scene": scope.scene_face_ids},
+            "gallery": (scope.gallery_subjects, scope.gallery_faces)}
         return _search(self.catalogue, indexes, self.pipeline, paths, settings=self.settings,
                        bands=self.band_scheme(), top=top, user=user or default_user(), case=case,
-                       reason=reason, box=FaceBox.from_xywh(*box) if box else None)
+                       reason=reason, box=FaceBox.from_xywh(*box) if box else None,
+                       boxes=None if boxes is None else [FaceBox.from_xywh(*b) if b else None for b in boxes],
+                       **scoped)
 
     def review(self, search_id: int, *, reason: str | None = None, user: str | None = None
                ) -> tuple[SearchResult, list[_review.Decision]]:
@@ -174,6 +206,20 @@ class Facematch:
         """Record a reviewer's decision on candidate ``rank`` of ``candidate_list`` (custody|scene); audited."""
         return _review.decide(self.catalogue, search_id, rank, decision=decision, reviewer=reviewer,
                               note=note, probe=probe, candidate_list=candidate_list)
+
+    def review_candidate(self, search_id: int, probe: int, rank: int, *, reviewer: str, decision: str,
+                         note: str, candidate_list: str = "custody") -> _two_person.Review:
+        """Record the first or second independent review of one candidate (two-person rule); audited."""
+        cand = _two_person.candidate_id(self.catalogue, search_id, probe, candidate_list, rank)
+        return _two_person.record_review(self.catalogue, cand, reviewer=reviewer, decision=decision, note=note)
+
+    def candidate_reviews(self, search_id: int, *, viewer: str) -> dict:
+        """Reviews and outcome per candidate of a search, as ``viewer`` may see them (blind first review)."""
+        return _two_person.reviews_by_candidate(self.catalogue, search_id, viewer)
+
+    def review_queue(self, agency_id: int, *, reviewer: str) -> list[dict]:
+        """Candidates of an agency's searches awaiting a first or a second review by ``reviewer``."""
+        return _two_person.review_queue(self.catalogue, agency_id, reviewer)
 
     # -- index and retention ------------------------------------------------------------------------
 

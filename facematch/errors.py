@@ -5,7 +5,8 @@ The CLI turns each into a one-line message and a non-zero exit; library callers 
 
 __all__ = ["FacematchError", "ImageUnreadable", "ImageTooLarge", "NoFaceFound", "InvalidBox", "ManifestError",
     "SourceNotFound", "CatalogueError", "IndexMissing", "IndexStale", "NotFound", "InvalidArgument",
-    "IncompatibleEmbeddings", "CalibrationError", "ProtocolError"]
+    "IncompatibleEmbeddings", "CalibrationError", "ProtocolError",
+    "AuthenticationFailed", "PermissionDenied", "Conflict"]
 
 
 
@@ -67,3 +68,15 @@ class CalibrationError(FacematchError):
 
 class ProtocolError(FacematchError):
     """An evaluation protocol (folder, JSON file or LFW pairs file) is malformed."""
+
+
+class AuthenticationFailed(FacematchError):
+    """Unknown user, wrong password, or an unknown, expired or revoked token or session."""
+
+
+class PermissionDenied(FacematchError):
+    """The user is known but their roles or agency do not allow this action."""
+
+
+class Conflict(FacematchError):
+    """The request contradicts what is stored (a name already taken, a review already recorded)."""

@@ -16,7 +16,7 @@ from facematch.errors import InvalidArgument
 
 __all__ = ["FACE_RECOGNITION_TOLERANCE", "AUDIT_KEY_ENV", "DEFAULT_AUDIT_KEY", "default_audit_key_file",
     "BandThresholds", "DetectionSettings", "EmbeddingSettings",
-    "QualitySettings", "FmrTargets", "EvaluationSettings", "Settings"]
+    "QualitySettings", "FmrTargets", "EvaluationSettings", "ServiceSettings", "Settings"]
 
 #: face_recognition's documented tolerance: distances at or below it are "a match" in its README.
 FACE_RECOGNITION_TOLERANCE = 0.6
@@ -199,6 +199,28 @@ class EvaluationSettings:
     holdout_fraction: float = 0.2
     cache_dir: Path = Path(".cache") / "facematch-eval"
     fmr_targets: FmrTargets = field(default_factory=FmrTargets)
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Defaults of ``facematch serve`` (docs/service.md): where it listens, its limits, its worker processes.
+
+    ``workers``: processes doing probe analysis (detection, descriptors), each with the models loaded.
+    ``max_upload_bytes``: one request's body; ``max_probe_pixels``: one probe image (width x height);
+    ``searches_per_minute``/``logins_per_minute``: per user (per client address for logins).
+    ``ingest_roots``: server folders an operator may ingest from (none: uploads only).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 2
+    max_upload_bytes: int = 25 * 2**20
+    max_probe_pixels: int = 40_000_000
+    max_images_per_search: int = 10
+    searches_per_minute: int = 120
+    logins_per_minute: int = 10
+    session_hours: float = 8.0
+    ingest_roots: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ LAYERS = {
     "ingest": 3, "search": 3,
     "evaluation": 4,
     "api": 5,
-    "cli": 6,
+    "cli": 6, "service": 6,
     "__main__": 7,
 }
 

@@ -93,10 +93,12 @@ def ingest():
 
 @ingest.command("custody", context_settings=CONTEXT)
 @click.argument("source", type=click.Path(path_type=Path))
+@click.option("--collection", help="Agency collection the new images join (see `facematch agencies add`); "
+              "without it the service shows them to nobody.")
 @_ingest_options
 @click.pass_context
 @_fail_cleanly
-def ingest_custody(ctx, source, workers, batch_size, user, as_json):
+def ingest_custody(ctx, source, collection, workers, batch_size, user, as_json):
     """Enrol custody images from SOURCE: a <subject_id>/<image> folder or a CSV manifest
     (path,subject_id[,custody_ref,captured_at,source]).
 
@@ -106,7 +108,7 @@ def ingest_custody(ctx, source, workers, batch_size, user, as_json):
     """
     fm = _open(ctx)
     summary = _progress_and_run(lambda p: fm.ingest_custody(
-        source, workers=workers, batch_size=batch_size, user=user, progress=p), as_json)
+        source, workers=workers, batch_size=batch_size, user=user, progress=p, collection=collection), as_json)
     _print_summary(summary, as_json)
 
 
@@ -386,9 +388,10 @@ def demo(ctx, workers, data_root):
 
 
 def _register_evaluation_commands():
+    from facematch.cli.account_commands import COMMANDS as ACCOUNT_COMMANDS
     from facematch.cli.evaluation_commands import COMMANDS
 
-    for command in COMMANDS:
+    for command in COMMANDS + ACCOUNT_COMMANDS:
         cli.add_command(command)
 
 

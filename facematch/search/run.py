@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from facematch.faces.pipeline import FacePipeline
 from facematch.search.bands import BandScheme
 from facematch.search.ranking import SearchResult, analyse_probes, rank_scene_faces, rank_subjects
 from facematch.search.review import store_search
+from facematch.search.scope import FilteredIndex
 from facematch.settings import Settings
 from facematch.store.catalogue import Catalogue, utc_now
 from facematch.store.index import FaceIndex
@@ -22,13 +25,25 @@ __all__ = ["search"]
 
 def search(catalogue: Catalogue, indexes: dict[str, FaceIndex], pipeline: FacePipeline, images: list[Path], *,
            settings: Settings, bands: BandScheme, top: int, user: str, case: str | None = None,
-           reason: str | None = None, box: FaceBox | None = None) -> SearchResult:
+           reason: str | None = None, box: FaceBox | None = None, boxes: list[FaceBox | None] | None = None,
+           allowed: dict[str, np.ndarray] | None = None, gallery: tuple[int, int] | None = None) -> SearchResult:
     """Search every face of each probe image against ``indexes["custody"]`` and ``indexes["scene"]``.
 
     Probe images that cannot be read or hold no face are reported on their probe row, never fatal. The
     result is stored (search, candidates, audit entry) and returned with its ``search_id``.
+    ``boxes`` gives one box (or None) per image instead of one ``box`` for all; ``allowed`` limits each
+    kind to the face ids the searcher may see (filtered before ranking, facematch/search/scope.py) and
+    ``gallery`` is then the (subjects, faces) of that visible gallery.
     """
-    probes = analyse_probes(pipeline, images, max_pixels=settings.max_pixels, box=box)
+    if allowed is not None:
+        indexes = {kind: FilteredIndex(index, allowed[kind]) for kind, index in indexes.items()}
+    if boxes is None:
+        probes = analyse_probes(pipeline, images, max_pixels=settings.max_pixels, box=box)
+    else:
+        probes = [pair for image, one in zip(images, boxes)
+                  for pair in analyse_probes(pipeline, [image], max_pixels=settings.max_pixels, box=one)]
+        for probe_no, (probe, _) in enumerate(probes, start=1):
+            probe.probe_no = probe_no
     for probe, embedding in probes:
         if embedding is None:
             continue
@@ -36,12 +51,13 @@ def search(catalogue: Catalogue, indexes: dict[str, FaceIndex], pipeline: FacePi
                                        nonfrontal_offset=settings.nonfrontal_offset)
         probe.scene_faces = rank_scene_faces(catalogue, indexes["scene"], embedding, top, bands,
                                              exclude_sha256=probe.sha256)
-    subjects, faces = catalogue.gallery_size()
+    subjects, faces = gallery or catalogue.gallery_size()
     result = SearchResult(
         search_id=0, created_at=utc_now(), user=user, case_ref=case, reason=reason, top=top,
         bands=bands.describe(), gallery_subjects=subjects, gallery_faces=faces,
         expected_false_candidates=bands.expected_false_candidates(subjects), probes=[p for p, _ in probes])
     params = {"top": top, "box": list(box.as_xywh()) if box else None,
+              **({"boxes": [list(b.as_xywh()) if b else None for b in boxes]} if boxes is not None else {}),
               "expected_false_candidates": result.expected_false_candidates,
               "pipeline": settings.describe_pipeline()}
     store_search(catalogue, result, params)

@@ -164,8 +164,94 @@ _V3 = [
        SELECT 'audit_chain.pending', CAST(COALESCE(MAX(id), 0) AS TEXT) FROM audit_log""",
 ]
 
+#: Version 4 (the shared service, docs/service.md): agencies, users and their roles, API tokens and web
+#: sessions (stored hashed), custody collections and cases owned by agencies, which images belong to
+#: which (a separate table, so deleting an image deletes its ownership), sharing agreements between
+#: agencies, who ran each search for which agency, and the two-person review of candidates.
+_V4_ACCOUNTS = [
+    """CREATE TABLE agencies (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL)""",
+    """CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        agency_id INTEGER NOT NULL REFERENCES agencies(id),
+        password_hash TEXT NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE user_roles (
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('operator', 'investigator', 'reviewer', 'supervisor', 'admin')),
+        PRIMARY KEY (user_id, role)
+    )""",
+    """CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        token_sha256 TEXT NOT NULL UNIQUE,
+        label TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    )""",
+    """CREATE TABLE sessions (
+        token_sha256 TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        csrf_token TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE collections (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        agency_id INTEGER NOT NULL REFERENCES agencies(id),
+        created_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE cases (
+        id INTEGER PRIMARY KEY,
+        agency_id INTEGER NOT NULL REFERENCES agencies(id),
+        reference TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (agency_id, reference)
+    )""",
+    """CREATE TABLE image_owners (
+        image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+        collection_id INTEGER REFERENCES collections(id),
+        case_id INTEGER REFERENCES cases(id)
+    )""",
+    "CREATE INDEX image_owners_collection ON image_owners(collection_id)",
+    "CREATE INDEX image_owners_case ON image_owners(case_id)",
+    """CREATE TABLE shares (
+        id INTEGER PRIMARY KEY,
+        collection_id INTEGER NOT NULL REFERENCES collections(id),
+        agency_id INTEGER NOT NULL REFERENCES agencies(id),
+        granted_by TEXT NOT NULL,
+        granted_at TEXT NOT NULL,
+        valid_until TEXT,
+        revoked_at TEXT,
+        revoked_by TEXT
+    )""",
+    """CREATE TABLE search_owners (
+        search_id INTEGER PRIMARY KEY REFERENCES searches(id) ON DELETE CASCADE,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        agency_id INTEGER NOT NULL REFERENCES agencies(id),
+        case_id INTEGER NOT NULL REFERENCES cases(id),
+        collections TEXT NOT NULL
+    )""",
+    """CREATE TABLE reviews (
+        id INTEGER PRIMARY KEY,
+        candidate_id INTEGER NOT NULL REFERENCES candidates(id) ON DELETE CASCADE,
+        stage INTEGER NOT NULL CHECK (stage IN (1, 2)),
+        reviewer TEXT NOT NULL,
+        decision TEXT NOT NULL CHECK (decision IN ('possible match', 'not a match', 'inconclusive')),
+        note TEXT NOT NULL CHECK (length(trim(note)) > 0),
+        decided_at TEXT NOT NULL,
+        UNIQUE (candidate_id, stage),
+        UNIQUE (candidate_id, reviewer)
+    )""",
+    """CREATE TRIGGER reviews_no_update BEFORE UPDATE ON reviews
+       BEGIN SELECT RAISE(ABORT, 'reviews are kept as recorded'); END""",
+]
+
 #: Migrations in order: MIGRATIONS[i] takes the schema from version i to i + 1.
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4_ACCOUNTS]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

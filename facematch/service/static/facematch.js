@@ -1,0 +1,102 @@
+// facematch reviewer page: face boxes drawn by dragging, keyboard shortcuts, ingest progress. No libraries.
+"use strict";
+document.addEventListener("DOMContentLoaded", () => {
+  const open = document.getElementById("opencase");
+  if (open) open.addEventListener("submit", (e) => {
+    e.preventDefault();
+    location.href = "/cases/" + encodeURIComponent(document.getElementById("newcase").value.trim());
+  });
+  setUpBoxes();
+  setUpKeys();
+  setUpIngest();
+});
+
+function setUpBoxes() {
+  const input = document.getElementById("images");
+  if (!input) return;
+  const boxes = [];
+  const hidden = document.getElementById("boxes");
+  const save = () => { hidden.value = JSON.stringify(boxes); };
+  input.addEventListener("change", () => {
+    const previews = document.getElementById("previews");
+    previews.textContent = "";
+    boxes.length = 0;
+    Array.from(input.files).forEach((file, n) => {
+      boxes.push(null);
+      const canvas = document.createElement("canvas");
+      canvas.className = "drawbox";
+      canvas.dataset.index = n;
+      previews.appendChild(canvas);
+      const img = new Image();
+      img.onload = () => {
+        const scale = Math.min(1, 480 / img.naturalWidth);
+        canvas.width = Math.round(img.naturalWidth * scale);
+        canvas.height = Math.round(img.naturalHeight * scale);
+        const ctx = canvas.getContext("2d");
+        const paint = (b) => {
+          ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
+          if (b) { ctx.strokeStyle = "#ff0"; ctx.lineWidth = 2; ctx.strokeRect(b[0], b[1], b[2], b[3]); }
+        };
+        paint(null);
+        let start = null;
+        const at = (e) => { const r = canvas.getBoundingClientRect(); return [e.clientX - r.left, e.clientY - r.top]; };
+        const rect = (a, b) => [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.abs(a[0] - b[0]), Math.abs(a[1] - b[1])];
+        canvas.addEventListener("mousedown", (e) => { start = at(e); });
+        canvas.addEventListener("mousemove", (e) => { if (start) paint(rect(start, at(e))); });
+        canvas.addEventListener("mouseup", (e) => {
+          if (!start) return;
+          const r = rect(start, at(e));
+          start = null;
+          if (r[2] < 4 || r[3] < 4) { boxes[n] = null; paint(null); save(); return; }
+          paint(r);
+          boxes[n] = r.map((v) => Math.round(v / scale));
+          save();
+        });
+      };
+      img.src = URL.createObjectURL(file);
+    });
+    save();
+  });
+}
+
+function setUpKeys() {
+  const cands = Array.from(document.querySelectorAll(".cand"));
+  if (!cands.length) return;
+  let current = 0;
+  const focus = (i) => { current = Math.max(0, Math.min(cands.length - 1, i)); cands[current].focus(); };
+  document.addEventListener("keydown", (e) => {
+    if (e.target.tagName === "INPUT" || e.target.tagName === "TEXTAREA") return;
+    const pick = { p: "possible match", n: "not a match", i: "inconclusive" }[e.key];
+    if (e.key === "j") focus(current + 1);
+    else if (e.key === "k") focus(current - 1);
+    else if (pick) {
+      const form = cands[current].querySelector("form.decide");
+      if (!form) return;
+      form.querySelector(`input[value="${pick}"]`).checked = true;
+      form.querySelector(".note").focus();
+      e.preventDefault();
+    }
+  });
+}
+
+function setUpIngest() {
+  const form = document.getElementById("ingestform");
+  if (!form) return;
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const data = new FormData(form);
+    const csrf = document.getElementById("csrf").value;
+    const reply = await fetch("/api/ingest", { method: "POST", body: data, headers: { "X-CSRF-Token": csrf } });
+    const job = await reply.json();
+    const text = document.getElementById("jobtext");
+    document.getElementById("job").hidden = false;
+    if (!reply.ok) { text.textContent = job.error; return; }
+    const poll = async () => {
+      const state = await (await fetch(`/api/ingest/${job.id}`)).json();
+      document.getElementById("bar").value = state.percent;
+      text.textContent = `${state.state}: ${state.done} of ${state.total} images` + (state.error ? ` (${state.error})` : "");
+      if (state.state === "running") setTimeout(poll, 500);
+    };
+    poll();
+  });
+}

@@ -1,0 +1,143 @@
+"""The reviewer web page: server-rendered Jinja2 templates, one small vendored script (static/facematch.js).
+
+The pages use the same checks as the API (roles, agency, CSRF on every form post). Wording follows the
+library's: candidates are leads for review, never "identified".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from facematch.errors import AuthenticationFailed
+from facematch.search.bands import one_in
+from facematch.service.app import ServiceState, audit_csv, audit_rows, run_search, search_view, set_session_cookie
+from facematch.service.auth import SESSION_COOKIE, authenticate, check_csrf, require
+
+__all__ = ["add_web_routes", "safe_next"]
+
+_HERE = Path(__file__).parent
+_MEANING = {"strong": "closer than almost all comparisons of different people in calibration",
+            "possible": "close; different people score this close now and then",
+            "weak": "weak similarity; different people often score this close",
+            "below": "outside every band: listed for completeness only"}
+
+
+class LoginRequired(Exception):
+    """A page needs a session: answered with a redirect to the login page."""
+
+
+def safe_next(target: str | None) -> str:
+    """Only a local path may follow the login (no open redirects: no scheme, host, // or backslash)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target or ":" in target.split("?")[0]:
+        return "/"
+    return target
+
+
+def add_web_routes(app: FastAPI, state: ServiceState, current) -> None:
+    templates = Jinja2Templates(directory=str(_HERE / "templates"))
+    templates.env.globals.update(one_in=one_in, meaning=_MEANING)
+    app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
+
+    async def page_user(request: Request):
+        try:
+            user = authenticate(state.fm, request)
+        except AuthenticationFailed:
+            raise LoginRequired() from None
+        await check_csrf(request)
+        return user
+
+    @app.exception_handler(LoginRequired)
+    async def to_login(request: Request, exc: LoginRequired):
+        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+
+    def render(request, name, user=None, status=200, **ctx):
+        return templates.TemplateResponse(request, name, {"user": user, "csrf": getattr(request.state, "csrf", ""),
+                                                          **ctx}, status_code=status)
+
+    app.state.error_page = lambda request, status, message: render(request, "error.html", status=status,
+                                                                   message=message)
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_page(request: Request, next: str = "/"):
+        return render(request, "login.html", next=safe_next(next))
+
+    @app.post("/login", include_in_schema=False)
+    def login(request: Request, username: str = Form(...), password: str = Form(...), next: str = Form("/")):
+        state.login_limit.hit(f"{request.client.host if request.client else '?'}:{username}")
+        try:
+            user = state.fm.accounts.authenticate(username, password)
+        except AuthenticationFailed as exc:
+            return render(request, "login.html", status=401, error=str(exc), next=safe_next(next))
+        cookie, _ = state.fm.accounts.create_session(user, hours=state.service.session_hours)
+        response = RedirectResponse(safe_next(next), status_code=303)
+        set_session_cookie(response, cookie, state)
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    def logout(request: Request, user=Depends(page_user)):
+        state.fm.accounts.end_session(request.cookies.get(SESSION_COOKIE, ""))
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def home(request: Request, user=Depends(page_user)):
+        searches = state.fm.accounts.agency_searches(user.agency_id, limit=50)
+        return render(request, "home.html", user, cases=state.fm.accounts.cases(user.agency_id), searches=searches)
+
+    @app.get("/cases/{case}", response_class=HTMLResponse, include_in_schema=False)
+    def case_page(request: Request, case: str, user=Depends(page_user)):
+        searches = state.fm.accounts.agency_searches(user.agency_id, case=case)
+        return render(request, "case.html", user, case=case, searches=searches,
+                      collections=state.fm.accounts.visible_collections(user))
+
+    @app.post("/search", include_in_schema=False)
+    async def new_search(request: Request, images: list[UploadFile] = File(...), case: str = Form(...),
+                         reason: str = Form(...), boxes: str = Form(""), collections: list[str] = Form([]),
+                         user=Depends(page_user)):
+        search_id = await run_search(state, user, images, case=case, reason=reason, boxes=boxes,
+                                     collections=",".join(collections), top=10)
+        return RedirectResponse(f"/searches/{search_id}", status_code=303)
+
+    @app.get("/searches/{search_id}", response_class=HTMLResponse, include_in_schema=False)
+    def results(request: Request, search_id: int, user=Depends(page_user)):
+        doc = search_view(state, user, search_id)
+        return render(request, "results.html", user, doc=doc)
+
+    @app.post("/searches/{search_id}/decide", include_in_schema=False)
+    def decide(request: Request, search_id: int, probe: int = Form(...), rank: int = Form(...),
+               decision: str = Form(...), note: str = Form(...), list_name: str = Form("custody", alias="list"),
+               user=Depends(page_user)):
+        require(user, "reviewer")
+        search_view(state, user, search_id)  # 404 for another agency's search
+        state.fm.review_candidate(search_id, probe, rank, reviewer=user.username, decision=decision, note=note,
+                                  candidate_list=list_name)
+        return RedirectResponse(f"/searches/{search_id}#p{probe}-{list_name}-{rank}", status_code=303)
+
+    @app.get("/queue", response_class=HTMLResponse, include_in_schema=False)
+    def queue(request: Request, user=Depends(page_user)):
+        require(user, "reviewer")
+        return render(request, "queue.html", user, rows=state.fm.review_queue(user.agency_id, reviewer=user.username))
+
+    @app.get("/audit", include_in_schema=False)
+    def audit(request: Request, action: str = "", actor: str = "", since: str = "", until: str = "",
+              format: str = "html", user=Depends(page_user)):
+        require(user, "supervisor")
+        rows = audit_rows(state, user, action=action, actor=actor, since=since, until=until)
+        if format == "csv":
+            return Response(audit_csv(rows), media_type="text/csv",
+                            headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
+        return render(request, "audit.html", user, rows=rows,
+                      filters={"action": action, "actor": actor, "since": since, "until": until})
+
+    @app.get("/ingest", response_class=HTMLResponse, include_in_schema=False)
+    def ingest_page(request: Request, user=Depends(page_user)):
+        require(user, "operator")
+        return render(request, "ingest.html", user, jobs=[j.to_dict() for j in state.jobs.for_agency(user.agency_id)],
+                      roots=[str(r) for r in state.service.ingest_roots])

@@ -1,0 +1,374 @@
+"""People and permissions: agencies, users and roles, tokens and sessions, collections, cases and sharing.
+
+The service (facematch/service) asks this module who a request comes from and what that person may see.
+Secrets are never stored: passwords as argon2id hashes, API tokens and session cookies as SHA-256 of a
+256-bit random value (shown once). Visibility is an allow-list: a custody image is seen only by its
+collection's agency and by agencies holding a valid sharing agreement; a crime-scene image and a search
+only by the agency of their case. Images without an owner (ingested before accounts existed, or by a
+command line ingest without ``--collection``) are seen by nobody through the service.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+
+import numpy as np
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from facematch.errors import AuthenticationFailed, Conflict, InvalidArgument, NotFound
+from facematch.store.catalogue import Catalogue, utc_now
+
+__all__ = ["ROLES", "User", "SearchScope", "Accounts", "normalise_until"]
+
+#: operator: ingests; investigator: searches for the cases of their agency; reviewer: records decisions;
+#: supervisor: reads the audit trail of their agency; admin: users, agencies and sharing agreements.
+ROLES = ("operator", "investigator", "reviewer", "supervisor", "admin")
+_HASHER = PasswordHasher()
+_MIN_PASSWORD = 8
+
+
+@dataclass(frozen=True)
+class User:
+    """An authenticated person: who, which agency, which roles."""
+
+    id: int
+    username: str
+    agency_id: int
+    agency: str
+    roles: frozenset[str]
+
+    def has(self, role: str) -> bool:
+        return role in self.roles
+
+
+@dataclass(frozen=True)
+class SearchScope:
+    """What one search may rank: face ids allowed per kind, and the size of that visible gallery."""
+
+    custody_face_ids: np.ndarray
+    scene_face_ids: np.ndarray
+    collections: tuple[str, ...]
+    gallery_subjects: int
+    gallery_faces: int
+
+
+def _sha(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def normalise_until(value: str | None) -> str | None:
+    """An ISO date or date-time (UTC when no zone is given) in the catalogue's timestamp form."""
+    if value is None or value == "":
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidArgument(f"not an ISO date or date-time: {value!r}") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+class Accounts:
+    """Accounts and visibility over one catalogue connection (writes are audited there)."""
+
+    def __init__(self, catalogue: Catalogue):
+        self.catalogue = catalogue
+        self.conn = catalogue.conn
+
+    # -- agencies, users, roles -------------------------------------------------------------------
+
+    def add_agency(self, name: str, *, actor: str) -> int:
+        """Create an agency and its default custody collection ``<name>-custody``."""
+        if not name or not name.strip():
+            raise InvalidArgument("an agency needs a name")
+        if self._one("SELECT id FROM agencies WHERE name = ?", name):
+            raise Conflict(f"agency {name!r} already exists")
+        with self.catalogue.atomic():
+            agency_id = self.conn.execute("INSERT INTO agencies (name, created_at) VALUES (?, ?)",
+                                          (name, utc_now())).lastrowid
+            self.conn.execute("INSERT INTO collections (name, agency_id, created_at) VALUES (?, ?, ?)",
+                              (f"{name}-custody", agency_id, utc_now()))
+            self.catalogue.audit(actor, "admin.agency_add", {"agency": name})
+        return agency_id
+
+    def agency_id(self, name: str) -> int:
+        row = self._one("SELECT id FROM agencies WHERE name = ?", name)
+        if row is None:
+            raise NotFound(f"no agency {name!r}")
+        return row[0]
+
+    def agencies(self) -> list[dict]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM agencies ORDER BY name")]
+
+    def add_user(self, username: str, password: str, *, agency: str, roles: list[str], actor: str) -> User:
+        """Create a user of ``agency`` holding ``roles`` (the password is stored as an argon2id hash)."""
+        if not username or not username.strip() or any(c.isspace() for c in username):
+            raise InvalidArgument("a username is one word without spaces")
+        if len(password or "") < _MIN_PASSWORD:
+            raise InvalidArgument(f"a password needs at least {_MIN_PASSWORD} characters")
+        bad = sorted(set(roles) - set(ROLES))
+        if bad or not roles:
+            raise InvalidArgument(f"roles must be some of {', '.join(ROLES)}; got {', '.join(roles) or 'none'}")
+        agency_id = self.agency_id(agency)
+        if self._one("SELECT id FROM users WHERE username = ?", username):
+            raise Conflict(f"user {username!r} already exists")
+        with self.catalogue.atomic():
+            user_id = self.conn.execute(
+                "INSERT INTO users (username, agency_id, password_hash, created_at) VALUES (?, ?, ?, ?)",
+                (username, agency_id, _HASHER.hash(password), utc_now())).lastrowid
+            self.conn.executemany("INSERT INTO user_roles VALUES (?, ?)", [(user_id, r) for r in set(roles)])
+            self.catalogue.audit(actor, "admin.user_add", {"user": username, "agency": agency,
+                                                          "roles": sorted(set(roles))})
+        return self.user(user_id)
+
+    def user(self, user_id: int) -> User:
+        row = self._one("""SELECT u.id, u.username, u.agency_id, a.name FROM users u
+                           JOIN agencies a ON a.id = u.agency_id WHERE u.id = ? AND u.active = 1""", user_id)
+        if row is None:
+            raise AuthenticationFailed("unknown or disabled user")
+        roles = frozenset(r[0] for r in self.conn.execute("SELECT role FROM user_roles WHERE user_id = ?",
+                                                          (user_id,)))
+        return User(row[0], row[1], row[2], row[3], roles)
+
+    def users(self, agency_id: int | None = None) -> list[User]:
+        sql = "SELECT id FROM users WHERE active = 1" + (" AND agency_id = ?" if agency_id else "")
+        return [self.user(r[0]) for r in self.conn.execute(sql + " ORDER BY username",
+                                                           (agency_id,) if agency_id else ())]
+
+    def authenticate(self, username: str, password: str) -> User:
+        """The user with this password; ``AuthenticationFailed`` (one message for every cause) otherwise."""
+        row = self._one("SELECT id, password_hash FROM users WHERE username = ? AND active = 1", username or "")
+        try:
+            if row is None:
+                _HASHER.hash(password or "x")  # same cost whether or not the user exists
+                raise VerificationError()
+            _HASHER.verify(row[1], password or "")
+        except (VerificationError, InvalidHashError):
+            raise AuthenticationFailed("wrong username or password") from None
+        return self.user(row[0])
+
+    # -- API tokens and sessions -----------------------------------------------------------------------
+
+    def create_token(self, user: User, label: str) -> tuple[int, str]:
+        """A new API token for ``user``: ``(token id, the secret)``; the secret is shown only this once."""
+        secret = "fm_" + secrets.token_urlsafe(32)
+        with self.catalogue.atomic():
+            token_id = self.conn.execute(
+                "INSERT INTO api_tokens (user_id, token_sha256, label, created_at) VALUES (?, ?, ?, ?)",
+                (user.id, _sha(secret), label or "api", utc_now())).lastrowid
+            self.catalogue.audit(user.username, "token.create", {"token_id": token_id, "label": label})
+        return token_id, secret
+
+    def revoke_token(self, user: User, token_id: int) -> None:
+        with self.catalogue.atomic():
+            n = self.conn.execute("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND user_id = ? "
+                                  "AND revoked_at IS NULL", (utc_now(), token_id, user.id)).rowcount
+            if not n:
+                raise NotFound(f"no active token {token_id} of yours")
+            self.catalogue.audit(user.username, "token.revoke", {"token_id": token_id})
+
+    def token_user(self, secret: str) -> User:
+        row = self._one("SELECT user_id FROM api_tokens WHERE token_sha256 = ? AND revoked_at IS NULL",
+                        _sha(secret or ""))
+        if row is None:
+            raise AuthenticationFailed("unknown or revoked API token")
+        return self.user(row[0])
+
+    def create_session(self, user: User, *, hours: float) -> tuple[str, str]:
+        """A web session: ``(cookie value, CSRF token)``."""
+        cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        expires = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=hours)).replace(microsecond=0)
+        with self.catalogue.atomic():
+            self.conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+                              (_sha(cookie), user.id, csrf, utc_now(), expires.isoformat()))
+            self.catalogue.audit(user.username, "login", {"agency": user.agency})
+        return cookie, csrf
+
+    def session(self, cookie: str) -> tuple[User, str]:
+        """The user and CSRF token of a live session."""
+        row = self._one("SELECT user_id, csrf_token FROM sessions WHERE token_sha256 = ? AND expires_at > ?",
+                        _sha(cookie or ""), utc_now())
+        if row is None:
+            raise AuthenticationFailed("not logged in, or the session has expired")
+        return self.user(row[0]), row[1]
+
+    def end_session(self, cookie: str) -> None:
+        with self.catalogue.atomic():
+            self.conn.execute("DELETE FROM sessions WHERE token_sha256 = ?", (_sha(cookie or ""),))
+
+    # -- collections, cases, sharing ----------------------------------------------------------------------
+
+    def collection(self, name: str) -> dict:
+        row = self._one("""SELECT c.id, c.name, c.agency_id, a.name AS agency FROM collections c
+                           JOIN agencies a ON a.id = c.agency_id WHERE c.name = ?""", name)
+        if row is None:
+            raise NotFound(f"no collection {name!r}")
+        return dict(row)
+
+    def default_collection(self, agency_id: int) -> dict:
+        name = self._one("SELECT name FROM agencies WHERE id = ?", agency_id)[0]
+        return self.collection(f"{name}-custody")
+
+    def add_collection(self, name: str, *, agency: str, actor: str) -> int:
+        agency_id = self.agency_id(agency)
+        if self._one("SELECT id FROM collections WHERE name = ?", name):
+            raise Conflict(f"collection {name!r} already exists")
+        with self.catalogue.atomic():
+            cid = self.conn.execute("INSERT INTO collections (name, agency_id, created_at) VALUES (?, ?, ?)",
+                                    (name, agency_id, utc_now())).lastrowid
+            self.catalogue.audit(actor, "admin.collection_add", {"collection": name, "agency": agency})
+        return cid
+
+    def share(self, collection: str, agency: str, *, actor: str, until: str | None = None) -> int:
+        """Let ``agency`` search ``collection`` (until ``until``, ISO, or until revoked); audited."""
+        coll, grantee, until = self.collection(collection), self.agency_id(agency), normalise_until(until)
+        if coll["agency_id"] == grantee:
+            raise InvalidArgument(f"{agency!r} owns {collection!r} already")
+        with self.catalogue.atomic():
+            share_id = self.conn.execute(
+                "INSERT INTO shares (collection_id, agency_id, granted_by, granted_at, valid_until) "
+                "VALUES (?, ?, ?, ?, ?)", (coll["id"], grantee, actor, utc_now(), until)).lastrowid
+            self.catalogue.audit(actor, "share.grant", {"share_id": share_id, "collection": collection,
+                                                       "owner": coll["agency"], "agency": agency, "until": until})
+        return share_id
+
+    def revoke_share(self, share_id: int, *, actor: str) -> None:
+        with self.catalogue.atomic():
+            n = self.conn.execute("UPDATE shares SET revoked_at = ?, revoked_by = ? WHERE id = ? "
+                                  "AND revoked_at IS NULL", (utc_now(), actor, share_id)).rowcount
+            if not n:
+                raise NotFound(f"no active sharing agreement {share_id}")
+            self.catalogue.audit(actor, "share.revoke", {"share_id": share_id})
+
+    def shares(self) -> list[dict]:
+        now = utc_now()
+        rows = self.conn.execute("""SELECT s.*, c.name AS collection, o.name AS owner, a.name AS agency
+            FROM shares s JOIN collections c ON c.id = s.collection_id JOIN agencies o ON o.id = c.agency_id
+            JOIN agencies a ON a.id = s.agency_id ORDER BY s.id""")
+        return [dict(r) | {"valid": r["revoked_at"] is None and (r["valid_until"] is None or r["valid_until"] > now)}
+                for r in rows]
+
+    def visible_collections(self, user: User) -> list[dict]:
+        """Collections ``user`` may search: their agency's, and those shared with it by a valid agreement."""
+        rows = self.conn.execute("""SELECT c.id, c.name, a.name AS agency, c.agency_id = ? AS own
+            FROM collections c JOIN agencies a ON a.id = c.agency_id
+            WHERE c.agency_id = ? OR c.id IN (SELECT collection_id FROM shares WHERE agency_id = ?
+                AND revoked_at IS NULL AND (valid_until IS NULL OR valid_until > ?)) ORDER BY c.name""",
+                                 (user.agency_id, user.agency_id, user.agency_id, utc_now()))
+        return [dict(r) for r in rows]
+
+    def case_id(self, agency_id: int, reference: str, *, create: bool = False) -> int:
+        if not reference or not reference.strip():
+            raise InvalidArgument("a case reference is required")
+        row = self._one("SELECT id FROM cases WHERE agency_id = ? AND reference = ?", agency_id, reference)
+        if row:
+            return row[0]
+        if not create:
+            raise NotFound(f"no case {reference!r}")
+        return self.conn.execute("INSERT INTO cases (agency_id, reference, created_at) VALUES (?, ?, ?)",
+                                 (agency_id, reference, utc_now())).lastrowid
+
+    def cases(self, agency_id: int) -> list[dict]:
+        return [dict(r) for r in self.conn.execute(
+            "SELECT * FROM cases WHERE agency_id = ? ORDER BY reference", (agency_id,))]
+
+    def assign_run(self, run_id: int, *, collection_id: int | None = None, case_id: int | None = None) -> int:
+        """Give every image of ingest run ``run_id`` that has no owner yet to a collection or case."""
+        with self.catalogue.atomic():
+            return self.conn.execute(
+                "INSERT OR IGNORE INTO image_owners (image_id, collection_id, case_id) "
+                "SELECT id, ?, ? FROM images WHERE run_id = ?", (collection_id, case_id, run_id)).rowcount
+
+    def assign_scene_run(self, run_id: int, agency_id: int) -> int:
+        """Give every crime-scene image of run ``run_id`` to ``agency_id``'s case of the same reference."""
+        with self.catalogue.atomic():
+            rows = self.conn.execute("SELECT id, case_ref FROM images WHERE run_id = ? AND kind = 'scene' "
+                                     "AND case_ref IS NOT NULL", (run_id,)).fetchall()
+            pairs = [(r[0], self.case_id(agency_id, r[1], create=True)) for r in rows]
+            self.conn.executemany("INSERT OR IGNORE INTO image_owners (image_id, case_id) VALUES (?, ?)", pairs)
+        return len(pairs)
+
+    # -- what a search may see --------------------------------------------------------------------------
+
+    def search_scope(self, user: User, collections: list[str] | None = None) -> SearchScope:
+        """The faces a search by ``user`` ranks: the chosen visible collections' custody faces (all visible
+        ones when ``collections`` is None) and the crime-scene faces of the user's agency's cases."""
+        visible = {c["name"]: c["id"] for c in self.visible_collections(user)}
+        chosen = list(visible) if not collections else collections
+        unknown = [c for c in chosen if c not in visible]
+        if unknown:
+            raise NotFound(f"no collection {unknown[0]!r} that you may search")
+        ids = [visible[c] for c in chosen]
+        marks = ",".join("?" * len(ids)) or "NULL"
+        custody = self.conn.execute(
+            f"""SELECT f.id, f.subject_id FROM faces f JOIN image_owners o ON o.image_id = f.image_id
+                WHERE f.kind = 'custody' AND o.collection_id IN ({marks})""", ids).fetchall()
+        scene = self.conn.execute(
+            """SELECT f.id FROM faces f JOIN image_owners o ON o.image_id = f.image_id
+               JOIN cases k ON k.id = o.case_id WHERE f.kind = 'scene' AND k.agency_id = ?""",
+            (user.agency_id,)).fetchall()
+        return SearchScope(np.array(sorted(r[0] for r in custody), dtype=np.int64),
+                           np.array(sorted(r[0] for r in scene), dtype=np.int64), tuple(sorted(chosen)),
+                           len({r[1] for r in custody}), len(custody))
+
+    def record_search_owner(self, search_id: int, user: User, case_id: int, collections: tuple[str, ...]) -> None:
+        with self.catalogue.atomic():
+            self.conn.execute("INSERT INTO search_owners VALUES (?, ?, ?, ?, ?)",
+                              (search_id, user.id, user.agency_id, case_id, json.dumps(list(collections))))
+
+    def search_agency(self, search_id: int) -> int | None:
+        row = self._one("SELECT agency_id FROM search_owners WHERE search_id = ?", search_id)
+        return row[0] if row else None
+
+    def agency_searches(self, agency_id: int, *, case: str | None = None, limit: int = 200) -> list[dict]:
+        sql = """SELECT s.id, s.created_at, s.user, s.case_ref, s.reason FROM searches s
+                 JOIN search_owners o ON o.search_id = s.id WHERE o.agency_id = ?"""
+        args: list = [agency_id]
+        if case:
+            sql, args = sql + " AND s.case_ref = ?", args + [case]
+        return [dict(r) for r in self.conn.execute(sql + " ORDER BY s.id DESC LIMIT ?", (*args, limit))]
+
+    def face_visible(self, user: User, face_id: int) -> bool:
+        """Whether ``user`` may see this face's image (custody: a visible collection; scene: own case)."""
+        row = self._one("""SELECT o.collection_id, k.agency_id FROM faces f JOIN image_owners o
+                           ON o.image_id = f.image_id LEFT JOIN cases k ON k.id = o.case_id WHERE f.id = ?""",
+                        face_id)
+        if row is None:
+            return False
+        if row[0] is not None:
+            return row[0] in {c["id"] for c in self.visible_collections(user)}
+        return row[1] == user.agency_id
+
+    def probe_visible(self, user: User, sha256: str) -> bool:
+        """Probe images are seen only by the agency whose searches used them."""
+        return self._one("""SELECT 1 FROM search_probes p JOIN search_owners o ON o.search_id = p.search_id
+                            WHERE p.sha256 = ? AND o.agency_id = ? LIMIT 1""", sha256, user.agency_id) is not None
+
+    def face_location(self, face_id: int) -> tuple[str, tuple[int, int, int, int]]:
+        """The image file of a stored face and its box (x, y, w, h), for showing it to a reviewer."""
+        row = self._one("""SELECT i.original_path, f.box_left, f.box_top, f.box_right, f.box_bottom FROM faces f
+                           JOIN images i ON i.id = f.image_id WHERE f.id = ?""", face_id)
+        if row is None:
+            raise NotFound(f"no face {face_id}")
+        return row[0], (row[1], row[2], row[3] - row[1], row[4] - row[2])
+
+    def probe_location(self, search_id: int, probe_no: int) -> tuple[str, tuple[int, int, int, int] | None, str]:
+        """The stored probe image of one probe face of a search: ``(path, box or None, sha256)``."""
+        row = self._one("SELECT path, box, sha256 FROM search_probes WHERE search_id = ? AND probe_no = ?",
+                        search_id, probe_no)
+        if row is None:
+            raise NotFound(f"search {search_id} has no probe face {probe_no}")
+        box = json.loads(row[1]) if row[1] else None
+        return row[0], tuple(box) if box else None, row[2]
+
+    def agency_usernames(self, agency_id: int) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT username FROM users WHERE agency_id = ?", (agency_id,))]
+
+    def _one(self, sql: str, *args):
+        return self.conn.execute(sql, args).fetchone()

@@ -1,0 +1,280 @@
+"""The shared service over a real catalogue: every role x endpoint, cross-agency leakage, sharing, two-person review.
+
+The catalogue is the ``frmdb_gallery`` fixture (12 real frmdb-dev subjects x 3 mugshots) copied, split
+between two agencies: north owns subjects 040-045, south 046-051. Probes are real CCTV crops.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the service extra is not installed (pip install -e '.[service]')")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from facematch.service.app import create_app  # noqa: E402
+from facematch.settings import ServiceSettings  # noqa: E402
+from tests.conftest import make_facematch, require_data  # noqa: E402
+
+PASSWORD = "correct horse battery"
+NORTH = [f"{n:03d}" for n in range(40, 46)]
+SOUTH = [f"{n:03d}" for n in range(46, 52)]
+USERS = {  # username: (agency, roles)
+    "nina": ("north", ["investigator"]), "rita": ("north", ["reviewer"]), "ravi": ("north", ["reviewer"]),
+    "sue": ("north", ["supervisor"]), "otto": ("north", ["operator"]), "adam": ("north", ["admin"]),
+    "sam": ("south", ["investigator", "reviewer", "supervisor", "operator"]),
+}
+
+
+@pytest.fixture(scope="module")
+def service(frmdb_gallery, tmp_path_factory):
+    _, summary, root = frmdb_gallery
+    home = tmp_path_factory.mktemp("service") / "data"
+    shutil.copytree(root, home)
+    fm = make_facematch(home, workers=1)
+    accounts = fm.accounts
+    for agency in ("north", "south"):
+        accounts.add_agency(agency, actor="setup")
+    for name, (agency, roles) in USERS.items():
+        accounts.add_user(name, PASSWORD, agency=agency, roles=roles, actor="setup")
+    accounts.assign_run(summary.run_id, collection_id=accounts.collection("north-custody")["id"])
+    south = accounts.collection("south-custody")["id"]
+    with fm.catalogue.atomic() as conn:
+        conn.execute("""UPDATE image_owners SET collection_id = ? WHERE image_id IN (SELECT i.id FROM images i
+                        JOIN subjects s ON s.id = i.subject_id WHERE s.reference IN (%s))""" % ",".join("?" * 6),
+                     (south, *SOUTH))
+    ingest_root = home.parent / "ingest-root"
+    (ingest_root / "052").mkdir(parents=True)
+    for view in ("Img_33.jpg", "Img_23.jpg"):
+        shutil.copy(require_data("frmdb-dev", "mugshots", "052", view), ingest_root / "052" / view)
+    app = create_app(fm.settings, ServiceSettings(ingest_roots=(ingest_root,)))
+    app.state.ingest_root = ingest_root
+    yield app, fm
+    fm.close()
+
+
+_CLIENTS: dict = {}
+
+
+def client(app, username: str | None, *, fresh: bool = False) -> TestClient:
+    """A client logged in as ``username`` with a session cookie and its CSRF token (None: anonymous)."""
+    if not fresh and username and (id(app), username) in _CLIENTS:
+        return _CLIENTS[id(app), username]
+    c = TestClient(app)
+    if username:
+        r = c.post("/api/login", json={"username": username, "password": PASSWORD})
+        assert r.status_code == 200, r.text
+        c.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+        if not fresh:
+            _CLIENTS[id(app), username] = c
+    return c
+
+
+def probe(subject: str, image: str = "Img_03.jpg"):
+    path = require_data("frmdb-dev", "cctv_crops", subject, image)
+    return ("images", (path.name, path.read_bytes(), "image/jpeg"))
+
+
+def search(c: TestClient, subject: str, **form):
+    data = {"case": "OP-NORTH-1", "reason": "robbery at the harbour, CCTV still", "top": "20", **form}
+    return c.post("/api/searches", files=[probe(subject)], data=data)
+
+
+def subjects_of(doc: dict) -> set[str]:
+    return {cand["subject"] for p in doc["probes"] for cand in p["subjects"]}
+
+
+@pytest.fixture(scope="module")
+def north_search(service):
+    app, _ = service
+    r = search(client(app, "nina"), "041")
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def test_search_ranks_only_own_collection_and_reports_only_its_size(service, north_search):
+    found = subjects_of(north_search)
+    assert found and found <= set(NORTH), found
+    assert north_search["gallery_subjects"] == len(NORTH)  # never the other agency's count
+    assert "image_path" not in north_search["probes"][0]["subjects"][0]
+
+
+def test_probe_of_other_agencys_subject_finds_nothing_of_theirs(service):
+    app, _ = service
+    r = search(client(app, "nina"), "047")
+    assert r.status_code == 201
+    assert subjects_of(r.json()) <= set(NORTH)
+
+
+def test_shared_collection_appears_only_while_agreement_valid(service):
+    app, fm = service
+    nina, adam = client(app, "nina"), client(app, "adam")
+    share = adam.post("/api/admin/shares", json={"collection": "south-custody", "agency": "north"})
+    assert share.status_code == 201
+    with_share = search(nina, "047").json()
+    assert subjects_of(with_share) & set(SOUTH)
+    assert with_share["gallery_subjects"] == 12
+    assert adam.delete(f"/api/admin/shares/{share.json()['id']}").status_code == 200
+    assert subjects_of(search(nina, "047").json()) <= set(NORTH)
+    expired = adam.post("/api/admin/shares", json={"collection": "south-custody", "agency": "north",
+                                                   "until": "2000-01-01"})
+    assert expired.status_code == 201
+    assert subjects_of(search(nina, "047").json()) <= set(NORTH)
+    assert any(e["action"] == "share.revoke" for e in fm.audit(limit=50, reason="test: check the revocation was recorded"))
+
+
+def test_other_agency_cannot_read_review_decide_or_see_images(service, north_search):
+    app, _ = service
+    sam = client(app, "sam")
+    sid = north_search["search_id"]
+    face_id = north_search["probes"][0]["subjects"][0]["face_id"]
+    assert sam.get(f"/api/searches/{sid}").status_code == 404
+    assert sam.post(f"/api/searches/{sid}/decisions", json={"probe": 1, "rank": 1, "decision": "not a match",
+                                                            "note": "x"}).status_code == 404
+    assert sam.get(f"/api/searches/{sid}/probes/1/face.jpg").status_code == 404
+    assert sam.get(f"/api/faces/{face_id}/face.jpg").status_code == 404
+    assert all(USERS.get(e["actor"], ("south",))[0] == "south" for e in sam.get("/api/audit").json())
+    assert sid not in [s["id"] for s in sam.get("/api/searches").json()]
+    assert sam.get("/api/queue").json() == [] or all(q["search_id"] != sid for q in sam.get("/api/queue").json())
+
+
+ROLE_MATRIX = [  # (method, path template, allowed users, forbidden users)
+    ("GET", "/api/me", set(USERS), set()),
+    ("GET", "/api/searches", {"nina", "rita", "ravi", "sue", "sam"}, {"otto", "adam"}),
+    ("GET", "/api/searches/{sid}", {"nina", "rita", "ravi", "sue"}, {"otto", "adam"}),
+    ("GET", "/api/searches/{sid}/probes/1/face.jpg", {"nina", "rita", "ravi", "sue"}, {"otto", "adam"}),
+    ("GET", "/api/faces/{fid}/face.jpg", {"nina", "rita", "ravi", "sue"}, {"otto", "adam"}),
+    ("GET", "/api/queue", {"rita", "ravi", "sam"}, {"nina", "sue", "otto", "adam"}),
+    ("GET", "/api/audit", {"sue", "sam"}, {"nina", "rita", "ravi", "otto", "adam"}),
+    ("GET", "/api/admin/shares", {"adam"}, {"nina", "rita", "ravi", "sue", "otto", "sam"}),
+    ("GET", "/api/ingest/999", set(), {"nina", "rita", "ravi", "sue", "adam"}),
+]
+
+
+@pytest.mark.parametrize("method,path,allowed,forbidden", ROLE_MATRIX)
+def test_role_matrix(service, north_search, method, path, allowed, forbidden):
+    app, _ = service
+    url = path.format(sid=north_search["search_id"], fid=north_search["probes"][0]["subjects"][0]["face_id"])
+    assert TestClient(app).request(method, url).status_code == 401
+    for name in USERS:
+        status = client(app, name).request(method, url).status_code
+        if name in allowed:
+            expected = {200}
+        elif name in forbidden:
+            expected = {403}
+        else:
+            expected = {404}  # the right role, another agency's (or no such) resource
+        assert status in expected, f"{name} {method} {url}: {status}"
+
+
+def test_role_matrix_for_writes(service, north_search):
+    app, _ = service
+    sid = north_search["search_id"]
+    decision = {"probe": 1, "rank": 2, "decision": "inconclusive", "note": "profile view only"}
+    assert client(app, "nina").post(f"/api/searches/{sid}/decisions", json=decision).status_code == 403
+    assert search(client(app, "rita"), "041").status_code == 403
+    assert client(app, "nina").post("/api/admin/agencies", data={"name": "east"}).status_code == 403
+    assert client(app, "nina").post("/api/ingest", data={"folder": "/"}).status_code == 403
+    assert client(app, "otto").post("/api/ingest", data={"folder": "/etc"}).status_code == 403  # not an ingest root
+    assert TestClient(app).post("/api/searches", data={"case": "x", "reason": "y"}).status_code == 401
+
+
+def test_session_needs_csrf_for_writes(service, north_search):
+    app, _ = service
+    c = client(app, "rita", fresh=True)
+    del c.headers["X-CSRF-Token"]
+    decision = {"probe": 1, "rank": 3, "decision": "not a match", "note": "different ears"}
+    assert c.post(f"/api/searches/{north_search['search_id']}/decisions", json=decision).status_code == 403
+
+
+def test_bearer_token_works_and_is_revocable(service):
+    app, _ = service
+    made = client(app, "nina", fresh=True).post("/api/tokens", data={"label": "script"}).json()
+    bearer = TestClient(app, headers={"Authorization": f"Bearer {made['token']}"})
+    assert bearer.get("/api/me").json()["user"] == "nina"
+    assert bearer.delete(f"/api/tokens/{made['id']}").status_code == 200
+    assert bearer.get("/api/me").status_code == 401
+
+
+def test_two_person_review_blind_then_lead(service, north_search):
+    app, fm = service
+    sid = north_search["search_id"]
+    rita, ravi = client(app, "rita"), client(app, "ravi")
+    first = {"probe": 1, "rank": 1, "decision": "possible match", "note": "same scar above left eye"}
+    assert rita.post(f"/api/searches/{sid}/decisions", json={**first, "note": " "}).status_code == 422
+    assert rita.post(f"/api/searches/{sid}/decisions", json=first).status_code == 201
+    assert rita.post(f"/api/searches/{sid}/decisions", json=first).status_code == 409  # not twice by one person
+    seen = ravi.get(f"/api/searches/{sid}").json()["probes"][0]["subjects"][0]["review"]
+    assert seen["reviews"] == [] and seen["hidden_reviews"] == 1 and seen["outcome"] == "awaiting second review"
+    assert any(q["rank"] == 1 and q["awaiting"] == "second review" for q in ravi.get("/api/queue").json())
+    assert ravi.post(f"/api/searches/{sid}/decisions", json={**first, "note": "agree: ear shape"}).status_code == 201
+    seen = rita.get(f"/api/searches/{sid}").json()["probes"][0]["subjects"][0]["review"]
+    assert seen["outcome"] == "investigative lead" and len(seen["reviews"]) == 2
+    actions = [e["action"] for e in client(app, "sue").get("/api/audit").json()]
+    assert "review.first" in actions and "review.second" in actions
+    assert "text/csv" in client(app, "sue").get("/api/audit?format=csv").headers["content-type"]
+
+
+def test_disagreement_is_kept(service, north_search):
+    app, _ = service
+    sid = north_search["search_id"]
+    one = {"probe": 1, "rank": 4, "decision": "possible match", "note": "similar nose"}
+    assert client(app, "rita").post(f"/api/searches/{sid}/decisions", json=one).status_code == 201
+    assert client(app, "ravi").post(f"/api/searches/{sid}/decisions",
+                                    json={**one, "decision": "not a match", "note": "jaw differs"}).status_code == 201
+    review = client(app, "rita").get(f"/api/searches/{sid}").json()["probes"][0]["subjects"][3]["review"]
+    assert review["outcome"] == "disagreement" and [r["decision"] for r in review["reviews"]] == [
+        "possible match", "not a match"]
+
+
+def test_uploads_are_sniffed_and_limited(service, tmp_path):
+    app, _ = service
+    nina = client(app, "nina")
+    pdf = ("images", ("still.jpg", b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\n", "image/jpeg"))
+    r = nina.post("/api/searches", files=[pdf], data={"case": "C", "reason": "R"})
+    assert r.status_code == 415 and "PDF" in r.json()["error"]
+    r = nina.post("/api/searches", files=[probe("041")], data={"case": "C"})
+    assert r.status_code == 422 and "reason" in r.json()["error"]
+    small = create_app(service[1].settings, ServiceSettings(max_upload_bytes=1000), web=False)
+    r = client(small, "nina").post("/api/searches", files=[probe("041")], data={"case": "C", "reason": "R"})
+    assert r.status_code == 413
+    r = nina.post("/api/searches", files=[probe("041")], data={"case": "C", "reason": "R", "boxes": "1,2,x"})
+    assert r.status_code == 422
+
+
+def test_rate_limit_per_user(service):
+    app, fm = service
+    limited = create_app(fm.settings, ServiceSettings(searches_per_minute=1), web=False)
+    nina = client(limited, "nina")
+    assert search(nina, "041").status_code == 201
+    r = search(nina, "041")
+    assert r.status_code == 429 and r.headers["Retry-After"]
+
+
+def test_errors_are_json_without_traces(service):
+    app, _ = service
+    r = client(app, "nina").get("/api/searches/abc")
+    assert r.status_code == 422 and "Traceback" not in r.text
+    assert TestClient(app).post("/api/login", json={"username": "nina", "password": "wrong"}).status_code == 401
+
+
+def test_operator_ingests_a_server_folder_with_progress(service, tmp_path):
+    app, fm = service
+    otto = client(app, "otto")
+    job = otto.post("/api/ingest", data={"folder": str(app.state.ingest_root)})
+    assert job.status_code == 202, job.text
+    import time
+    for _ in range(600):
+        state = otto.get(f"/api/ingest/{job.json()['id']}").json()
+        if state["state"] != "running":
+            break
+        time.sleep(0.5)
+    assert state["state"] == "finished", state
+    assert state["summary"]["total"] == 2
+    assert client(app, "sam").get(f"/api/ingest/{job.json()['id']}").status_code == 404
+    north = fm.accounts.collection("north-custody")["id"]
+    owned = fm.catalogue.conn.execute("SELECT COUNT(*) FROM image_owners o JOIN images i ON i.id = o.image_id "
+                                      "JOIN subjects s ON s.id = i.subject_id WHERE s.reference = '052' "
+                                      "AND o.collection_id = ?", (north,)).fetchone()[0]
+    assert owned == 2

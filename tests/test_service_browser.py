@@ -1,0 +1,96 @@
+"""The reviewer page in a real browser (Debian's chromium under Playwright): log in, search a real CCTV
+still with a box drawn by dragging, see the true person among the candidates, record first and second
+review, and see both in the supervisor's audit view. Screenshots: /tmp/facematch-browser-*.png."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the service extra is not installed")
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
+CHROMIUM = shutil.which("chromium") and "/usr/lib/chromium/chromium"
+if not CHROMIUM:
+    pytest.skip("chromium is not installed (make install: apt-get install chromium)", allow_module_level=True)
+
+import uvicorn  # noqa: E402
+
+from tests.conftest import require_data  # noqa: E402
+from tests.test_service import PASSWORD, service  # noqa: E402,F401 - the module fixture
+
+
+@pytest.fixture(scope="module")
+def base_url(service):  # noqa: F811
+    app, _ = service
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(100):
+        if server.started:
+            break
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def _login(page, base_url, username):
+    page.goto(f"{base_url}/login")
+    page.fill("#username", username)
+    page.fill("#password", PASSWORD)
+    page.click("#login")
+
+
+def test_search_review_twice_and_audit_in_chromium(base_url):
+    still = require_data("frmdb-dev", "cctv_crops", "043", "Img_03.jpg")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM)
+        page = browser.new_page(viewport={"width": 1200, "height": 1000})
+        _login(page, base_url, "nina")
+        page.goto(f"{base_url}/cases/OP-BROWSER")
+        page.set_input_files("#images", str(still))
+        canvas = page.locator("canvas.drawbox")
+        canvas.wait_for()
+        page.wait_for_function("document.querySelector('canvas.drawbox').width > 0")
+        box = canvas.bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.1)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + box["height"] * 0.9, steps=5)
+        page.mouse.up()
+        assert page.input_value("#boxes").startswith("[[")
+        page.fill("#reason", "assault outside the station, camera 3 still")
+        page.screenshot(path="/tmp/facematch-browser-1-search.png", full_page=True)
+        page.click("#runsearch")
+        page.wait_for_url("**/searches/*", timeout=120_000)
+        page.screenshot(path="/tmp/facematch-browser-2-results.png", full_page=True)
+        text = page.inner_text("main")
+        assert "candidate 043" in text
+        assert "match found" not in text.lower() and "identified" not in text.lower()
+        url = page.url
+        for reviewer, note in (("rita", "same ear shape and hairline"), ("ravi", "agree: nose and brow")):
+            page.click("#logout")
+            _login(page, base_url, reviewer)
+            page.goto(url)
+            first = page.locator("#p1-custody-1")
+            assert "possible match" not in first.locator("ul").inner_text()  # blind to the first review
+            first.focus()
+            page.keyboard.press("p")
+            page.keyboard.type(note)
+            page.keyboard.press("Enter")
+            page.wait_for_load_state()
+        page.screenshot(path="/tmp/facematch-browser-3-reviewed.png", full_page=True)
+        assert "investigative lead" in page.locator("#p1-custody-1").inner_text()
+        page.click("#logout")
+        _login(page, base_url, "sue")
+        page.goto(f"{base_url}/audit")
+        audit = page.inner_text("#audit")
+        page.screenshot(path="/tmp/facematch-browser-4-audit.png", full_page=True)
+        assert "review.first" in audit and "review.second" in audit and "rita" in audit and "ravi" in audit
+        browser.close()
