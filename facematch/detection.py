@@ -187,8 +187,9 @@ def _cnn_custody(models, pixels, settings):
     stays over the CNN's ~80 px minimum). Enrolling them gives side-on CCTV probes a gallery view at
     their own angle (docs/cctv-probes.md). In a large, uncropped photo (:func:`custody_photo_is_large`)
     the face is a quarter of the width, ~50 px in a 25k copy, too small: the copy is then about
-    ``custody_cnn_large_pixels`` (50k: 14 of the 15 profiles and half-profiles of the FRMDB lowres
-    protocol's custody photos that HOG misses, ~0.3 s each).
+    ``custody_cnn_large_pixels`` (50k, ~0.33 s: 17 of the 18 eye-level FRMDB lowres custody photos the
+    first HOG pass misses, as 60k; 25k found none of the 15 it ran on). It runs before hog-fine, which put
+    an 89 px box on an eye on three of those profiles (docs/cctv-probes.md).
     """
     budget = settings.custody_cnn_large_pixels if custody_photo_is_large(pixels.shape, settings) \
         else settings.custody_cnn_pixels
