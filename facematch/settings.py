@@ -88,7 +88,10 @@ class DetectionSettings:
     (the first HOG and CNN passes always run).
     ``custody_cnn``: when HOG finds no face in a custody image, run the CNN detector (profile views) on a
     copy of about ``custody_cnn_pixels`` pixels (never enlarged): 25k px finds 40 of FRMDB's 42 profile
-    mugshots, as 60k px does, for ~0.2 s instead of ~0.5 s of CPU (docs/cctv-probes.md).
+    mugshots, as 60k px does, for ~0.2 s instead of ~0.5 s of CPU (docs/cctv-probes.md). In a large,
+    uncropped photo (longer side at least twice ``custody_detect_side``, as for ``custody_max_side``) the
+    face is smaller in that copy: the copy is then about ``custody_cnn_large_pixels`` pixels (50k finds 49
+    of the 50 eye-level FRMDB lowres custody photos' faces that 25k missed or HOG placed on an eye).
     ``landmarks``: "5" or "68", the dlib landmark model that aligns faces for the descriptor (both sides);
     "5" ranks CCTV probes better (it was trained on HOG and CNN boxes alike; docs/cctv-probes.md).
     """
@@ -114,6 +117,7 @@ class DetectionSettings:
     probe_budget_s: float = 1.8
     custody_cnn: bool = True
     custody_cnn_pixels: int = 25_000
+    custody_cnn_large_pixels: int = 50_000
     landmarks: str = "5"
 
 

@@ -1,6 +1,7 @@
 """Face detection: a cascade of detectors with boxes mapped back to original pixels.
 
-Custody photos are large and posed, so the fast HOG detector runs on a downscaled copy. Probes
+Custody photos are large and posed, so the fast HOG detector runs on a downscaled copy, then (on a
+miss: profile views) dlib's CNN detector, then, in large photos, HOG on a larger copy for small faces. Probes
 (crime-scene stills) are small and hard, so they get a cascade of ever more sensitive and costly
 stages (dlib's CNN detector on a rescaled copy, then MTCNN for heads seen from the side or above, then
 dlib's CNN on turned copies for heads tilted under a high camera, then on a larger copy, then upsampled
@@ -101,9 +102,12 @@ def run_probe_stage(name: str, models: DlibModels, pixels: np.ndarray,
 
 def _stages(settings: DetectionSettings, purpose: str):
     if purpose == "custody":
-        stages = [("hog", _hog_downscaled), ("hog-fine", _hog_custody_fine)]
+        # the CNN before hog-fine: in an uncropped photo hog-fine's weak, smallest-scale hits on a profile
+        # are an eye or an ear (docs/cctv-probes.md); hog-fine then looks only for faces too small for both
+        stages = [("hog", _hog_downscaled)]
         if settings.custody_cnn:
             stages.append(("cnn", _cnn_custody))
+        stages.append(("hog-fine", _hog_custody_fine))
     elif purpose == "probe":
         if settings.cnn_fallback:
             groups = {"hog": [("hog", _hog_probe)], "cnn": [("cnn", _cnn)],
@@ -155,15 +159,25 @@ def _hog_downscaled(models, pixels, settings):
     return _hog_thresholded(models, small, upsample, settings.custody_threshold, scale, "hog")
 
 
+def custody_photo_is_large(shape: tuple, settings: DetectionSettings) -> bool:
+    """Whether a custody image is large enough to hold a face the first HOG pass cannot see.
+
+    True when a copy ``custody_max_side`` px long is at least twice as large as the first pass's (longer
+    side 640 px or more by default): an uncropped photo (FRMDB's 972x544 custody photos, faces ~220 px,
+    a quarter of the width) rather than a head crop (FRMDB's 457 px mugshots).
+    """
+    longer = max(shape[:2])
+    return min(longer, settings.custody_max_side) >= 2 * min(longer, settings.custody_detect_side)
+
+
 def _hog_custody_fine(models, pixels, settings):
-    """Custody, on a miss: faces under a quarter of the frame (an uncropped photo, a wide shot).
+    """Custody, last: faces under a quarter of the frame (a wide shot), in large photos only.
 
     HOG without upsampling on a copy at most ``custody_max_side`` px long, run only when that copy is at
-    least twice as large as the first pass's (it then finds faces half the size; a copy closer in size
-    would only repeat the first pass at the cost of a slower one).
+    least twice as large as the first pass's (:func:`custody_photo_is_large`: it then finds faces half the
+    size; a copy closer in size would only repeat the first pass at the cost of a slower one).
     """
-    longer = max(pixels.shape[:2])
-    if min(longer, settings.custody_max_side) < 2 * min(longer, settings.custody_detect_side):
+    if not custody_photo_is_large(pixels.shape, settings):
         return []
     small, scale = downscale_for_detection(pixels, settings.custody_max_side)
     return _hog_thresholded(models, small, 0, settings.custody_threshold, scale, "hog-fine")
@@ -173,11 +187,17 @@ def _cnn_custody(models, pixels, settings):
     """Custody, when HOG found nothing: dlib's CNN on a copy of about ``custody_cnn_pixels`` (never enlarged).
 
     dlib's HOG detector is frontal: it misses the profile (+-90 degree) views of a custody set, which
-    the CNN finds (40 of 42 FRMDB profile mugshots at 25k pixels, ~0.2 s each: a posed portrait's face
+    the CNN finds (40 of 42 FRMDB profile mugshots at 25k pixels, ~0.2 s each: a head crop's face
     stays over the CNN's ~80 px minimum). Enrolling them gives side-on CCTV probes a gallery view at
-    their own angle (docs/cctv-probes.md).
+    their own angle (docs/cctv-probes.md). In a large, uncropped photo (:func:`custody_photo_is_large`)
+    the face is a quarter of the width, ~50 px in a 25k copy, too small: the copy is then about
+    ``custody_cnn_large_pixels`` (50k, ~0.33 s: 17 of the 18 eye-level FRMDB lowres custody photos the
+    first HOG pass misses, as 60k; 25k found none of the 15 it ran on). It runs before hog-fine, which put
+    an 89 px box on an eye on three of those profiles (docs/cctv-probes.md).
     """
-    factor = min(1.0, (settings.custody_cnn_pixels / (pixels.shape[0] * pixels.shape[1])) ** 0.5)
+    budget = settings.custody_cnn_large_pixels if custody_photo_is_large(pixels.shape, settings) \
+        else settings.custody_cnn_pixels
+    factor = min(1.0, (budget / (pixels.shape[0] * pixels.shape[1])) ** 0.5)
     return _cnn_at(models, pixels, factor, "cnn")
 
 
