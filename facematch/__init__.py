@@ -6,7 +6,8 @@ sub-package owns: docs/architecture.md.
 """
 
 from facematch.api import Facematch
-from facematch.errors import (CalibrationError, CatalogueError, FacematchError, ImageTooLarge, ImageUnreadable,
+from facematch.errors import (CalibrationError, CatalogueError, DataDeleted, FacematchError, ImageTooLarge,
+                              ImageUnreadable,
                               IncompatibleEmbeddings, IndexMissing, IndexStale, InvalidArgument, InvalidBox,
                               ManifestError, NoFaceFound, NotFound, ProtocolError, SourceNotFound)
 from facematch.ingest.bulk import IngestSummary
@@ -25,5 +26,5 @@ __all__ = [
     "IngestSummary", "SearchResult", "ProbeFace", "Candidate", "Decision",
     "FacematchError", "ImageUnreadable", "ImageTooLarge", "NoFaceFound", "InvalidBox", "ManifestError",
     "SourceNotFound", "CatalogueError", "IndexMissing", "IndexStale", "NotFound", "InvalidArgument",
-    "IncompatibleEmbeddings", "CalibrationError", "ProtocolError",
+    "IncompatibleEmbeddings", "CalibrationError", "ProtocolError", "DataDeleted",
 ]

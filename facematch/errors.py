@@ -5,7 +5,7 @@ The CLI turns each into a one-line message and a non-zero exit; library callers 
 
 __all__ = ["FacematchError", "ImageUnreadable", "ImageTooLarge", "NoFaceFound", "InvalidBox", "ManifestError",
     "SourceNotFound", "CatalogueError", "IndexMissing", "IndexStale", "NotFound", "InvalidArgument",
-    "IncompatibleEmbeddings", "CalibrationError", "ProtocolError"]
+    "IncompatibleEmbeddings", "CalibrationError", "ProtocolError", "DataDeleted"]
 
 
 
@@ -67,3 +67,7 @@ class CalibrationError(FacematchError):
 
 class ProtocolError(FacematchError):
     """An evaluation protocol (folder, JSON file or LFW pairs file) is malformed."""
+
+
+class DataDeleted(FacematchError):
+    """The candidate's data was deleted under retention: nothing about it can be decided or shown."""
