@@ -64,8 +64,10 @@ def check_int(field: str, value, *, minimum: int = 1) -> int:
     """``value`` if it is an integer in ``minimum..2**63-1``, else ``InvalidArgument`` naming ``field``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidArgument(f"{field} must be an integer, got {type(value).__name__}")
-    if not minimum <= value <= MAX_INT:
-        raise InvalidArgument(f"{field} must be between {minimum} and {MAX_INT}, got {value}")
+    if value < minimum:
+        raise InvalidArgument(f"{field} must be at least {minimum}, got {value}")
+    if value > MAX_INT:
+        raise InvalidArgument(f"{field} must be at most {MAX_INT} (2**63-1), got {value}")
     return value
 
 

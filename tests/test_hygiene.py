@@ -139,3 +139,10 @@ def test_search_with_no_searchable_probe_exits_1_after_printing(tmp_path, coffee
     assert '"outcome": "no_face"' in r.output
     assert r.output.rstrip().splitlines()[-1].startswith("error: no probe face could be searched (search 1): "
                                                          "no face detected")
+
+
+def test_api_bounds_integers_too(fm):
+    for call in (lambda: fm.review(2**64), lambda: fm.audit(limit=2**64),
+                 lambda: fm.decide(1, 2**64, decision="rejected", reviewer="PC1")):
+        with pytest.raises(InvalidArgument, match=r"must be at most 9223372036854775807 \(2\*\*63-1\)"):
+            call()
