@@ -19,6 +19,7 @@ import numpy as np
 from facematch.errors import CatalogueError, FacematchError, InvalidArgument, SourceNotFound
 from facematch.evaluation import embed_cache
 from facematch.faces.imaging import load_image, sha256_file
+from facematch.faces.models import embedding_model
 from facematch.faces.pipeline import FacePipeline
 from facematch.ingest.bulk import IngestSummary, ProgressCallback, ingest, require_embedding_model
 from facematch.ingest.sources import custody_items, scene_items
@@ -334,8 +335,9 @@ class Facematch:
         """Health checks of this data directory, each ``{"check", "ok", "problems"}``.
 
         Permissions (no access for other users), catalogue integrity and foreign keys, index
-        consistency, leftover temporary files, calibration against the pipeline's model, and the audit
-        log's own verification where this version has one.
+        consistency, leftover temporary files, the stored faces' model against the pipeline's, the
+        calibration against the pipeline's model, and the audit log's own verification where this
+        version has one.
         """
         folders = (self.settings.data_dir, self.settings.index_dir)
         checks = {
@@ -343,6 +345,7 @@ class Facematch:
             "catalogue integrity": maintenance.integrity_problems(self.catalogue),
             "index": [f"{kind}: {text}" for kind, text in self.index_status().items() if not text.startswith("ok")],
             "leftover files": verification.leftovers_check(*folders),
+            "model": self._model_drift(),
             "calibration": _problems_of(self.band_scheme),
         }
         report = [{"check": name, "ok": not problems, "problems": problems} for name, problems in checks.items()]
@@ -353,6 +356,13 @@ class Facematch:
             problems = _audit_problems(verify_audit)
             report.append({"check": "audit log", "ok": not problems, "problems": problems})
         return report
+
+    def _model_drift(self) -> list[str]:
+        """Kinds whose stored faces were embedded otherwise than the current settings embed."""
+        wanted = embedding_model(self.settings.detection.landmarks)
+        return [f"{kind} faces were embedded with {stored}, the pipeline embeds with {wanted}"
+                for kind in IMAGE_KINDS if (stored := self.catalogue.embedding_model(kind)) not in (None, wanted)
+                and self.catalogue.face_state(kind)["count"]]
 
     # -- audit -----------------------------------------------------------------------------------
 

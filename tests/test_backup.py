@@ -11,6 +11,7 @@ from conftest import make_facematch, require_data
 
 from facematch.cli.commands import cli
 from facematch.errors import InvalidArgument
+from facematch.settings import DetectionSettings
 
 
 @pytest.fixture
@@ -88,6 +89,10 @@ def test_doctor_on_a_healthy_and_a_broken_data_directory(gallery_root):
     r = _cli(gallery_root, ["doctor"])
     assert r.exit_code == 0, r.output
     assert "permissions          ok" in r.output and "audit log            ok" in r.output
+
+    with make_facematch(gallery_root, detection=DetectionSettings(landmarks="68")) as other:
+        model = next(c for c in other.doctor() if c["check"] == "model")
+        assert not model["ok"] and "custody faces were embedded with" in model["problems"][0]
 
     index_folder = next((gallery_root / "indexes").iterdir())
     (index_folder / "custody.faiss").unlink()

@@ -173,3 +173,17 @@ def test_retention_due_and_apply(tmp_path):
     assert all(e["actor"] == "records" and e["details"]["reason"] == "MoPI review" for e in entries)
     assert fm.verify_deletion("subject", "NC", cache_dir=tmp_path / "c")["ok"]
     fm.close()
+
+
+def test_face_ids_sqlite_reuses_after_a_deletion_are_not_traces(gallery, tmp_path, astronaut):
+    fm, _ = gallery
+    top, owner = fm.catalogue.conn.execute(
+        "SELECT f.id, s.reference FROM faces f JOIN subjects s ON s.id = f.subject_id ORDER BY f.id DESC").fetchone()
+    fm.delete_subject(owner, reason="retention ended", cache_dir=tmp_path / "c")
+    _write_rgb(tmp_path / "new" / "NEW" / "a.png", astronaut)
+    fm.ingest_custody(tmp_path / "new")
+    (new_id,) = [r[0] for r in fm.catalogue.conn.execute(
+        "SELECT f.id FROM faces f JOIN subjects s ON s.id = f.subject_id WHERE s.reference = 'NEW'")]
+    assert new_id <= top  # the deleted face's id was given to the new face
+    proof = fm.verify_deletion("subject", owner, cache_dir=tmp_path / "c")
+    assert proof["ok"], proof

@@ -143,7 +143,8 @@ def restore(ctx, src, force):
 @_fail_cleanly
 def doctor(ctx, as_json):
     """Check the data directory in one report: permissions, catalogue integrity, index consistency,
-    leftover temporary files, calibration against the pipeline, audit log. Exit 1 when anything is wrong.
+    leftover temporary files, model and calibration against the pipeline, audit log. Exit 1 when anything
+    is wrong.
 
     \b
     Example:

@@ -35,6 +35,8 @@ EXEMPT_TABLES = frozenset({"audit_log", "deletion_records", "search_probes", "se
 def recorded_deletions(catalogue: Catalogue, scope: str, target: str) -> tuple[set[int], set[str]]:
     """(face ids, salted image digests) of every recorded deletion of ``target``. Raises ``NotFound``.
 
+    Face ids that now belong to a face of another image (reused ids) are left out: they are not traces.
+
     An image named by its SHA-256 is found in any deletion that removed it (of its subject, case or itself).
     """
     if scope not in SCOPES:
@@ -51,7 +53,21 @@ def recorded_deletions(catalogue: Catalogue, scope: str, target: str) -> tuple[s
         raise NotFound(f"no deletion of {scope} {target!r} is recorded in this catalogue")
     faces = {int(i) for r in rows for i in json.loads(r["face_ids"])}
     digests = {d for r in rows for d in json.loads(r["image_digests"])}
-    return faces, digests
+    return faces - _reused_ids(catalogue, faces, digests), digests
+
+
+def _reused_ids(catalogue: Catalogue, faces: set[int], digests: set[str]) -> set[int]:
+    """Deleted face ids SQLite has since given to faces of other images (it reuses the highest rowid)."""
+    reused = set()
+    ids = sorted(faces)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        for face_id, sha in catalogue.conn.execute(
+                f"SELECT f.id, i.sha256 FROM faces f JOIN images i ON i.id = f.image_id "
+                f"WHERE f.id IN ({','.join('?' * len(chunk))})", chunk):
+            if salted_digest(catalogue.catalogue_id, sha) not in digests:
+                reused.add(face_id)
+    return reused
 
 
 def catalogue_check(catalogue: Catalogue, scope: str, target: str, faces: set[int], digests: set[str]) -> list[str]:
