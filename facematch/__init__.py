@@ -11,6 +11,7 @@ from facematch.errors import (
                               CalibrationError,
                               CatalogueError,
                               Conflict,
+                              DataDeleted,
                               FacematchError,
                               ImageTooLarge,
                               ImageUnreadable,
@@ -52,5 +53,5 @@ __all__ = [
     "FacematchError", "ImageUnreadable", "ImageTooLarge", "NoFaceFound", "InvalidBox", "ManifestError",
     "SourceNotFound", "CatalogueError", "IndexMissing", "IndexStale", "NotFound", "InvalidArgument",
     "IncompatibleEmbeddings", "CalibrationError", "ProtocolError",
-    "AuthenticationFailed", "PermissionDenied", "Conflict",
+    "AuthenticationFailed", "PermissionDenied", "Conflict", "DataDeleted",
 ]

@@ -7,15 +7,19 @@ writes (the catalogue is in WAL mode; the index is caught up from the catalogue,
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import logging
+import os
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from facematch.errors import InvalidArgument, SourceNotFound
-from facematch.faces.imaging import load_image
+from facematch.errors import CatalogueError, FacematchError, InvalidArgument, SourceNotFound
+from facematch.evaluation import embed_cache
+from facematch.faces.imaging import load_image, sha256_file
+from facematch.faces.models import embedding_model
 from facematch.faces.pipeline import FacePipeline
 from facematch.ingest.bulk import IngestSummary, ProgressCallback, ingest, require_embedding_model
 from facematch.ingest.sources import custody_items, scene_items
@@ -26,12 +30,15 @@ from facematch.search.calibration import load_band_scheme
 from facematch.search.ranking import SearchResult
 from facematch.search.run import search as _search
 from facematch.settings import Settings
+from facematch.store import deletion as _deletion
+from facematch.store import maintenance, retention, verification
 from facematch.store.accounts import Accounts, SearchScope
 from facematch.store.audit_chain import AuditVerification, parse_head
 from facematch.store.catalogue import Catalogue
 from facematch.store.index import FaceIndex
 from facematch.store.index_store import IndexStore
 from facematch.types import EMBEDDING_DIM, IMAGE_KINDS, FaceBox
+from facematch.validation import check_int, check_optional_text, check_text
 
 __all__ = ["Facematch", "CANDIDATE_LISTS", "DECISIONS", "default_user"]
 
@@ -117,18 +124,30 @@ class Facematch:
             self._indexes[kind] = (state, index)
             return index
 
+    def _text(self, field: str, value, kind: str = "id") -> str:
+        return check_text(field, value, kind, self.settings.text_limits)
+
+    def _optional(self, field: str, value, kind: str = "id") -> str | None:
+        return check_optional_text(field, value, kind, self.settings.text_limits)
+
+    def _user(self, user: str | None, field: str = "user") -> str:
+        return default_user() if user is None else self._text(field, user, "name")
+
     # -- ingestion -------------------------------------------------------------------------------
 
     def ingest_custody(self, source: str | Path, *, workers: int | None = None, batch_size: int | None = None,
                        user: str | None = None, progress: ProgressCallback | None = None,
-                       collection: str | None = None) -> IngestSummary:
+                       collection: str | None = None, allow_relabel: bool = False) -> IngestSummary:
         """Ingest custody images from a ``<subject_id>/<image>`` folder or a CSV manifest.
 
         ``collection`` (an existing collection's name) is the agency collection the new images join;
-        without it they belong to none and the service shows them to nobody.
+        without it they belong to none and the service shows them to nobody. An image already stored
+        under another subject id is refused unless ``allow_relabel`` (``facematch.ingest.labels``); rows
+        with invalid fields are recorded as failures.
         """
         target = self.accounts.collection(collection)["id"] if collection else None
-        summary = self._ingest(custody_items(source), "custody", source, workers, batch_size, user, progress)
+        items = custody_items(source, self.settings.text_limits)
+        summary = self._ingest(items, "custody", source, workers, batch_size, user, progress, allow_relabel)
         if target is not None:
             self.accounts.assign_run(summary.run_id, collection_id=target)
         return summary
@@ -141,15 +160,20 @@ class Facematch:
         With ``agency`` the images' cases become that agency's cases (created when new).
         """
         agency_id = self.accounts.agency_id(agency) if agency else None
-        summary = self._ingest(scene_items(source, case), "scene", source, workers, batch_size, user, progress)
+        items = scene_items(source, self._optional("case ref", case), self.settings.text_limits)
+        summary = self._ingest(items, "scene", source, workers, batch_size, user, progress, False)
         if agency_id is not None:
             self.accounts.assign_scene_run(summary.run_id, agency_id)
         return summary
 
-    def _ingest(self, items, kind, source, workers, batch_size, user, progress) -> IngestSummary:
+    def _ingest(self, items, kind, source, workers, batch_size, user, progress, allow_relabel) -> IngestSummary:
+        for name, value in (("workers", workers), ("batch size", batch_size)):
+            if value is not None:
+                check_int(name, value)
         settings = self.settings.replace(workers=workers, batch_size=batch_size)
         return ingest(self.catalogue, self.index_store, items, kind=kind, settings=settings,
-                      user=user or default_user(), source=str(source), progress=progress)
+                      user=self._user(user), source=os.path.abspath(source), progress=progress,
+                      allow_relabel=allow_relabel)
 
     # -- search and review ------------------------------------------------------------------------
 
@@ -163,11 +187,13 @@ class Facematch:
         ``reason`` (the justification, DPA 2018 s.62) is required. ``scope`` (``Accounts.search_scope``)
         limits the search to what its user may see, before ranking. Raises ``SourceNotFound`` for a missing
         probe file, ``InvalidArgument`` for bad parameters or a missing reason, ``IndexStale``/``IndexMissing``.
+        A result whose probes all failed (``searched_faces == 0``) is stored and returned all the same.
         """
         reason = _review.require_text(reason, "a reason for the search")
-        top = self.settings.top if top is None else top
-        if top < 1:
-            raise InvalidArgument(f"top must be at least 1, got {top}")
+        top = check_int("top", self.settings.top if top is None else top)
+        case, reason, user = self._optional("case ref", case), self._optional("reason", reason, "note"), self._user(user)
+        if box is not None:
+            box = tuple(check_int("box value", v, minimum=0) for v in box)
         if not images:
             raise InvalidArgument("give at least one probe image")
         paths = [Path(p) for p in images]
@@ -183,7 +209,7 @@ class Facematch:
             "allowed": {"custody": scope.custody_face_ids, "scene": scope.scene_face_ids},
             "gallery": (scope.gallery_subjects, scope.gallery_faces)}
         return _search(self.catalogue, indexes, self.pipeline, paths, settings=self.settings,
-                       bands=self.band_scheme(), top=top, user=user or default_user(), case=case,
+                       bands=self.band_scheme(), top=top, user=user, case=case,
                        reason=reason, box=FaceBox.from_xywh(*box) if box else None,
                        boxes=None if boxes is None else [FaceBox.from_xywh(*b) if b else None for b in boxes],
                        **scoped)
@@ -192,26 +218,39 @@ class Facematch:
                ) -> tuple[SearchResult, list[_review.Decision]]:
         """A stored search and the decisions recorded on it; the viewing is audited with ``reason``
         (required) and ``user`` (default: the OS user). Raises ``NotFound``, ``InvalidArgument``."""
-        return _review.review_search(self.catalogue, search_id, user=user or default_user(), reason=reason)
+        check_int("search id", search_id)
+        reason = self._optional("reason", reason, "note")
+        return _review.review_search(self.catalogue, search_id, user=self._user(user), reason=reason)
 
     def export(self, search_id: int, *, output: str | Path, recipient: str | None = None,
                reason: str | None = None, user: str | None = None) -> dict:
         """Disclose a stored search: write it with its decisions as JSON to ``output`` (mode 0600), audited
         with ``recipient`` and ``reason`` (both required); returns the audit details (file, sha256...)."""
-        return _review.export_search(self.catalogue, search_id, output, user=user or default_user(),
-                                     recipient=recipient, reason=reason)
+        check_int("search id", search_id)
+        return _review.export_search(self.catalogue, search_id, output, user=self._user(user),
+                                     recipient=self._optional("recipient", recipient, "name"),
+                                     reason=self._optional("reason", reason, "note"))
 
     def decide(self, search_id: int, rank: int, *, decision: str, reviewer: str, note: str | None = None,
                probe: int | None = None, candidate_list: str = "custody") -> _review.Decision:
-        """Record a reviewer's decision on candidate ``rank`` of ``candidate_list`` (custody|scene); audited."""
-        return _review.decide(self.catalogue, search_id, rank, decision=decision, reviewer=reviewer,
-                              note=note, probe=probe, candidate_list=candidate_list)
+        """Record a reviewer's decision on candidate ``rank`` of ``candidate_list`` (custody|scene); audited.
+
+        Raises ``DataDeleted`` for a candidate whose data was deleted under retention.
+        """
+        check_int("search id", search_id)
+        check_int("rank", rank)
+        if probe is not None:
+            check_int("probe", probe)
+        return _review.decide(self.catalogue, search_id, rank, decision=decision,
+                              reviewer=self._text("reviewer", reviewer, "name"),
+                              note=self._optional("note", note, "note"), probe=probe, candidate_list=candidate_list)
 
     def review_candidate(self, search_id: int, probe: int, rank: int, *, reviewer: str, decision: str,
                          note: str, candidate_list: str = "custody") -> _two_person.Review:
         """Record the first or second independent review of one candidate (two-person rule); audited."""
         cand = _two_person.candidate_id(self.catalogue, search_id, probe, candidate_list, rank)
-        return _two_person.record_review(self.catalogue, cand, reviewer=reviewer, decision=decision, note=note)
+        return _two_person.record_review(self.catalogue, cand, reviewer=self._text("reviewer", reviewer, "name"),
+                                         decision=decision, note=self._text("note", note, "note"))
 
     def candidate_reviews(self, search_id: int, *, viewer: str) -> dict:
         """Reviews and outcome per candidate of a search, as ``viewer`` may see them (blind first review)."""
@@ -221,7 +260,7 @@ class Facematch:
         """Candidates of an agency's searches awaiting a first or a second review by ``reviewer``."""
         return _two_person.review_queue(self.catalogue, agency_id, reviewer)
 
-    # -- index and retention ------------------------------------------------------------------------
+    # -- index ---------------------------------------------------------------------------------------
 
     def rebuild_index(self) -> dict[str, int]:
         """Recreate every index from the catalogue; returns faces per kind."""
@@ -239,17 +278,89 @@ class Facematch:
                 status[kind] = str(exc)
         return status
 
-    def delete_subject(self, subject: str, *, user: str | None = None, reason: str) -> int:
-        """Delete a subject's images, faces and index entries (retention); returns faces removed."""
-        face_ids = self.catalogue.delete_subject(subject, actor=user or default_user(), reason=reason)
-        self.index_store.remove("custody", face_ids)
-        return len(face_ids)
+    # -- deletion and retention (facematch.store.deletion, .verification, .retention) --------------------
 
-    def delete_case(self, case: str, *, user: str | None = None, reason: str) -> int:
-        """Delete a case's crime-scene images, faces and index entries; returns faces removed."""
-        face_ids = self.catalogue.delete_case(case, actor=user or default_user(), reason=reason)
-        self.index_store.remove("scene", face_ids)
-        return len(face_ids)
+    def delete_subject(self, subject: str, *, user: str | None = None, reason: str,
+                       cache_dir: str | Path | None = None) -> int:
+        """Delete a subject's images (with or without a face), faces, index entries and evaluation-cache
+        entries (retention); past searches keep a marked candidate. Returns faces removed."""
+        subject = self._text("subject id", subject)
+        return self._finish_deletion(_deletion.delete_subject(
+            self.catalogue, subject, actor=self._user(user), reason=self._text("reason", reason, "note")), cache_dir)
+
+    def delete_case(self, case: str, *, user: str | None = None, reason: str,
+                    cache_dir: str | Path | None = None) -> int:
+        """Delete a case's crime-scene images, faces, index and cache entries; returns faces removed."""
+        case = self._text("case ref", case)
+        return self._finish_deletion(_deletion.delete_case(
+            self.catalogue, case, actor=self._user(user), reason=self._text("reason", reason, "note")), cache_dir)
+
+    def delete_image(self, image: str, *, user: str | None = None, reason: str,
+                     cache_dir: str | Path | None = None) -> int:
+        """Delete one stored image named by its SHA-256 or its path (a readable file is matched by content
+        too), with its faces, index and cache entries; returns faces removed."""
+        sha256, path = self._image_target(self._text("image", image, "note"))
+        return self._finish_deletion(_deletion.delete_image(
+            self.catalogue, sha256[0] if sha256 and not path else path, sha256=sha256, path=path,
+            actor=self._user(user), reason=self._text("reason", reason, "note")), cache_dir)
+
+    def _image_target(self, image: str) -> tuple[list[str], str | None]:
+        if _deletion.is_sha256(image):
+            return [image.lower()], None
+        path = os.path.abspath(image)
+        try:
+            return ([sha256_file(path)] if os.path.isfile(path) else []), path
+        except FacematchError:
+            return [], path
+
+    def _finish_deletion(self, done: _deletion.Deletion, cache_dir: str | Path | None) -> int:
+        """The catalogue has committed: remove the index entries and the evaluation-cache entries."""
+        for kind, face_ids in done.face_ids.items():
+            self.index_store.remove(kind, face_ids)
+        with self._lock:
+            self._indexes.clear()
+        embed_cache.purge_hashes(self._cache_dir(cache_dir), done.image_sha256)
+        return done.n_faces
+
+    def _cache_dir(self, cache_dir: str | Path | None) -> Path:
+        return Path(cache_dir) if cache_dir is not None else self.settings.evaluation.cache_dir
+
+    def verify_deletion(self, scope: str, target: str, *, cache_dir: str | Path | None = None) -> dict:
+        """Prove that a recorded deletion of ``scope`` ("subject", "image", "case") ``target`` left no trace.
+
+        Returns ``{"scope", "target", "faces", "images", "checks": {name: [problems]}, "ok"}``: the
+        catalogue's tables, the index files and sidecars, leftover temporary files, the evaluation cache
+        (``facematch.store.verification``). Raises ``NotFound`` when no such deletion is recorded.
+        """
+        target = self._text(scope, target, "note")
+        if scope == "image" and not _deletion.is_sha256(target):
+            target = os.path.abspath(target)
+        faces, digests = verification.recorded_deletions(self.catalogue, scope, target)
+        cached = {_deletion.salted_digest(self.catalogue.catalogue_id, s)
+                  for s in embed_cache.cached_hashes(self._cache_dir(cache_dir))}
+        checks = {
+            "catalogue": verification.catalogue_check(self.catalogue, scope, target, faces, digests),
+            "index": verification.index_check(self.catalogue, self.settings.index_dir, faces),
+            "files": verification.leftovers_check(self.settings.data_dir, self.index_store.folder),
+            "evaluation cache": ([f"{len(cached & digests)} deleted image(s) still cached"] if cached & digests
+                                 else []),
+        }
+        return {"scope": scope, "target": target, "faces": len(faces), "images": len(digests), "checks": checks,
+                "ok": not any(checks.values())}
+
+    def retention_due(self, *, today: dt.date | None = None) -> list[retention.DueSubject]:
+        """Subjects with custody images due for deletion on ``today`` (default: today, UTC)."""
+        return retention.due_subjects(self.catalogue, today=today or dt.datetime.now(dt.timezone.utc).date(),
+                                      review_after_days=self.settings.retention.review_after_days)
+
+    def retention_apply(self, *, reason: str, user: str | None = None, today: dt.date | None = None,
+                        cache_dir: str | Path | None = None) -> list[retention.DueSubject]:
+        """Delete every due custody image (one audit entry per subject); returns what was deleted."""
+        reason, user = self._text("reason", reason, "note"), self._user(user)
+        due = self.retention_due(today=today)
+        for done in retention.apply_retention(self.catalogue, due, actor=user, reason=reason):
+            self._finish_deletion(done, cache_dir)
+        return due
 
     def embed(self, image: str | Path, *, purpose: str = "probe") -> np.ndarray:
         """``(n, 128) float32`` embeddings of the faces in one image (largest first)."""
@@ -257,17 +368,71 @@ class Facematch:
         faces = self.pipeline.analyse(loaded.pixels, purpose=purpose)
         return np.array([f.embedding for f in faces], dtype=np.float32).reshape(len(faces), EMBEDDING_DIM)
 
+    # -- backup, restore, health (facematch.store.maintenance) -------------------------------------------
+
+    def backup(self, dest: str | Path) -> dict:
+        """Write a consistent backup of the catalogue (and calibration) to ``dest``; returns its manifest."""
+        return maintenance.backup(self.catalogue, dest, audit_key=self.settings.audit_key_path)
+
+    def restore(self, src: str | Path, *, force: bool = False) -> dict:
+        """Replace this data directory's catalogue with the backup in ``src`` and rebuild the indexes.
+
+        Refuses a data directory that holds anything unless ``force``. Returns the backup's manifest.
+        """
+        self.close()
+        with self._lock:
+            self._indexes.clear()
+        manifest = maintenance.restore(src, self.settings.data_dir, force=force,
+                                       audit_key=self.settings.audit_key_path)
+        problems = maintenance.integrity_problems(self.catalogue)
+        if problems:
+            raise CatalogueError(f"the restored catalogue is damaged: {problems[0]}")
+        self.rebuild_index()
+        return manifest
+
+    def doctor(self) -> list[dict]:
+        """Health checks of this data directory, each ``{"check", "ok", "problems"}``.
+
+        Permissions (no access for other users), catalogue integrity and foreign keys, index
+        consistency, leftover temporary files, the stored faces' model against the pipeline's, the
+        calibration against the pipeline's model, and the audit log's own verification where this
+        version has one.
+        """
+        folders = (self.settings.data_dir, self.settings.index_dir)
+        checks = {
+            "permissions": maintenance.permission_problems(*folders),
+            "catalogue integrity": maintenance.integrity_problems(self.catalogue),
+            "index": [f"{kind}: {text}" for kind, text in self.index_status().items() if not text.startswith("ok")],
+            "leftover files": verification.leftovers_check(*folders),
+            "model": self._model_drift(),
+            "calibration": _problems_of(self.band_scheme),
+        }
+        report = [{"check": name, "ok": not problems, "problems": problems} for name, problems in checks.items()]
+        verify_audit = getattr(self, "verify_audit", None)
+        if verify_audit is None:
+            report.append({"check": "audit log", "ok": True, "problems": [], "note": "not available"})
+        else:
+            problems = _audit_problems(verify_audit)
+            report.append({"check": "audit log", "ok": not problems, "problems": problems})
+        return report
+
+    def _model_drift(self) -> list[str]:
+        """Kinds whose stored faces were embedded otherwise than the current settings embed."""
+        wanted = embedding_model(self.settings.detection.landmarks)
+        return [f"{kind} faces were embedded with {stored}, the pipeline embeds with {wanted}"
+                for kind in IMAGE_KINDS if (stored := self.catalogue.embedding_model(kind)) not in (None, wanted)
+                and self.catalogue.face_state(kind)["count"]]
+
     # -- audit -----------------------------------------------------------------------------------
 
     def audit(self, *, action: str | None = None, limit: int | None = None, reason: str | None = None,
               user: str | None = None) -> list[dict]:
         """The newest audit-log entries (newest first), optionally of one ``action``; reading them is
         itself audited with ``reason`` (required) and ``user`` (default: the OS user)."""
-        limit = self.settings.audit_limit if limit is None else limit
-        if limit < 1:
-            raise InvalidArgument(f"limit must be at least 1, got {limit}")
-        reason = _review.require_text(reason, "a reason for reading the audit log")
-        self.catalogue.audit(user or default_user(), "audit.read", {"reason": reason, "action": action, "limit": limit})
+        limit = check_int("limit", self.settings.audit_limit if limit is None else limit)
+        action = self._optional("action", action)
+        reason = _review.require_text(self._optional("reason", reason, "note"), "a reason for reading the audit log")
+        self.catalogue.audit(self._user(user), "audit.read", {"reason": reason, "action": action, "limit": limit})
         return self.catalogue.audit_entries(action=action, limit=limit)
 
     def audit_head(self) -> str:
@@ -347,3 +512,26 @@ def _parse_head(head: str) -> tuple[int, str]:
 
 def _path(value: str | Path | None) -> Path | None:
     return None if value is None else Path(value)
+
+
+def _problems_of(check) -> list[str]:
+    """Run a check that raises a named error when something is wrong; its message, or nothing."""
+    try:
+        check()
+    except FacematchError as exc:
+        return [str(exc)]
+    return []
+
+
+def _audit_problems(verify_audit) -> list[str]:
+    """Problems reported by ``Facematch.verify_audit`` (added by the audit hash chain), whatever form its
+    answer takes: a named error, False, a dict with ``ok``/``problems``, or a list of problems."""
+    try:
+        result = verify_audit()
+    except FacematchError as exc:
+        return [str(exc)]
+    if isinstance(result, dict) and result.get("ok") is False:
+        return [str(p) for p in result.get("problems") or [result]]
+    if isinstance(result, (list, tuple)):
+        return [str(p) for p in result]
+    return ["the audit log failed its verification"] if result is False else []

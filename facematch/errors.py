@@ -6,7 +6,7 @@ The CLI turns each into a one-line message and a non-zero exit; library callers 
 __all__ = ["FacematchError", "ImageUnreadable", "ImageTooLarge", "NoFaceFound", "InvalidBox", "ManifestError",
     "SourceNotFound", "CatalogueError", "IndexMissing", "IndexStale", "NotFound", "InvalidArgument",
     "IncompatibleEmbeddings", "CalibrationError", "ProtocolError",
-    "AuthenticationFailed", "PermissionDenied", "Conflict"]
+    "AuthenticationFailed", "PermissionDenied", "Conflict", "DataDeleted"]
 
 
 
@@ -80,3 +80,7 @@ class PermissionDenied(FacematchError):
 
 class Conflict(FacematchError):
     """The request contradicts what is stored (a name already taken, a review already recorded)."""
+
+
+class DataDeleted(FacematchError):
+    """The candidate's data was deleted under retention: nothing about it can be decided or shown."""

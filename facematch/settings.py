@@ -15,8 +15,11 @@ from pathlib import Path
 from facematch.errors import InvalidArgument
 
 __all__ = ["FACE_RECOGNITION_TOLERANCE", "AUDIT_KEY_ENV", "DEFAULT_AUDIT_KEY", "default_audit_key_file",
-    "BandThresholds", "DetectionSettings", "EmbeddingSettings",
-    "QualitySettings", "FmrTargets", "EvaluationSettings", "ServiceSettings", "Settings"]
+    "BandThresholds", "DetectionSettings", "EmbeddingSettings", "QualitySettings", "FmrTargets",
+    "EvaluationSettings", "ServiceSettings", "TextLimits", "RetentionSettings", "MAX_INT", "Settings"]
+
+#: The largest integer an id, rank or limit may be: SQLite's signed 64-bit integer.
+MAX_INT = 2**63 - 1
 
 #: face_recognition's documented tolerance: distances at or below it are "a match" in its README.
 FACE_RECOGNITION_TOLERANCE = 0.6
@@ -228,6 +231,32 @@ class ServiceSettings:
 
 
 @dataclass(frozen=True)
+class TextLimits:
+    """Longest accepted free text, in characters (facematch.validation refuses longer values).
+
+    ``ident``: subject ids, custody and case references; ``name``: users and reviewers;
+    ``note``: reviewers' notes and the reasons given for searches and deletions.
+    """
+
+    ident: int = 128
+    name: int = 128
+    note: int = 2000
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """When custody images fall due for retention review.
+
+    ``review_after_days``: an image's review date is its capture date (the manifest's ``captured_at``,
+    else the date it was ingested) plus this period (6 years: the review period of the UK's
+    Management of Police Information guidance for custody images). Images of people not convicted
+    (manifest column ``not_convicted``) are due at once: they are kept only until a request is acted on.
+    """
+
+    review_after_days: int = 6 * 365
+
+
+@dataclass(frozen=True)
 class Settings:
     """All defaults of facematch, in one place.
 
@@ -247,6 +276,8 @@ class Settings:
     bands: BandThresholds = field(default_factory=BandThresholds)
     quality: QualitySettings = field(default_factory=QualitySettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    text_limits: TextLimits = field(default_factory=TextLimits)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     calibration_file: Path | None = None
     #: HMAC key of the audit chain (None: ``<data_dir>/keys/audit.key``; see ``AUDIT_KEY_ENV``)
     audit_key_file: Path | None = None

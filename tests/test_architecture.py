@@ -16,7 +16,7 @@ PACKAGE = Path(facematch.__file__).parent
 LAYERS = {
     "errors": 0, "types": 0,
     "settings": 1,
-    "faces": 2, "store": 2,
+    "faces": 2, "store": 2, "validation": 2,
     "ingest": 3, "search": 3,
     "evaluation": 4,
     "api": 5,

@@ -11,7 +11,6 @@ import pytest
 from click.testing import CliRunner
 from conftest import make_facematch
 
-from facematch.api import Facematch
 from facematch.cli.commands import cli
 from facematch.store import audit_chain
 from facematch.store.catalogue import CATALOGUE_FILENAME, Catalogue

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import REPO, make_facematch, require_data
 
-from tests.bad_inputs import EXPECTED, OK, TOO_LARGE, write_bad_input_corpus
+from tests.bad_inputs import OK, TOO_LARGE, write_bad_input_corpus
 
 
 def _small_custody_folder(tmp_path, subjects=("040", "041", "042"), views=("Img_33.jpg", "Img_23.jpg")):

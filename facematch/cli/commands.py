@@ -15,7 +15,7 @@ import click
 
 from facematch.api import CANDIDATE_LISTS, DECISIONS, Facematch
 from facematch.cli import render
-from facematch.cli.support import CONTEXT, DEFAULTS, parse_box
+from facematch.cli.support import CONTEXT, DEFAULTS, POSITIVE, parse_box
 from facematch.cli.support import fail_cleanly as _fail_cleanly
 from facematch.settings import Settings
 
@@ -52,8 +52,8 @@ def cli(ctx, data_dir, index_dir, verbose):
 
 def _ingest_options(command):
     for option in reversed([
-        click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: CPU cores]."),
-        click.option("--batch-size", type=click.IntRange(min=1), help="Images per catalogue transaction."),
+        click.option("--workers", type=POSITIVE, help="Worker processes [default: CPU cores]."),
+        click.option("--batch-size", type=POSITIVE, help="Images per catalogue transaction."),
         click.option("--user", help="Who runs the ingest [default: OS user]."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
     ]):
@@ -96,11 +96,14 @@ def ingest():
 @click.option("--collection", help="Agency collection the new images join (see `facematch agencies add`); "
               "without it the service shows them to nobody.")
 @_ingest_options
+@click.option("--allow-relabel", is_flag=True,
+              help="Move an image stored under another subject id to SOURCE's (else it is refused).")
 @click.pass_context
 @_fail_cleanly
-def ingest_custody(ctx, source, collection, workers, batch_size, user, as_json):
+def ingest_custody(ctx, source, collection, workers, batch_size, user, as_json, allow_relabel):
     """Enrol custody images from SOURCE: a <subject_id>/<image> folder or a CSV manifest
-    (path,subject_id[,custody_ref,captured_at,source]).
+    (path,subject_id[,custody_ref,captured_at,source,not_convicted]). The same image under two subject
+    ids is refused; rows with invalid fields are recorded and skipped.
 
     \b
     Example:
@@ -108,7 +111,8 @@ def ingest_custody(ctx, source, collection, workers, batch_size, user, as_json):
     """
     fm = _open(ctx)
     summary = _progress_and_run(lambda p: fm.ingest_custody(
-        source, workers=workers, batch_size=batch_size, user=user, progress=p, collection=collection), as_json)
+        source, workers=workers, batch_size=batch_size, user=user, progress=p, collection=collection,
+        allow_relabel=allow_relabel), as_json)
     _print_summary(summary, as_json)
 
 
@@ -135,7 +139,7 @@ def ingest_scene(ctx, source, case, workers, batch_size, user, as_json):
 @cli.command(context_settings=CONTEXT)
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--case", help="Case reference the search is made for (recorded).")
-@click.option("--top", type=click.IntRange(min=1), help=f"Candidates per list [default: {DEFAULTS.top}].")
+@click.option("--top", type=POSITIVE, help=f"Candidates per list [default: {DEFAULTS.top}].")
 @click.option("--box", callback=parse_box, help="Search only the face in this box: x,y,w,h in pixels.")
 @click.option("--user", help="Who runs the search [default: OS user].")
 @click.option("--reason", required=True, help="Why the search is made (required; recorded in the audit log).")
@@ -144,6 +148,9 @@ def ingest_scene(ctx, source, case, workers, batch_size, user, as_json):
 @_fail_cleanly
 def search(ctx, images, case, top, box, user, reason, as_json):
     """Search every face in IMAGES against custody subjects and earlier crime-scene faces.
+
+    The search is stored and printed even when no probe face could be searched; then a one-line error
+    follows and the exit status is 1.
 
     \b
     Example:
@@ -155,10 +162,15 @@ def search(ctx, images, case, top, box, user, reason, as_json):
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
         click.echo("\n".join(render.search_lines(result)))
+    if not any(p.outcome == "searched" for p in result.probes):
+        reasons = "; ".join(sorted({p.reason or p.outcome for p in result.probes}))
+        click.echo(render.safe(f"error: no probe face could be searched (search {result.search_id}): {reasons}"),
+                   err=True)
+        sys.exit(1)
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("search_id", type=int)
+@click.argument("search_id", type=POSITIVE)
 @click.option("--reason", required=True, help="Why you view the search (required; recorded in the audit log).")
 @click.option("--user", help="Who views it [default: OS user].")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored search as JSON.")
@@ -180,7 +192,7 @@ def review(ctx, search_id, reason, user, as_json):
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("search_id", type=int)
+@click.argument("search_id", type=POSITIVE)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="JSON file to write (created readable by you only).")
 @click.option("--recipient", required=True, help="Who receives the export (required; recorded).")
@@ -200,12 +212,12 @@ def export(ctx, search_id, output, recipient, reason, user):
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("search_id", type=int)
-@click.argument("rank", type=click.IntRange(min=1))
+@click.argument("search_id", type=POSITIVE)
+@click.argument("rank", type=POSITIVE)
 @click.option("--decision", required=True, type=click.Choice(DECISIONS))
 @click.option("--reviewer", required=True, help="Reviewer's id (recorded).")
 @click.option("--note", help="Free-text note (recorded).")
-@click.option("--probe", type=click.IntRange(min=1), help="Probe face row shown by review (when several).")
+@click.option("--probe", type=POSITIVE, help="Probe face row shown by review (when several).")
 @click.option("--candidate-list", "--list", "candidate_list", type=click.Choice(CANDIDATE_LISTS), default="custody",
               show_default=True, help="Which list of the probe row the rank is in.")
 @click.pass_context
@@ -219,8 +231,8 @@ def decide(ctx, search_id, rank, decision, reviewer, note, probe, candidate_list
     """
     d = _open(ctx).decide(search_id, rank, decision=decision, reviewer=reviewer, note=note, probe=probe,
                           candidate_list=candidate_list)
-    click.echo(f"Recorded decision {d.decision_id}: search {d.search_id} probe {d.probe_no} {d.list} "
-               f"rank {d.rank} ({d.candidate}) {d.decision} by {d.reviewer}")
+    click.echo(render.safe(f"Recorded decision {d.decision_id}: search {d.search_id} probe {d.probe_no} {d.list} "
+                           f"rank {d.rank} ({d.candidate}) {d.decision} by {d.reviewer}"))
 
 
 @cli.group(context_settings=CONTEXT)
@@ -258,7 +270,7 @@ def index_status(ctx):
       facematch index status
     """
     for kind, text in _open(ctx).index_status().items():
-        click.echo(f"{kind}: {text}")
+        click.echo(render.safe(f"{kind}: {text}"))
 
 
 @cli.group(context_settings=CONTEXT)
@@ -271,42 +283,68 @@ def delete():
     """
 
 
+def _delete_options(command):
+    for option in reversed([
+        click.option("--reason", required=True, help="Why (recorded in the audit log and on past searches)."),
+        click.option("--user", help="Who deletes [default: OS user]."),
+        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+                     help=f"Evaluation cache to purge too [default: ./{DEFAULTS.evaluation.cache_dir}]."),
+    ]):
+        command = option(command)
+    return command
+
+
 @delete.command("subject", context_settings=CONTEXT)
 @click.argument("subject")
-@click.option("--reason", required=True, help="Why (recorded in the audit log).")
-@click.option("--user", help="Who deletes [default: OS user].")
+@_delete_options
 @click.pass_context
 @_fail_cleanly
-def delete_subject(ctx, subject, reason, user):
-    """Delete SUBJECT's custody images, faces and index entries.
+def delete_subject(ctx, subject, reason, user, cache_dir):
+    """Delete SUBJECT's custody images (those without a face too), faces, index and evaluation-cache
+    entries; past searches show the candidate as deleted.
 
     \b
     Example:
       facematch delete subject 040 --reason "no further action: retention ended"
     """
-    n = _open(ctx).delete_subject(subject, user=user, reason=reason)
-    click.echo(f"Deleted subject {subject}: {n} faces removed from catalogue and index.")
+    n = _open(ctx).delete_subject(subject, user=user, reason=reason, cache_dir=cache_dir)
+    click.echo(render.safe(f"Deleted subject {subject}: {n} faces removed from catalogue and index."))
 
 
 @delete.command("case", context_settings=CONTEXT)
 @click.argument("case")
-@click.option("--reason", required=True, help="Why (recorded in the audit log).")
-@click.option("--user", help="Who deletes [default: OS user].")
+@_delete_options
 @click.pass_context
 @_fail_cleanly
-def delete_case(ctx, case, reason, user):
-    """Delete every crime-scene image of CASE with its faces and index entries.
+def delete_case(ctx, case, reason, user, cache_dir):
+    """Delete every crime-scene image of CASE with its faces, index and evaluation-cache entries.
 
     \b
     Example:
       facematch delete case OP-HARBOUR --reason "case closed"
     """
-    n = _open(ctx).delete_case(case, user=user, reason=reason)
-    click.echo(f"Deleted case {case}: {n} faces removed from catalogue and index.")
+    n = _open(ctx).delete_case(case, user=user, reason=reason, cache_dir=cache_dir)
+    click.echo(render.safe(f"Deleted case {case}: {n} faces removed from catalogue and index."))
+
+
+@delete.command("image", context_settings=CONTEXT)
+@click.argument("image")
+@_delete_options
+@click.pass_context
+@_fail_cleanly
+def delete_image(ctx, image, reason, user, cache_dir):
+    """Delete one stored image, named by its SHA-256 or its path, with its faces, index and cache entries.
+
+    \b
+    Example:
+      facematch delete image ./custody/040/Img_23.jpg --reason "wrong person enrolled"
+    """
+    n = _open(ctx).delete_image(image, user=user, reason=reason, cache_dir=cache_dir)
+    click.echo(f"Deleted the image: {n} faces removed from catalogue and index.")
 
 
 @cli.group(context_settings=CONTEXT, invoke_without_command=True)
-@click.option("--limit", type=click.IntRange(min=1), default=DEFAULTS.audit_limit, show_default=True,
+@click.option("--limit", type=POSITIVE, default=DEFAULTS.audit_limit, show_default=True,
               help="Entries to show.")
 @click.option("--action", help="Only entries of this action (e.g. search, decision, ingest.start).")
 @click.option("--reason", help="Why you read the audit log (required to list it; recorded).")
@@ -327,7 +365,7 @@ def audit(ctx, limit, action, reason, user):
     if not reason:
         raise click.UsageError("Missing option '--reason' (why you read the audit log).")
     for e in _open(ctx).audit(action=action, limit=limit, reason=reason, user=user):
-        click.echo(f"{e['id']:>6} {e['at']} {e['actor']:<12} {e['action']:<24} {json.dumps(e['details'])}")
+        click.echo(render.audit_line(e))
 
 
 @audit.command("head", context_settings=CONTEXT)
@@ -367,7 +405,7 @@ def audit_verify(ctx, head):
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option("--workers", type=click.IntRange(min=1), help="Worker processes for the demo ingest.")
+@click.option("--workers", type=POSITIVE, help="Worker processes for the demo ingest.")
 @click.option("--data-root", type=click.Path(path_type=Path),
               help="Face data folder [default: $FACEMATCH_TEST_DATA or ../shared/data].")
 @click.pass_context
@@ -388,10 +426,9 @@ def demo(ctx, workers, data_root):
 
 
 def _register_evaluation_commands():
-    from facematch.cli.account_commands import COMMANDS as ACCOUNT_COMMANDS
-    from facematch.cli.evaluation_commands import COMMANDS
+    from facematch.cli import account_commands, data_commands, evaluation_commands
 
-    for command in COMMANDS + ACCOUNT_COMMANDS:
+    for command in evaluation_commands.COMMANDS + data_commands.COMMANDS + account_commands.COMMANDS:
         cli.add_command(command)
 
 

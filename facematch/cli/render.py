@@ -1,11 +1,33 @@
-"""Plain-text rendering of results for the CLI (the library returns data; this turns it into lines)."""
+"""Plain-text rendering of results for the CLI (the library returns data; this turns it into lines).
+
+Every value that reaches a terminal goes through :func:`safe` (commands print nothing else): stored text
+written before validation existed, file names, or any value from a database someone else wrote must not
+be able to move the cursor, recolour the screen or forge an extra line.
+"""
 
 from __future__ import annotations
 
+import json
+
 from facematch.search.bands import one_in
 from facematch.search.ranking import SearchResult
+from facematch.validation import forbidden_character
 
-__all__ = ["search_lines", "ingest_lines"]
+__all__ = ["safe", "search_lines", "ingest_lines", "audit_line"]
+
+
+def safe(value) -> str:
+    """``str(value)`` with every control, line-separator and bidi character escaped (``\\x1b``, ``\\u202e``)."""
+    text = str(value)
+    if forbidden_character(text) is None:
+        return text
+    return "".join(char if forbidden_character(char) is None else ascii(char)[1:-1] for char in text)
+
+
+def audit_line(entry: dict) -> str:
+    """One audit-log entry as one line (details as JSON, which escapes control characters itself)."""
+    return safe(f"{entry['id']:>6} {entry['at']} {entry['actor']:<12} {entry['action']:<24} "
+                f"{json.dumps(entry['details'])}")
 
 
 def search_lines(result: SearchResult, decisions: list | None = None) -> list[str]:
@@ -39,26 +61,30 @@ def search_lines(result: SearchResult, decisions: list | None = None) -> list[st
         lines.append("  Custody candidates (subjects):" if probe.subjects else "  Custody candidates: none")
         for c in probe.subjects:
             fmr = "" if c.estimated_fmr is None else f"  FMR {one_in(c.estimated_fmr)}"
-            lines.append(f"   {c.rank:>3}. {c.subject:<20} distance {c.distance:.3f}  score {c.score:5.1f}  "
-                         f"{c.band:<8} best image {c.image_path}{fmr}")
+            where = f"best image {c.image_path}{fmr}" if c.deleted is None else c.deleted.upper()
+            lines.append(f"   {c.rank:>3}. {c.subject or '[deleted]':<20} distance {c.distance:.3f}  "
+                         f"score {c.score:5.1f}  {c.band:<8} {where}")
         if probe.scene_faces:
             lines.append("  Unidentified faces from earlier crime-scene images:")
             for c in probe.scene_faces:
-                lines.append(f"   {c.rank:>3}. case {c.case_ref:<16} distance {c.distance:.3f}  "
-                             f"score {c.score:5.1f}  {c.band:<8} {c.image_path}")
+                where = c.image_path if c.deleted is None else c.deleted.upper()
+                lines.append(f"   {c.rank:>3}. case {c.case_ref or '[deleted]':<16} distance {c.distance:.3f}  "
+                             f"score {c.score:5.1f}  {c.band:<8} {where}")
     for d in decisions or []:
         lines.append(f"Decision {d.decision_id}: probe {d.probe_no} {d.list} rank {d.rank} ({d.candidate}) "
                      f"{d.decision.upper()} by {d.reviewer} at {d.decided_at}" + (f": {d.note}" if d.note else ""))
-    return lines
+    return [safe(line) for line in lines]
 
 
 def ingest_lines(summary) -> list[str]:
     s = summary.to_dict()
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(s["outcomes"].items())) or "none"
-    return [
+    return [safe(line) for line in [
         f"Ingest run {s['run_id']} ({s['kind']}): {s['total']} files; processed {s['processed']} "
         f"in {s['seconds']:.1f} s ({s['images_per_second']:.2f} images/s)",
         f"  outcomes: {outcomes}",
         f"  already stored (skipped): {s['already_stored']}; duplicates in source: {s['duplicates_in_source']}; "
         f"unreadable paths: {s['unreadable_paths']}; faces stored: {s['faces_stored']}",
-    ]
+        f"  refused rows (invalid fields): {s['invalid_rows']}; label conflicts (refused): {s['label_conflicts']}; "
+        f"relabelled: {s['relabelled']}",
+    ]]

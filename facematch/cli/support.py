@@ -8,12 +8,16 @@ import sys
 
 import click
 
+from facematch.cli import render
 from facematch.errors import FacematchError
-from facematch.settings import Settings
+from facematch.settings import MAX_INT, Settings
 
-__all__ = ["CONTEXT", "DEFAULTS", "fail_cleanly", "parse_box"]
+__all__ = ["CONTEXT", "DEFAULTS", "POSITIVE", "fail_cleanly", "parse_box"]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+#: Integer arguments: ids, ranks, counts (1..2**63-1, so an oversized value is a usage error, not a crash).
+POSITIVE = click.IntRange(min=1, max=MAX_INT)
 
 #: The settings' defaults (environment not applied), for option defaults and help texts.
 DEFAULTS = Settings()
@@ -26,7 +30,7 @@ def fail_cleanly(command):
         try:
             return command(*args, **kwargs)
         except FacematchError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(render.safe(f"error: {exc}"), err=True)
             sys.exit(1)
     return wrapper
 

@@ -37,7 +37,7 @@ from facematch.settings import EvaluationSettings, Settings
 from facematch.types import EMBEDDING_DIM, MODEL_NAME, FaceBox
 
 __all__ = ["CACHE_VERSION", "DEFAULT_CACHE_DIR", "ImageEmbedding", "SystemSpec", "EmbeddingCache",
-           "embed_images", "embedding_matrix", "summary", "with_jitters"]
+           "embed_images", "embedding_matrix", "summary", "with_jitters", "cached_hashes", "purge_hashes"]
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +209,48 @@ class EmbeddingCache:
                 for sha, e in entries.items()]
         with self._conn:
             self._conn.executemany("INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def _existing_cache(folder: str | Path) -> Path | None:
+    path = Path(folder) / "embeddings.sqlite3"
+    return path if path.exists() else None
+
+
+def cached_hashes(folder: str | Path = DEFAULT_CACHE_DIR) -> set[str]:
+    """Every image SHA-256 the cache in ``folder`` holds an entry for (empty when there is no cache)."""
+    path = _existing_cache(folder)
+    if path is None:
+        return set()
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {r[0] for r in conn.execute("SELECT DISTINCT sha256 FROM embeddings")}
+    finally:
+        conn.close()
+
+
+def purge_hashes(folder: str | Path, shas: Sequence[str]) -> int:
+    """Delete every system's entries for these image hashes (retention); returns rows removed.
+
+    The freed pages are overwritten (``secure_delete``) and the file compacted, so the deleted
+    embeddings do not linger in the cache file.
+    """
+    path = _existing_cache(folder)
+    if path is None or not shas:
+        return 0
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA secure_delete = ON")
+        removed = 0
+        with conn:
+            for start in range(0, len(shas), 500):
+                chunk = list(shas[start:start + 500])
+                removed += conn.execute(f"DELETE FROM embeddings WHERE sha256 IN ({','.join('?' * len(chunk))})",
+                                        chunk).rowcount
+        if removed:
+            conn.execute("VACUUM")
+        return removed
+    finally:
+        conn.close()
 
 
 def with_jitters(embedding, num_jitters: int):

@@ -28,6 +28,7 @@ from facematch.faces.models import embedding_model, embedding_version
 from facematch.faces.pipeline import FacePipeline
 from facematch.faces.profiling import StageClock, TimedModels
 from facematch.faces.quality import FaceQuality, is_fit_for_enrolment
+from facematch.ingest.labels import relabel, split_conflicts
 from facematch.ingest.sources import IngestItem
 from facematch.settings import Settings
 from facematch.store.catalogue import Catalogue, utc_now
@@ -71,6 +72,9 @@ class IngestSummary:
     already_stored: int = 0
     duplicates_in_source: int = 0
     unreadable_paths: int = 0
+    invalid_rows: int = 0
+    label_conflicts: int = 0
+    relabelled: int = 0
     outcomes: dict = field(default_factory=dict)
     faces_stored: int = 0
     seconds: float = 0.0
@@ -87,7 +91,9 @@ class IngestSummary:
     def to_dict(self) -> dict:
         return {"run_id": self.run_id, "kind": self.kind, "total": self.total,
                 "already_stored": self.already_stored, "duplicates_in_source": self.duplicates_in_source,
-                "unreadable_paths": self.unreadable_paths, "outcomes": dict(self.outcomes),
+                "unreadable_paths": self.unreadable_paths, "invalid_rows": self.invalid_rows,
+                "label_conflicts": self.label_conflicts,
+                "relabelled": self.relabelled, "outcomes": dict(self.outcomes),
                 "faces_stored": self.faces_stored, "processed": self.processed,
                 "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 3),
                 "stages": self.stages.report()}
@@ -102,12 +108,14 @@ Analyse = Callable[[list[Job], Settings], Iterable[ItemResult]]
 
 def ingest(catalogue: Catalogue, index_store: IndexStore, items: list[IngestItem], *, kind: str,
            settings: Settings, user: str, source: str, progress: ProgressCallback | None = None,
-           analyse: Analyse | None = None) -> IngestSummary:
+           analyse: Analyse | None = None, allow_relabel: bool = False) -> IngestSummary:
     """Ingest ``items`` of ``kind`` ("custody" or "scene") into the catalogue and its index.
 
     ``analyse`` is the analysis backend (default :func:`analyse_locally`, ``settings.workers``
-    processes). Never raises for a bad file: each gets a recorded outcome or failure. Returns the run's
-    summary, with per-stage times in ``summary.stages``.
+    processes). Never raises for a bad file: each gets a recorded outcome or failure (an item with a
+    ``problem``, or a custody image with conflicting labels: ``facematch.ingest.labels``; relabelling a
+    stored image only when ``allow_relabel``). Returns the run's summary, with per-stage times in
+    ``summary.stages``.
     """
     started = time.perf_counter()
     require_embedding_model(catalogue, kind, settings)
@@ -115,7 +123,7 @@ def ingest(catalogue: Catalogue, index_store: IndexStore, items: list[IngestItem
     summary = IngestSummary(run_id=run_id, kind=kind, total=len(items))
     index = index_store.sync(kind)
     with summary.stages.time("hash"):  # wall time is the figure here: threads do the reading
-        todo = _new_items(catalogue, items, kind, summary, run_id)
+        todo = _new_items(catalogue, items, kind, summary, run_id, user, allow_relabel)
     done = summary.total - len(todo)
     if progress:
         progress(done, summary.total)
@@ -142,7 +150,7 @@ def ingest(catalogue: Catalogue, index_store: IndexStore, items: list[IngestItem
 
 
 def _new_items(catalogue: Catalogue, items: list[IngestItem], kind: str, summary: IngestSummary,
-               run_id: int) -> list[tuple[IngestItem, str]]:
+               run_id: int, user: str, allow_relabel: bool) -> list[tuple[IngestItem, str]]:
     """Hash every file; drop those already stored or repeated; record files that cannot be read.
 
     Files are read by a few threads (hashlib and file reads release the GIL): on a network file system
@@ -155,12 +163,19 @@ def _new_items(catalogue: Catalogue, items: list[IngestItem], kind: str, summary
                 failures.append((str(item.path), reason))
             else:
                 hashed.append((item, digest))
+    summary.invalid_rows = sum(1 for item in items if item.problem)
+    unreadable = len(failures) - summary.invalid_rows
+    if kind == "custody":
+        hashed, refused, moves = split_conflicts(catalogue, hashed, allow_relabel=allow_relabel)
+        failures += refused
+        summary.label_conflicts, summary.relabelled = len(refused), len(moves)
+        relabel(catalogue, moves, user=user, run_id=run_id)
     if failures:
         with catalogue.atomic():
             catalogue.conn.executemany(
                 "INSERT INTO ingest_failures (run_id, path, reason, at) VALUES (?, ?, ?, ?)",
                 [(run_id, p, r, utc_now()) for p, r in failures])
-        summary.unreadable_paths = len(failures)
+        summary.unreadable_paths = unreadable
     stored = catalogue.stored_hashes([h for _, h in hashed], kind)
     todo, seen = [], set()
     for item, digest in hashed:
@@ -179,6 +194,8 @@ _HASH_THREADS = 8
 
 
 def _hash_or_reason(item: IngestItem) -> tuple[IngestItem, str | None, str | None]:
+    if item.problem:
+        return item, None, item.problem
     try:
         return item, sha256_file(item.path), None
     except FacematchError as exc:
@@ -328,15 +345,15 @@ def _store_batch(catalogue: Catalogue, batch: list[ItemResult], kind: str, run_i
             summary.stages.merge(result.stages)
             if result.sha256 is None:
                 continue
-            subject_id = (catalogue.subject_id(result.item.subject_ref, create=True)
-                          if kind == "custody" and result.faces else None)
+            # every custody image belongs to its subject, those without a face too (deletion finds them)
+            subject_id = catalogue.subject_id(result.item.subject_ref, create=True) if kind == "custody" else None
             item = result.item
             image_id = catalogue.add_image(
                 sha256=result.sha256, kind=kind, original_path=str(item.path), outcome=result.outcome,
                 reason=result.reason, subject_id=subject_id, custody_ref=item.custody_ref,
                 case_ref=item.case_ref, captured_at=item.captured_at, source=item.source,
                 width=result.width, height=result.height, format=result.format,
-                notes=list(result.notes), run_id=run_id)
+                notes=list(result.notes), run_id=run_id, not_convicted=item.not_convicted)
             if image_id is None:
                 summary.already_stored += 1
                 continue

@@ -38,7 +38,11 @@ NOTICE = ("Candidates are investigative leads for review by a trained person. Th
 
 @dataclass
 class Candidate:
-    """One ranked lead. ``subject`` is set for custody candidates, ``case_ref`` for scene faces."""
+    """One ranked lead. ``subject`` is set for custody candidates, ``case_ref`` for scene faces.
+
+    ``deleted`` ("deleted under retention on DATE (reason)") marks a stored candidate whose data was
+    deleted since the search: subject, case, face id and image path are then None.
+    """
 
     rank: int
     distance: float
@@ -46,9 +50,10 @@ class Candidate:
     band: str
     estimated_fmr: float | None
     face_id: int | None
-    image_path: str
+    image_path: str | None
     subject: str | None = None
     case_ref: str | None = None
+    deleted: str | None = None
 
 
 @dataclass

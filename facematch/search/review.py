@@ -15,17 +15,24 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from facematch.errors import InvalidArgument, NotFound
+from facematch.errors import DataDeleted, InvalidArgument, NotFound
 from facematch.search.ranking import Candidate, ProbeFace, SearchResult
 from facematch.store.audit_chain import decision_digest, search_digest
 from facematch.store.catalogue import Catalogue, utc_now
 from facematch.store.private_files import private_temp_beside
 
-__all__ = ["DECISIONS", "LISTS", "Decision", "require_text", "store_search", "load_search", "review_search",
+__all__ = ["DECISIONS", "LISTS", "Decision", "deleted_marker", "require_text", "store_search", "load_search", "review_search",
     "export_search", "decide", "decisions_for"]
 
 DECISIONS = ("confirmed", "rejected", "inconclusive")
 LISTS = ("custody", "scene")
+
+
+def deleted_marker(row) -> str | None:
+    """"deleted under retention on DATE (reason)" for a candidate row whose data was deleted, else None."""
+    if row["deleted_at"] is None:
+        return None
+    return f"deleted under retention on {row['deleted_at'][:10]} ({row['deleted_reason']})"
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,7 @@ def load_search(catalogue: Catalogue, search_id: int) -> SearchResult:
             target.append(Candidate(rank=c["rank"], distance=c["distance"], score=c["score"], band=c["band"],
                                     estimated_fmr=c["est_fmr"], face_id=c["face_id"],
                                     image_path=c["image_path"], subject=c["subject_ref"],
-                                    case_ref=c["case_ref"]))
+                                    case_ref=c["case_ref"], deleted=deleted_marker(c)))
         probes.append(probe)
     params = json.loads(row["params"])
     bands = json.loads(row["bands"])
@@ -169,6 +176,9 @@ def decide(catalogue: Catalogue, search_id: int, rank: int, *, decision: str, re
         (probe_row["id"], candidate_list, rank)).fetchone()
     if cand is None:
         raise NotFound(f"search {search_id} probe {probe_row['probe_no']} has no {candidate_list} candidate at rank {rank}")
+    if cand["deleted_at"] is not None:
+        raise DataDeleted(f"search {search_id} probe {probe_row['probe_no']} {candidate_list} rank {rank} was "
+                          f"{deleted_marker(cand)}: no decision can be recorded on it")
     at = utc_now()
     with catalogue.atomic():
         decision_id = catalogue.conn.execute(
@@ -185,11 +195,11 @@ def decide(catalogue: Catalogue, search_id: int, rank: int, *, decision: str, re
 def decisions_for(catalogue: Catalogue, search_id: int) -> list[Decision]:
     """All decisions recorded on a search, oldest first."""
     rows = catalogue.conn.execute(
-        """SELECT d.*, c.list, c.rank, c.subject_ref, c.case_ref, p.probe_no, p.face_no
+        """SELECT d.*, c.list, c.rank, c.subject_ref, c.case_ref, c.deleted_at, p.probe_no, p.face_no
            FROM decisions d JOIN candidates c ON c.id = d.candidate_id JOIN search_probes p ON p.id = c.probe_id
            WHERE c.search_id = ? ORDER BY d.id""", (search_id,))
     return [Decision(r["id"], search_id, r["probe_no"], r["face_no"], r["list"], r["rank"],
-                     r["subject_ref"] or r["case_ref"], r["decision"], r["reviewer"], r["note"], r["decided_at"])
+                     r["subject_ref"] or r["case_ref"] or ("deleted" if r["deleted_at"] else None), r["decision"], r["reviewer"], r["note"], r["decided_at"])
             for r in rows]
 
 

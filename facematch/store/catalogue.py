@@ -227,14 +227,14 @@ class Catalogue:
                   subject_id: int | None = None, custody_ref: str | None = None, case_ref: str | None = None,
                   captured_at: str | None = None, source: str | None = None, width: int | None = None,
                   height: int | None = None, format: str | None = None, notes: list[str] | None = None,
-                  run_id: int | None = None) -> int | None:
+                  run_id: int | None = None, not_convicted: bool = False) -> int | None:
         """Insert an image row; returns its id, or None if the same content is already stored for ``kind``."""
         cur = self.conn.execute(
             """INSERT OR IGNORE INTO images (sha256, kind, subject_id, custody_ref, case_ref, captured_at,
-               source, original_path, width, height, format, outcome, reason, notes, ingested_at, run_id)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               source, original_path, width, height, format, outcome, reason, notes, ingested_at, run_id,
+               not_convicted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             (sha256, kind, subject_id, custody_ref, case_ref, captured_at, source, original_path, width,
-             height, format, outcome, reason, json.dumps(notes or []), utc_now(), run_id),
+             height, format, outcome, reason, json.dumps(notes or []), utc_now(), run_id, int(not_convicted)),
         )
         return cur.lastrowid if cur.rowcount else None
 
@@ -349,33 +349,19 @@ class Catalogue:
     # -- deletion (retention) --------------------------------------------------------------------------
 
     def delete_subject(self, reference: str, *, actor: str, reason: str) -> list[int]:
-        """Delete a subject with all its images and faces; returns the removed face ids (for the index)."""
-        with self.atomic():
-            sid = self.subject_id(reference)
-            if sid is None:
-                raise NotFound(f"no subject {reference!r} in the catalogue")
-            face_ids = [r[0] for r in self.conn.execute("SELECT id FROM faces WHERE subject_id = ?", (sid,))]
-            n_images = self.conn.execute("DELETE FROM images WHERE subject_id = ?", (sid,)).rowcount
-            self.conn.execute("DELETE FROM subjects WHERE id = ?", (sid,))
-            self._count_deletions("custody", len(face_ids))
-            self.audit(actor, "retention.delete_subject", self._erasure_details(
-                "subject", reference, images=n_images, faces=len(face_ids), reason=reason))
-        return face_ids
+        """Delete a subject with all its images and faces; returns the removed face ids (for the index).
+
+        The work is :func:`facematch.store.deletion.delete_subject`'s (candidates, records, audit).
+        """
+        from facematch.store import deletion
+
+        return deletion.delete_subject(self, reference, actor=actor, reason=reason).face_ids.get("custody", [])
 
     def delete_case(self, case_ref: str, *, actor: str, reason: str) -> list[int]:
         """Delete every crime-scene image of a case and its faces; returns the removed face ids."""
-        with self.atomic():
-            face_ids = [r[0] for r in self.conn.execute(
-                "SELECT f.id FROM faces f JOIN images i ON i.id = f.image_id "
-                "WHERE i.kind = 'scene' AND i.case_ref = ?", (case_ref,))]
-            n_images = self.conn.execute(
-                "DELETE FROM images WHERE kind = 'scene' AND case_ref = ?", (case_ref,)).rowcount
-            if n_images == 0:
-                raise NotFound(f"no crime-scene images for case {case_ref!r} in the catalogue")
-            self._count_deletions("scene", len(face_ids))
-            self.audit(actor, "retention.delete_case",
-                       {"case": case_ref, "images": n_images, "faces": len(face_ids), "reason": reason})
-        return face_ids
+        from facematch.store import deletion
+
+        return deletion.delete_case(self, case_ref, actor=actor, reason=reason).face_ids.get("scene", [])
 
     def _erasure_details(self, kind: str, reference: str, **counts) -> dict:
         """An erasure record that keeps none of the erased data (DPA 2018 s.62): an opaque deletion

@@ -250,8 +250,31 @@ _V4_ACCOUNTS = [
        BEGIN SELECT RAISE(ABORT, 'reviews are kept as recorded'); END""",
 ]
 
+#: Version 5 (retention): a past search keeps its candidate rows when their data is deleted, marked
+#: ``deleted_at``/``deleted_reason`` with subject, face and path cleared; custody images carry
+#: ``not_convicted`` (due for deletion at once); ``deletion_records`` keep, per deletion, the face ids and
+#: salted digests of the image hashes removed (no identifier in clear), so a later verification can
+#: prove their absence from the catalogue, the index files and the evaluation cache.
+_V5_RETENTION = [
+    "ALTER TABLE candidates ADD COLUMN deleted_at TEXT",
+    "ALTER TABLE candidates ADD COLUMN deleted_reason TEXT",
+    "ALTER TABLE images ADD COLUMN not_convicted INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX candidates_face ON candidates(face_id)",
+    """CREATE TABLE deletion_records (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        scope TEXT NOT NULL CHECK (scope IN ('subject', 'image', 'case')),
+        target_digest TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        face_ids TEXT NOT NULL,
+        image_digests TEXT NOT NULL
+    )""",
+    "CREATE INDEX deletion_records_target ON deletion_records(scope, target_digest)",
+]
+
 #: Migrations in order: MIGRATIONS[i] takes the schema from version i to i + 1.
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4_ACCOUNTS]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4_ACCOUNTS, _V5_RETENTION]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -1,0 +1,147 @@
+"""Deletion under retention: every trace of the deleted images' biometric data leaves the catalogue.
+
+One transaction removes the images (those without a face too), their faces and embeddings, a subject
+left with no image, and clears the deleted faces from past searches' candidate rows, which stay as the
+accountable record ("deleted under retention on DATE (reason)") without subject, case, face or path.
+A ``deletion_records`` row keeps the face ids and *salted* digests of the image hashes (never an
+identifier in clear), so :mod:`facematch.store.verification` can later prove their absence. SQLite's
+``secure_delete`` overwrites the freed pages and the WAL is checkpointed and truncated afterwards.
+The index entries and evaluation-cache entries are removed by the caller (``Facematch``) with the
+``Deletion`` returned here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+
+from facematch.errors import NotFound
+from facematch.store import audit_chain as chain
+from facematch.store.catalogue import Catalogue, utc_now
+
+__all__ = ["SCOPES", "Deletion", "salted_digest", "delete_subject", "delete_case", "delete_image",
+           "delete_images", "is_sha256"]
+
+SCOPES = ("subject", "image", "case")
+
+
+@dataclass
+class Deletion:
+    """What one deletion removed: face ids per kind (for the index) and image hashes (for the cache)."""
+
+    scope: str
+    images: int
+    face_ids: dict[str, list[int]] = field(default_factory=dict)
+    image_sha256: list[str] = field(default_factory=list)
+    record_id: int | None = None
+
+    @property
+    def n_faces(self) -> int:
+        return sum(len(ids) for ids in self.face_ids.values())
+
+
+def salted_digest(catalogue_id: str, value: str) -> str:
+    """SHA-256 of ``value`` salted with the catalogue id: comparable within one catalogue, not a hash in clear."""
+    return hashlib.sha256(f"{catalogue_id}:{value}".encode()).hexdigest()
+
+
+def is_sha256(text: str) -> bool:
+    return bool(re.fullmatch(r"[0-9a-fA-F]{64}", text))
+
+
+def delete_subject(catalogue: Catalogue, reference: str, *, actor: str, reason: str) -> Deletion:
+    """Delete a subject with every image (with or without a face). Raises ``NotFound``."""
+    sid = catalogue.subject_id(reference)
+    if sid is None:
+        raise NotFound(f"no subject {reference!r} in the catalogue")
+    image_ids = [r[0] for r in catalogue.conn.execute("SELECT id FROM images WHERE subject_id = ?", (sid,))]
+    return delete_images(catalogue, image_ids, scope="subject", target=reference, actor=actor, reason=reason,
+                         audit=("retention.delete_subject", catalogue._erasure_details("subject", reference)))
+
+
+def delete_case(catalogue: Catalogue, case_ref: str, *, actor: str, reason: str) -> Deletion:
+    """Delete every crime-scene image of a case and its faces. Raises ``NotFound``."""
+    image_ids = [r[0] for r in catalogue.conn.execute(
+        "SELECT id FROM images WHERE kind = 'scene' AND case_ref = ?", (case_ref,))]
+    if not image_ids:
+        raise NotFound(f"no crime-scene images for case {case_ref!r} in the catalogue")
+    return delete_images(catalogue, image_ids, scope="case", target=case_ref, actor=actor, reason=reason,
+                         audit=("retention.delete_case", {"case": case_ref}))
+
+
+def delete_image(catalogue: Catalogue, target: str, *, sha256: list[str], path: str | None, actor: str,
+                 reason: str) -> Deletion:
+    """Delete the images with any of these content hashes or stored at ``path``. Raises ``NotFound``.
+
+    ``target`` is what the user named (hash or path); it is recorded only as a salted digest.
+    """
+    marks = ",".join("?" * len(sha256)) or "NULL"
+    image_ids = [r[0] for r in catalogue.conn.execute(
+        f"SELECT id FROM images WHERE sha256 IN ({marks}) OR original_path = ?", (*sha256, path))]
+    if not image_ids:
+        raise NotFound("no stored image has that content hash or path")
+    return delete_images(catalogue, image_ids, scope="image", target=target, actor=actor, reason=reason,
+                         audit=("retention.delete_image", {}))
+
+
+def delete_images(catalogue: Catalogue, image_ids: list[int], *, scope: str, target: str, actor: str,
+                  reason: str, audit: tuple[str, dict]) -> Deletion:
+    """Delete images by id in one transaction (one audit entry ``audit`` = (action, details)); see module."""
+    conn = catalogue.conn
+    conn.execute("PRAGMA secure_delete = ON")
+    at = utc_now()
+    with catalogue.atomic():
+        marks = ",".join("?" * len(image_ids))
+        images = conn.execute(f"SELECT id, sha256, subject_id FROM images WHERE id IN ({marks})", image_ids).fetchall()
+        faces = conn.execute(f"SELECT id, kind FROM faces WHERE image_id IN ({marks})", image_ids).fetchall()
+        deletion = Deletion(scope, len(images), image_sha256=sorted({r["sha256"] for r in images}))
+        for face in faces:
+            deletion.face_ids.setdefault(face["kind"], []).append(face["id"])
+        searches = _mark_candidates(conn, [f["id"] for f in faces], scope, target, at, reason)
+        conn.execute(f"DELETE FROM images WHERE id IN ({marks})", image_ids)
+        subjects = sorted({r["subject_id"] for r in images if r["subject_id"] is not None})
+        for sid in subjects:  # a subject with no image left is itself a trace
+            conn.execute("DELETE FROM subjects WHERE id = ? AND NOT EXISTS "
+                         "(SELECT 1 FROM images WHERE subject_id = ?)", (sid, sid))
+        for kind, ids in deletion.face_ids.items():
+            catalogue._count_deletions(kind, len(ids))
+        deletion.record_id = conn.execute(
+            "INSERT INTO deletion_records (at, actor, scope, target_digest, reason, face_ids, image_digests) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (at, actor, scope, salted_digest(catalogue.catalogue_id, target), reason,
+             json.dumps(sorted(f["id"] for f in faces)),
+             json.dumps([salted_digest(catalogue.catalogue_id, s) for s in deletion.image_sha256]))).lastrowid
+        action, details = audit
+        # the candidate rows of past searches were rewritten on purpose: the chained entry restates their
+        # searches' digests, so `audit verify` tells this from tampering (facematch.store.audit_chain)
+        catalogue.audit(actor, action, details | {"images": len(images), "faces": len(faces), "reason": reason,
+                                                  "deletion_record": deletion.record_id,
+                                                  "search_digests": {str(s): chain.search_digest(conn, s)
+                                                                     for s in searches}})
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no copy of the deleted pages left in the WAL
+    return deletion
+
+
+def _mark_candidates(conn, face_ids: list[int], scope: str, target: str, at: str, reason: str) -> set[int]:
+    """Past searches keep the candidate (rank, distance, band, decisions) but lose who and where it was.
+
+    Returns the ids of the searches whose candidate rows changed.
+    """
+    clear = ("UPDATE candidates SET deleted_at = ?, deleted_reason = ?, subject_ref = NULL, case_ref = NULL, "
+             "face_id = NULL, image_path = NULL WHERE ")
+    touched = "SELECT DISTINCT search_id FROM candidates WHERE "
+    conditions: list[tuple[str, tuple]] = []
+    for start in range(0, len(face_ids), 500):
+        chunk = face_ids[start:start + 500]
+        conditions.append((f"face_id IN ({','.join('?' * len(chunk))})", tuple(chunk)))
+    if scope == "subject":  # also rows whose face an older version's deletion already unlinked
+        conditions.append(("list = 'custody' AND subject_ref = ?", (target,)))
+    elif scope == "case":
+        conditions.append(("list = 'scene' AND case_ref = ?", (target,)))
+    searches: set[int] = set()
+    for where, args in conditions:
+        searches.update(r[0] for r in conn.execute(touched + where, args))
+        conn.execute(clear + where, (at, reason, *args))
+    return searches

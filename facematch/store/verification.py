@@ -1,0 +1,120 @@
+"""Proof that a deletion is complete: the deleted data is absent from the catalogue, the index and its files.
+
+A nearest-neighbour check with the deleted embeddings is impossible once they are gone, so the proof
+rests on what the deletion recorded (``deletion_records``: face ids and salted image digests):
+
+- catalogue: no row of any table (the audit log and the deletion records excepted: they are the
+  accountable record; past searches' probes are the searcher's own images) holds the subject or case
+  reference, a deleted face id, or an image whose salted hash is a deleted one;
+- index: no index file (nor its raw-vector file) holds a deleted face id, and each sidecar was saved
+  after the deletion (its deletion count is the catalogue's);
+- files: no temporary file (``*.tmp``, an interrupted save) is left in the data or index folder, since
+  one could hold the deleted vectors.
+
+The evaluation cache is checked by the caller (it belongs to a higher layer).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from facematch.errors import FacematchError, NotFound
+from facematch.store.catalogue import Catalogue
+from facematch.store.deletion import SCOPES, is_sha256, salted_digest
+from facematch.store.index import FaceIndex
+from facematch.types import IMAGE_KINDS
+
+__all__ = ["EXEMPT_TABLES", "recorded_deletions", "catalogue_check", "index_check", "leftovers_check",
+           "temp_leftovers"]
+
+#: Tables that keep an accountable record of what was done and are not searched for traces.
+EXEMPT_TABLES = frozenset({"audit_log", "deletion_records", "search_probes", "searches", "sqlite_sequence"})
+
+
+def recorded_deletions(catalogue: Catalogue, scope: str, target: str) -> tuple[set[int], set[str]]:
+    """(face ids, salted image digests) of every recorded deletion of ``target``. Raises ``NotFound``.
+
+    Face ids that now belong to a face of another image (reused ids) are left out: they are not traces.
+
+    An image named by its SHA-256 is found in any deletion that removed it (of its subject, case or itself).
+    """
+    if scope not in SCOPES:
+        raise NotFound(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    digest = salted_digest(catalogue.catalogue_id, target.lower() if is_sha256(target) else target)
+    if scope == "image" and is_sha256(target):  # whichever deletion removed that image (subject, case, image)
+        rows = [r for r in catalogue.conn.execute("SELECT face_ids, image_digests FROM deletion_records")
+                if digest in json.loads(r["image_digests"])]
+    else:
+        rows = catalogue.conn.execute(
+            "SELECT face_ids, image_digests FROM deletion_records WHERE scope = ? AND target_digest = ?",
+            (scope, digest)).fetchall()
+    if not rows:
+        raise NotFound(f"no deletion of {scope} {target!r} is recorded in this catalogue")
+    faces = {int(i) for r in rows for i in json.loads(r["face_ids"])}
+    digests = {d for r in rows for d in json.loads(r["image_digests"])}
+    return faces - _reused_ids(catalogue, faces, digests), digests
+
+
+def _reused_ids(catalogue: Catalogue, faces: set[int], digests: set[str]) -> set[int]:
+    """Deleted face ids SQLite has since given to faces of other images (it reuses the highest rowid)."""
+    reused = set()
+    ids = sorted(faces)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        for face_id, sha in catalogue.conn.execute(
+                f"SELECT f.id, i.sha256 FROM faces f JOIN images i ON i.id = f.image_id "
+                f"WHERE f.id IN ({','.join('?' * len(chunk))})", chunk):
+            if salted_digest(catalogue.catalogue_id, sha) not in digests:
+                reused.add(face_id)
+    return reused
+
+
+def catalogue_check(catalogue: Catalogue, scope: str, target: str, faces: set[int], digests: set[str]) -> list[str]:
+    """Problems found in the catalogue's tables (empty: no trace)."""
+    conn, problems = catalogue.conn, []
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+              if r[0] not in EXEMPT_TABLES]
+    for table in tables:
+        for _, column, declared, *_ in conn.execute(f'PRAGMA table_info("{table}")'):
+            hits = 0
+            if declared.upper() == "TEXT" and not is_sha256(target):
+                hits += conn.execute(f'SELECT COUNT(*) FROM "{table}" WHERE "{column}" = ?', (target,)).fetchone()[0]
+            if column == "face_id" or (table == "faces" and column == "id"):
+                hits += sum(1 for (i,) in conn.execute(f'SELECT "{column}" FROM "{table}"') if i in faces)
+            if column == "sha256":
+                hits += sum(1 for (s,) in conn.execute(f'SELECT "{column}" FROM "{table}"')
+                            if s and salted_digest(catalogue.catalogue_id, s) in digests)
+            if hits:
+                problems.append(f"table {table}.{column} still holds {hits} trace(s) of the deleted data")
+    return problems
+
+
+def index_check(catalogue: Catalogue, index_dir: str | Path, faces: set[int]) -> list[str]:
+    """Problems found in the catalogue's index files and sidecars."""
+    folder, problems = Path(index_dir) / catalogue.catalogue_id, []
+    for path in sorted(folder.glob("*.faiss")) if folder.exists() else []:
+        try:
+            index, sidecar = FaceIndex.load(path)
+        except FacematchError as exc:
+            problems.append(f"index {path.name} cannot be read to verify it: {exc}")
+            continue
+        held = faces & {int(i) for i in index.ids()}
+        if held:
+            problems.append(f"index {path.name} still holds {len(held)} deleted face(s)")
+        kind = path.stem
+        if kind in IMAGE_KINDS:
+            saved = sidecar.get("catalogue_state", {}).get("deletions", 0)
+            if saved < catalogue.face_state(kind)["deletions"]:
+                problems.append(f"index sidecar {path.with_suffix('.json').name} was saved before the deletion")
+    return problems
+
+
+def temp_leftovers(*folders: str | Path) -> list[Path]:
+    """Temporary files (``*.tmp``) under the given folders: interrupted saves."""
+    return sorted(p for f in folders if Path(f).exists() for p in Path(f).rglob("*.tmp") if p.is_file())
+
+
+def leftovers_check(*folders: str | Path) -> list[str]:
+    """One problem per temporary file left under ``folders``."""
+    return [f"temporary file {p} is left over (may hold deleted data): remove it" for p in temp_leftovers(*folders)]
