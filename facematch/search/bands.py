@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 from facematch.settings import BandThresholds, FalseCandidateTargets
 
-__all__ = ["BANDS", "NO_BAND", "RULE_OF_THREE", "similarity_score", "curve_threshold", "GalleryBand",
+__all__ = ["BANDS", "NO_BAND", "RULE_OF_THREE", "similarity_score", "supported_faces", "curve_threshold", "GalleryBand",
            "GalleryBands", "BandScheme", "one_in"]
 
 BANDS = ("strong", "possible", "weak")
@@ -62,6 +62,12 @@ class GalleryBand:
     def predicted_fpir(self) -> float | None:
         """Chance that a search of someone not enrolled has a candidate in the band (Poisson, <= expected)."""
         return None if self.expected_false is None else 1.0 - math.exp(-self.expected_false)
+
+
+def supported_faces(n_nonmated: int, max_false: float) -> int:
+    """Largest gallery (faces) at which ``n_nonmated`` comparisons support ``max_false`` false candidates per
+    search: the per-face FMR ``max_false / faces`` must stay >= 3 / n (rule of three)."""
+    return math.floor(n_nonmated * max_false / RULE_OF_THREE + 1e-9)
 
 
 def curve_threshold(curve, fmr: float) -> float | None:
@@ -161,8 +167,9 @@ class BandScheme:
     def _calibrated_band(self, band: str, subjects: int, faces: int) -> GalleryBand:
         target = getattr(self.false_targets, band)
         face_fmr = target / faces
-        needs = math.ceil(RULE_OF_THREE / face_fmr)
-        threshold = curve_threshold(self.fmr_curve, face_fmr) if self.n_nonmated >= needs else None
+        needs = math.ceil(RULE_OF_THREE / face_fmr - 1e-9)
+        supported = faces <= supported_faces(self.n_nonmated, target)
+        threshold = curve_threshold(self.fmr_curve, face_fmr) if supported else None
         common = dict(max_false=target, subject_fmr=target / max(subjects, 1), face_fmr=face_fmr,
                       needs_nonmated=needs)
         if threshold is None:
