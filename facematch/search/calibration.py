@@ -17,7 +17,9 @@ match on any set) and is marked unsupported, with a warning.
 The calibration file (JSON, ``schema: facematch.calibration``) records its provenance: data sets and
 counts, date, model name and version, pipeline settings, targets, thresholds per set, warnings, and a
 downsampled FMR curve of ``(distance, fmr)`` points that search interpolates for each candidate's
-estimated FMR. :func:`load_band_scheme` finds and validates it.
+estimated FMR. :func:`load_band_scheme` finds and validates it. Search bands by the curve, not by the
+fixed-FMR thresholds: each band's distance is resolved at the live gallery size for a number of expected
+false candidates per search (``BandScheme.for_gallery``); the thresholds stay as references.
 """
 
 from __future__ import annotations
