@@ -153,6 +153,8 @@ def calibrate(ctx, sources, output, strong_fmr, possible_fmr, weak_fmr, strict, 
     With several sources each threshold meets its target on every one. A target below 3/n (n
     non-mated comparisons of the smallest source: the rule of three) is not supported: the band
     then falls back to the smallest non-mated distance seen, with a warning (or --strict refuses).
+    Search bands by the file's FMR curve at the live gallery size (expected false candidates per
+    search; settings.FalseCandidateTargets); these FMR thresholds are kept as references.
 
     \b
     Example:
