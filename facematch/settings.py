@@ -16,7 +16,8 @@ from facematch.errors import InvalidArgument
 
 __all__ = ["FACE_RECOGNITION_TOLERANCE", "AUDIT_KEY_ENV", "DEFAULT_AUDIT_KEY", "default_audit_key_file",
     "BandThresholds", "DetectionSettings", "EmbeddingSettings", "QualitySettings", "FmrTargets",
-    "EvaluationSettings", "ServiceSettings", "TextLimits", "RetentionSettings", "MAX_INT", "Settings"]
+    "FalseCandidateTargets", "EvaluationSettings", "ServiceSettings", "TextLimits", "RetentionSettings", "MAX_INT",
+    "Settings"]
 
 #: The largest integer an id, rank or limit may be: SQLite's signed 64-bit integer.
 MAX_INT = 2**63 - 1
@@ -179,11 +180,39 @@ class QualitySettings:
 
 @dataclass(frozen=True)
 class FmrTargets:
-    """Target false-match rates (per comparison) that ``facematch calibrate`` sets each band's threshold for."""
+    """Target false-match rates (per comparison) of the reference thresholds ``facematch calibrate`` records.
+
+    Search no longer bands by these fixed rates (their meaning changes with the gallery size: see
+    :class:`FalseCandidateTargets`); the calibration file keeps them, with TAR, as a summary of the curve.
+    """
 
     strong: float = 1e-4
     possible: float = 1e-3
     weak: float = 1e-2
+
+    def as_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class FalseCandidateTargets:
+    """What each review band means to a reviewer, at every gallery size.
+
+    A band holds candidates up to the distance at which at most this many *false* candidates are
+    expected per search (per probe face) of a person who is not enrolled, among the N subjects enrolled
+    now: with N = 1,000 "possible" needs a per-subject false-match rate of 1e-4, with N = 20 million
+    5e-9. Search derives each band's distance from the calibration's FMR curve at the live N
+    (``facematch.search.bands``); a band the calibration cannot support at that N holds no candidates.
+    """
+
+    strong: float = 0.01
+    possible: float = 0.1
+    weak: float = 1.0
+
+    def __post_init__(self):
+        if not (0 < self.strong <= self.possible <= self.weak):
+            raise InvalidArgument(f"expected false candidates per band must satisfy 0 < strong <= possible "
+                                  f"<= weak, got {self.strong}, {self.possible}, {self.weak}")
 
     def as_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
@@ -274,6 +303,8 @@ class Settings:
     detection: DetectionSettings = field(default_factory=DetectionSettings)
     embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
     bands: BandThresholds = field(default_factory=BandThresholds)
+    #: calibrated bands: expected false candidates per search of someone not enrolled (at the live gallery size)
+    band_targets: FalseCandidateTargets = field(default_factory=FalseCandidateTargets)
     quality: QualitySettings = field(default_factory=QualitySettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     text_limits: TextLimits = field(default_factory=TextLimits)

@@ -16,7 +16,7 @@ from facematch.evaluation.protocols import GalleryEntry, ProbeEntry, Protocol
 from facematch.evaluation.runner import calibration_sample
 from facematch.search import calibration as C
 from facematch.search.bands import BandScheme
-from facematch.settings import Settings
+from facematch.settings import FalseCandidateTargets, Settings
 
 TEN = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]  # non-mated distances, FMR steps of 0.1
 LOOSE = {"strong": 0.3, "possible": 0.5, "weak": 0.7}
@@ -176,7 +176,8 @@ def _mugshot_protocol(mugshots) -> Protocol:
 
 def test_calibration_on_dev_data_changes_search_bands(tmp_path):
     mugshots = require_data("frmdb-dev", "mugshots")
-    fm = make_facematch(tmp_path)
+    # 2 enrolled faces: per-face FMR 0.01 (strong: needs 300 comparisons), 0.1 (30) and 0.3 (10)
+    fm = make_facematch(tmp_path, band_targets=FalseCandidateTargets(strong=0.02, possible=0.2, weak=0.6))
     manifest = tmp_path / "custody.csv"
     manifest.write_text(f"path,subject_id\n{mugshots / '040' / 'Img_33.jpg'},040\n"
                         f"{mugshots / '041' / 'Img_33.jpg'},041\n")
@@ -199,17 +200,22 @@ def test_calibration_on_dev_data_changes_search_bands(tmp_path):
     C.write_calibration(doc, fm.settings.data_dir / "calibration.json")
 
     after = fm.search([probe], reason="test")
-    t = doc["thresholds"]
+    gallery = fm.band_scheme().for_gallery(2, 2)
     assert after.bands["calibrated"] and "frmdb-dev mugshots" in after.bands["source"]
-    assert after.bands["thresholds"] == t and after.bands["target_fmr"] == targets
-    assert (t["strong"], t["possible"], t["weak"]) != (0.40, 0.50, 0.60)
-    scheme = fm.band_scheme()
+    assert after.bands["target_fmr"] == targets and after.bands["max_false_candidates"]["possible"] == 0.2
+    strong, possible, weak = gallery.bands
+    assert (strong.supported, strong.threshold, strong.needs_nonmated) == (False, None, 300)
+    assert possible.supported and weak.supported and possible.threshold <= weak.threshold
+    assert possible.expected_false <= 0.2 + 1e-9 and weak.expected_false <= 0.6 + 1e-9
+    assert after.bands["thresholds"] == {"strong": None, "possible": possible.threshold, "weak": weak.threshold}
     for cand in after.probes[0].subjects:
-        assert cand.estimated_fmr == pytest.approx(scheme.estimated_fmr(cand.distance), rel=1e-3)  # rounded d
-        assert cand.band == scheme.band(cand.distance)
-    assert after.expected_false_candidates == pytest.approx(2 * scheme.estimated_fmr(t["weak"]))
+        assert cand.estimated_fmr == pytest.approx(gallery.estimated_fmr(cand.distance), rel=1e-3)  # rounded d
+        assert cand.band == gallery.band(cand.distance) and cand.band != "strong"
+    assert after.expected_false_candidates == pytest.approx(weak.expected_false)
     text = "\n".join(render.search_lines(after))
-    assert f"strong <= {t['strong']:.3f}" in text and "calibrated: calibration" in text
-    assert "uncalibrated" not in text
+    assert "strong: not supported at this gallery size (2 subjects, 2 faces): needs >= 300 non-mated" in text
+    assert (f"possible: at most 0.2 false candidates expected per search of someone not enrolled, among 2 "
+            f"subjects; distance <= {possible.threshold:.3f}") in text
+    assert "calibrated: calibration" in text and "uncalibrated" not in text
     assert json.loads(json.dumps(after.to_dict()))["bands"]["calibrated"] is True
     fm.close()

@@ -16,6 +16,7 @@ import click
 from facematch.api import Facematch
 from facematch.cli.support import CONTEXT, DEFAULTS, parse_box
 from facematch.cli.support import fail_cleanly as _fail_cleanly
+from facematch.search.bands import supported_faces
 from facematch.settings import Settings
 
 __all__ = ["evaluate", "calibrate", "protocol", "COMMANDS"]
@@ -152,13 +153,16 @@ def calibrate(ctx, sources, output, strong_fmr, possible_fmr, weak_fmr, strict, 
     With several sources each threshold meets its target on every one. A target below 3/n (n
     non-mated comparisons of the smallest source: the rule of three) is not supported: the band
     then falls back to the smallest non-mated distance seen, with a warning (or --strict refuses).
+    Search bands by the file's FMR curve at the live gallery size (expected false candidates per
+    search; settings.FalseCandidateTargets); these FMR thresholds are kept as references.
 
     \b
     Example:
       facematch calibrate ../shared/data/protocols/frmdb-dev-cctv.json ../shared/data/lfw/pairs.txt
       facematch calibrate ./labelled-faces --strong-fmr 1e-3 --strict -o calibration.json
     """
-    doc, target = _open(ctx).calibrate(
+    fm = _open(ctx)
+    doc, target = fm.calibrate(
         list(sources), output=output, strong_fmr=strong_fmr, possible_fmr=possible_fmr, weak_fmr=weak_fmr,
         strict=strict, listed_pairs_only=listed_pairs_only, kind=kind, data_root=data_root,
         gallery_per_subject=gallery_per_subject, holdout_fraction=holdout_fraction, seed=seed, workers=workers,
@@ -168,6 +172,11 @@ def calibrate(ctx, sources, output, strong_fmr, possible_fmr, weak_fmr, strict, 
     for band in doc["bands"]:
         note = "" if band["supported"] else "  NOT SUPPORTED (too few non-mated comparisons)"
         click.echo(f"  {band['band']:<8} FMR {band['target_fmr']:g}: distance <= {band['threshold']:.4f}{note}")
+    n = doc["rule_of_three"]["n_nonmated_smallest_set"]
+    click.echo("Search bands by expected false candidates per search of someone not enrolled, at the live "
+               "gallery size; this calibration supports them up to:")
+    for band, max_false in fm.settings.band_targets.as_dict().items():
+        click.echo(f"  {band:<8} <= {max_false:g} false candidates: {supported_faces(n, max_false):,} enrolled faces")
     for warning in doc["warnings"]:
         click.echo(f"warning: {warning}", err=True)
 

@@ -13,7 +13,7 @@ from facematch.search.bands import one_in
 from facematch.search.ranking import SearchResult
 from facematch.validation import forbidden_character
 
-__all__ = ["safe", "search_lines", "ingest_lines", "audit_line"]
+__all__ = ["safe", "search_lines", "band_lines", "ingest_lines", "audit_line"]
 
 
 def safe(value) -> str:
@@ -32,21 +32,15 @@ def audit_line(entry: dict) -> str:
 
 def search_lines(result: SearchResult, decisions: list | None = None) -> list[str]:
     """A search as an investigator reads it: notice, bands, then each probe face's candidate lists."""
-    bands = result.bands
-    t = bands["thresholds"]
     lines = [
         f"Search {result.search_id}  ({result.created_at}, user {result.user}, case {result.case_ref or '-'})",
         f"NOTICE: {result.notice}",
         f"Gallery: {result.gallery_subjects} custody subjects ({result.gallery_faces} enrolled faces).",
-        f"Bands ({'calibrated: ' + bands['source'] if bands['calibrated'] else bands['source']}): "
-        f"strong <= {t['strong']:.3f} < possible <= {t['possible']:.3f} < weak <= {t['weak']:.3f} (distance)",
-    ]
-    if not bands["calibrated"]:
-        lines.append("WARNING: bands are uncalibrated defaults, not measured error rates "
-                     "(run `facematch calibrate`).")
-    elif result.expected_false_candidates is not None:
-        lines.append(f"Expected false candidates per probe face inside the bands at this gallery size: "
-                     f"about {result.expected_false_candidates:.2g}.")
+    ] + band_lines(result.bands, result.expected_false_candidates)
+    if result.scene_bands and result.scene_bands.get("bands"):
+        lines.append(f"Scene-face bands ({result.scene_bands['gallery_subjects']} unidentified faces): " + "; ".join(
+            f"{b['band']} <= {b['threshold']:.3f}" if b["threshold"] is not None else f"{b['band']} not supported"
+            for b in result.scene_bands["bands"]))
     for probe in result.probes:
         lines.append("")
         head = f"Probe {probe.probe_no}: {probe.path}"
@@ -74,6 +68,24 @@ def search_lines(result: SearchResult, decisions: list | None = None) -> list[st
         lines.append(f"Decision {d.decision_id}: probe {d.probe_no} {d.list} rank {d.rank} ({d.candidate}) "
                      f"{d.decision.upper()} by {d.reviewer} at {d.decided_at}" + (f": {d.note}" if d.note else ""))
     return [safe(line) for line in lines]
+
+
+def band_lines(bands: dict, expected_false: float | None) -> list[str]:
+    """What each band means at this gallery size (searches stored before schema 2 show their thresholds)."""
+    source = ("calibrated: " + bands["source"]) if bands["calibrated"] else bands["source"]
+    if "bands" not in bands:
+        t = bands["thresholds"]
+        lines = [f"Bands ({source}): strong <= {t['strong']:.3f} < possible <= {t['possible']:.3f} "
+                 f"< weak <= {t['weak']:.3f} (distance)"]
+    else:
+        lines = [f"Bands ({source}):"] + [f"  {b['meaning']}" for b in bands["bands"]]
+    if not bands["calibrated"]:
+        lines.append("WARNING: bands are uncalibrated defaults, not measured error rates "
+                     "(run `facematch calibrate`).")
+    elif expected_false is not None:
+        lines.append(f"Expected false candidates per probe face inside the bands at this gallery size: "
+                     f"about {expected_false:.2g}.")
+    return lines
 
 
 def ingest_lines(summary) -> list[str]:

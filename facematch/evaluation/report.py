@@ -9,6 +9,7 @@ sections with :func:`verification_summary` and :func:`identification_summary`, t
         "methods": ["one paragraph per item", ...],       # printed first
         "notes": ["caveat", ...],                          # optional; a small-data caveat is added
         "bands": {"strong": 0.45, "possible": 0.55, "weak": 0.6},  # optional; lines on histograms
+        "gallery_bands": {...},  # optional: facematch.evaluation.band_rates (bands at the protocol gallery size)
         "systems": {                                       # one or more, shown side by side
             "facematch": {
                 "description": "...",
@@ -56,6 +57,7 @@ import numpy as np
 
 from facematch.errors import InvalidArgument
 from facematch.evaluation import metrics as M
+from facematch.evaluation.band_rates import band_rates_md
 from facematch.settings import EvaluationSettings
 
 _DEFAULTS = EvaluationSettings()
@@ -285,6 +287,8 @@ def _markdown(result: Mapping, images: dict[str, list[str]]) -> str:
         sec = _section(result["systems"], key)
         if sec:
             lines += render(sec) + [f"![{Path(p).stem}]({p})" for p in images.get(key, [])] + [""]
+    if result.get("gallery_bands"):
+        lines += band_rates_md(result["gallery_bands"])
     return "\n".join(lines)
 
 

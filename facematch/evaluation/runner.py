@@ -33,6 +33,7 @@ import numpy as np
 
 from facematch.errors import InvalidArgument, ProtocolError
 from facematch.evaluation import metrics as M
+from facematch.evaluation.band_rates import band_rates
 from facematch.evaluation.baseline import README_TOLERANCE
 from facematch.evaluation.embed_cache import (
     EmbeddingCache,
@@ -190,10 +191,10 @@ def _groups(protocol: Protocol, quality: dict[str, str] | None) -> dict[str, dic
     return groups
 
 
-def _thresholds(scheme: BandScheme) -> dict[str, float]:
-    t = scheme.thresholds
+def _thresholds(bands: dict[str, float | None]) -> dict[str, float]:
+    """The tolerance and each band that holds candidates ({band: distance}, None = holds none)."""
     return {f"face_recognition tolerance {README_TOLERANCE}": README_TOLERANCE,
-            "strong band": t.strong, "possible band": t.possible, "weak band": t.weak}
+            **{f"{b} band": t for b, t in bands.items() if t is not None}}
 
 
 def _finite(values: np.ndarray) -> np.ndarray:
@@ -272,7 +273,8 @@ def evaluate_protocol(protocol: Protocol, systems: Sequence[SystemSpec], *, sche
                       seed: int = _DEFAULTS.seed, progress: Progress | None = None) -> Evaluation:
     """Identification and verification of each system on ``protocol``, side by side.
 
-    ``scheme`` gives the review bands reported (FNIR/FPIR at each; lines on the histograms). Probe
+    ``scheme`` gives the review bands, resolved at the protocol's gallery size as search does (FNIR/FPIR
+    at each, predicted vs observed FPIR in ``gallery_bands``; lines on the histograms). Probe
     quality bins come from the first facematch system and apply to every system, so the baseline is
     broken down by the same images. ``n_boot=0`` skips the bootstrap intervals.
     """
@@ -286,7 +288,9 @@ def evaluate_protocol(protocol: Protocol, systems: Sequence[SystemSpec], *, sche
         quality = quality_bins([e.quality_score if e.acquired else None for e in probes],
                                [p.id for p in protocol.probes])
     groups = _groups(protocol, quality)
-    thresholds = _thresholds(scheme)
+    gallery_bands = scheme.for_gallery(len(protocol.gallery_subjects), len(protocol.gallery))
+    bands = {b.band: b.threshold for b in gallery_bands.bands}
+    thresholds = _thresholds(bands)
     result_systems, outcomes, plots = {}, {}, {"scores": {}, "search_scores": {}}
     for system in systems:
         section, outs, pl = _system_on_protocol(protocol, system, embedded[system.name], n_boot=n_boot,
@@ -303,9 +307,9 @@ def evaluate_protocol(protocol: Protocol, systems: Sequence[SystemSpec], *, sche
                      "n_probes": len(protocol.probes), "n_mated_probes": len(protocol.mated_probes),
                      "n_nonmated_probes": len(protocol.nonmated_probes)},
         "methods": _protocol_methods(),
-        "notes": [], "bands": {"strong": scheme.thresholds.strong, "possible": scheme.thresholds.possible,
-                               "weak": scheme.thresholds.weak},
-        "band_scheme": scheme.describe(), "systems": result_systems,
+        "notes": [], "bands": {b: t for b, t in bands.items() if t is not None},
+        "band_scheme": gallery_bands.describe(), "gallery_bands": band_rates(gallery_bands, outcomes),
+        "systems": result_systems,
     }
     return Evaluation(result, plots, outcomes)
 

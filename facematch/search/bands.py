@@ -1,21 +1,30 @@
 """Review bands, similarity scores and estimated false-match rates for candidate distances.
 
-A ``BandScheme`` is what search consults for every candidate. Without a calibration it holds the
-uncalibrated defaults of ``settings.BandThresholds`` and says so; a calibration (``facematch calibrate``)
-supplies thresholds measured for target false-match rates and the non-mated distance curve behind them.
+A ``BandScheme`` says where the bands come from; search resolves it for the live gallery size
+(:meth:`BandScheme.for_gallery`) and consults the resulting ``GalleryBands`` for every candidate. Without a
+calibration the bands are the uncalibrated default distances of ``settings.BandThresholds`` and say so. With
+one (``facematch calibrate``), each band means the same at every gallery size: at most
+``settings.FalseCandidateTargets`` false candidates expected per search of someone not enrolled. Its
+distance comes from the calibration's non-mated FMR curve at the live number of subjects, and a band whose
+rate the calibration has too few comparisons to support (rule of three) holds no candidates and says why.
 """
 
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+import dataclasses
+import math
+from dataclasses import asdict, dataclass
 
-from facematch.settings import BandThresholds
+from facematch.settings import BandThresholds, FalseCandidateTargets
 
-__all__ = ["BANDS", "NO_BAND", "similarity_score", "BandScheme", "one_in"]
+__all__ = ["BANDS", "NO_BAND", "RULE_OF_THREE", "similarity_score", "supported_faces", "curve_threshold", "GalleryBand",
+           "GalleryBands", "BandScheme", "one_in"]
 
 BANDS = ("strong", "possible", "weak")
 NO_BAND = "below"
+#: With n comparisons and none false, 3/n is the 95% upper bound on the rate (the "rule of three").
+RULE_OF_THREE = 3.0
 
 #: Distance at which the similarity score reaches 0 (dlib descriptors of different people rarely exceed it).
 _SCORE_ZERO_DISTANCE = 1.2
@@ -30,11 +39,98 @@ def similarity_score(distance: float) -> float:
 
 
 @dataclass(frozen=True)
+class GalleryBand:
+    """One review band resolved for a gallery size: its distance limit and what it means there.
+
+    ``threshold`` is None when the band holds no candidates (calibrated but not supported at this
+    gallery size). ``expected_false`` is the predicted number of false candidates per search of someone
+    not enrolled at or below ``threshold`` (faces x FMR there); ``needs_nonmated`` the non-mated
+    comparisons a calibration needs to support the band here (rule of three). None: uncalibrated.
+    """
+
+    band: str
+    threshold: float | None
+    meaning: str
+    supported: bool | None = None
+    max_false: float | None = None
+    subject_fmr: float | None = None
+    face_fmr: float | None = None
+    expected_false: float | None = None
+    needs_nonmated: int | None = None
+
+    @property
+    def predicted_fpir(self) -> float | None:
+        """Chance that a search of someone not enrolled has a candidate in the band (Poisson, <= expected)."""
+        return None if self.expected_false is None else 1.0 - math.exp(-self.expected_false)
+
+
+def supported_faces(n_nonmated: int, max_false: float) -> int:
+    """Largest gallery (faces) at which ``n_nonmated`` comparisons support ``max_false`` false candidates per
+    search: the per-face FMR ``max_false / faces`` must stay >= 3 / n (rule of three)."""
+    return math.floor(n_nonmated * max_false / RULE_OF_THREE + 1e-9)
+
+
+def curve_threshold(curve, fmr: float) -> float | None:
+    """Largest distance of the ascending ``(distance, fmr)`` curve whose FMR is at most ``fmr``.
+
+    Conservative between points (the FMR may rise to the next point's rate anywhere after a point);
+    None when even the first point's rate exceeds ``fmr``.
+    """
+    best = None
+    for distance, rate in curve:
+        if rate > fmr:
+            break
+        best = distance
+    return best
+
+
+@dataclass(frozen=True)
+class GalleryBands:
+    """The bands search applies to one gallery of ``subjects`` enrolled subjects with ``faces`` faces."""
+
+    scheme: "BandScheme"
+    subjects: int
+    faces: int
+    bands: tuple[GalleryBand, ...]
+
+    def band(self, distance: float) -> str:
+        """The tightest band holding ``distance``; unsupported bands hold nothing; else "below"."""
+        for b in self.bands:
+            if b.threshold is not None and distance <= b.threshold:
+                return b.band
+        return NO_BAND
+
+    def estimated_fmr(self, distance: float) -> float | None:
+        return self.scheme.estimated_fmr(distance)
+
+    @property
+    def limit(self) -> float | None:
+        """The loosest distance any band holds (None: every band is empty)."""
+        limits = [b.threshold for b in self.bands if b.threshold is not None]
+        return max(limits) if limits else None
+
+    @property
+    def expected_false_candidates(self) -> float | None:
+        """Predicted false candidates per search of someone not enrolled inside the bands (None: unknown)."""
+        if not self.scheme.calibrated:
+            return None
+        return max((b.expected_false for b in self.bands if b.threshold is not None), default=0.0)
+
+    def describe(self) -> dict:
+        return {**self.scheme.describe(), "gallery_subjects": self.subjects, "gallery_faces": self.faces,
+                "thresholds": {b.band: b.threshold for b in self.bands},
+                "bands": [dict(asdict(b), predicted_fpir=b.predicted_fpir) for b in self.bands]}
+
+
+@dataclass(frozen=True)
 class BandScheme:
-    """Thresholds of the review bands, and where they came from.
+    """Where the review bands come from: uncalibrated default distances, or a calibration's FMR curve.
 
     ``fmr_curve``: ascending ``(distance, fmr)`` points measured on non-mated comparisons (calibrated
     schemes only): the fraction of comparisons of different people at or below that distance.
+    ``n_nonmated``: non-mated comparisons of the calibration's smallest data set (the rule of three);
+    ``false_targets``: each band's expected false candidates per search (``settings.FalseCandidateTargets``).
+    ``thresholds``: the uncalibrated distances, or the calibration's fixed-FMR reference thresholds.
     """
 
     thresholds: BandThresholds
@@ -42,14 +138,51 @@ class BandScheme:
     source: str
     fmr_curve: tuple[tuple[float, float], ...] = ()
     target_fmr: tuple[tuple[str, float], ...] = ()
+    n_nonmated: int = 0
+    false_targets: FalseCandidateTargets = FalseCandidateTargets()
 
     @classmethod
     def uncalibrated(cls, thresholds: BandThresholds | None = None) -> "BandScheme":
         return cls(thresholds or BandThresholds(), False,
                    "uncalibrated defaults derived from face_recognition's 0.6 tolerance")
 
+    def for_gallery(self, subjects: int, faces: int | None = None) -> GalleryBands:
+        """The bands at a gallery of ``subjects`` subjects and ``faces`` faces (default: one each).
+
+        Calibrated: band b with at most E_b expected false candidates per search needs a per-subject FMR
+        of E_b / N. Search fuses a subject's k images by the closest, and a subject's FMR is at most k
+        times the per-face FMR of the curve (union bound), so the threshold is where the curve reaches
+        E_b / faces. Rule of three: below 3 / n_nonmated the calibration cannot support that rate.
+        """
+        faces = max(faces if faces is not None else subjects, subjects, 1)
+        subjects = max(subjects, 0)
+        if not self.calibrated:
+            t = dataclasses.asdict(self.thresholds)
+            return GalleryBands(self, subjects, faces, tuple(GalleryBand(
+                b, t[b], f"{b}: distance <= {t[b]:.3f} (uncalibrated default: the number of false candidates "
+                         "to expect is unknown)") for b in BANDS))
+        return GalleryBands(self, subjects, faces, tuple(self._calibrated_band(b, subjects, faces)
+                                                         for b in BANDS))
+
+    def _calibrated_band(self, band: str, subjects: int, faces: int) -> GalleryBand:
+        target = getattr(self.false_targets, band)
+        face_fmr = target / faces
+        needs = math.ceil(RULE_OF_THREE / face_fmr - 1e-9)
+        supported = faces <= supported_faces(self.n_nonmated, target)
+        threshold = curve_threshold(self.fmr_curve, face_fmr) if supported else None
+        common = dict(max_false=target, subject_fmr=target / max(subjects, 1), face_fmr=face_fmr,
+                      needs_nonmated=needs)
+        if threshold is None:
+            return GalleryBand(band, None, f"{band}: not supported at this gallery size ({subjects:,} subjects, "
+                               f"{faces:,} faces): needs >= {needs:,} non-mated comparisons, the calibration "
+                               f"has {self.n_nonmated:,}; holds no candidates", False, **common)
+        expected = faces * self.estimated_fmr(threshold)
+        return GalleryBand(band, threshold, f"{band}: at most {target:g} false candidate{'' if target == 1 else 's'} expected per search of "
+                           f"someone not enrolled, among {subjects:,} subjects; distance <= {threshold:.3f}",
+                           True, expected_false=expected, **common)
+
     def band(self, distance: float) -> str:
-        """The review band of a candidate at ``distance``: strong, possible, weak or below."""
+        """The band of ``distance`` by the fixed ``thresholds`` (uncalibrated defaults or FMR references)."""
         t = self.thresholds
         for name, limit in (("strong", t.strong), ("possible", t.possible), ("weak", t.weak)):
             if distance <= limit:
@@ -73,20 +206,15 @@ class BandScheme:
         (d0, f0), (d1, f1) = self.fmr_curve[i - 1], self.fmr_curve[i]
         return f0 if d1 == d0 else f0 + (f1 - f0) * (distance - d0) / (d1 - d0)
 
-    def expected_false_candidates(self, gallery_subjects: int) -> float | None:
-        """Expected number of non-mated subjects inside the weak band per probe face (FMR x N).
-
-        FPIR grows with the gallery: with N enrolled subjects each compared once (fused), about
-        ``N x FMR(weak threshold)`` different people fall inside the bands by chance.
-        """
-        fmr = self.estimated_fmr(self.thresholds.weak)
-        return None if fmr is None else fmr * gallery_subjects
-
     def describe(self) -> dict:
-        t = self.thresholds
-        return {"calibrated": self.calibrated, "source": self.source,
-                "thresholds": {"strong": t.strong, "possible": t.possible, "weak": t.weak},
-                "target_fmr": dict(self.target_fmr)}
+        out = {"calibrated": self.calibrated, "source": self.source, "target_fmr": dict(self.target_fmr),
+               "definition": ("each band holds candidates up to the distance at which at most max_false false "
+                              "candidates are expected per search of someone not enrolled, at this gallery size"
+                              if self.calibrated else "uncalibrated default distances: not measured error rates")}
+        if self.calibrated:
+            out["max_false_candidates"] = self.false_targets.as_dict()
+            out["n_nonmated"] = self.n_nonmated
+        return out
 
 
 def one_in(fmr: float | None) -> str:

@@ -17,7 +17,9 @@ match on any set) and is marked unsupported, with a warning.
 The calibration file (JSON, ``schema: facematch.calibration``) records its provenance: data sets and
 counts, date, model name and version, pipeline settings, targets, thresholds per set, warnings, and a
 downsampled FMR curve of ``(distance, fmr)`` points that search interpolates for each candidate's
-estimated FMR. :func:`load_band_scheme` finds and validates it.
+estimated FMR. :func:`load_band_scheme` finds and validates it. Search bands by the curve, not by the
+fixed-FMR thresholds: each band's distance is resolved at the live gallery size for a number of expected
+false candidates per search (``BandScheme.for_gallery``); the thresholds stay as references.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from facematch.errors import CalibrationError, InvalidArgument
-from facematch.search.bands import BANDS, BandScheme
-from facematch.settings import BandThresholds, FmrTargets, Settings
+from facematch.search.bands import BANDS, RULE_OF_THREE, BandScheme
+from facematch.settings import BandThresholds, FalseCandidateTargets, FmrTargets, Settings
 
 __all__ = ["DEFAULT_TARGETS", "CALIBRATION_FILE_NAME", "SCHEMA", "SCHEMA_VERSION", "RULE_OF_THREE",
            "ScoreSample", "pairwise_sample",
@@ -46,8 +48,6 @@ SCHEMA = "facematch.calibration"
 SCHEMA_VERSION = 1
 #: Target false-match rate of each review band.
 DEFAULT_TARGETS = FmrTargets().as_dict()
-#: With n comparisons and none false, 3/n is the 95% upper bound on the rate (the "rule of three").
-RULE_OF_THREE = 3.0
 CALIBRATION_FILE_NAME = "calibration.json"
 _EPS = 1e-9  # as metrics._EPS: floor(target * n) robust to binary rounding
 _TAIL_EDGES = np.linspace(0.0, 2.0, 4001)  # 0.0005 steps: dlib descriptor distances stay below ~1.6
@@ -283,13 +283,28 @@ def read_calibration(path: str | Path, settings: Settings | None = None) -> dict
     return doc
 
 
-def band_scheme_from_calibration(doc: dict, path: str | Path) -> BandScheme:
-    """The :class:`BandScheme` search uses for a validated calibration document."""
+def band_scheme_from_calibration(doc: dict, path: str | Path,
+                                 false_targets: FalseCandidateTargets | None = None) -> BandScheme:
+    """The :class:`BandScheme` search uses for a validated calibration document.
+
+    Search bands by ``false_targets`` (expected false candidates per search, resolved at the live gallery
+    size from ``fmr_curve``); the file's fixed-FMR thresholds stay as references. The rule of three counts
+    the non-mated comparisons of the smallest data set, as :func:`compute_calibration` does.
+    """
     thresholds = BandThresholds(**{b: float(doc["thresholds"][b]) for b in BANDS})
     return BandScheme(
         thresholds, True, f"calibration {path} ({doc.get('dataset', 'unknown data')}, {doc.get('created_at')})",
         fmr_curve=tuple((float(d), float(f)) for d, f in doc["fmr_curve"]),
-        target_fmr=tuple((b, float(doc["targets"][b])) for b in BANDS if b in doc.get("targets", {})))
+        target_fmr=tuple((b, float(doc["targets"][b])) for b in BANDS if b in doc.get("targets", {})),
+        n_nonmated=_n_nonmated(doc), false_targets=false_targets or FalseCandidateTargets())
+
+
+def _n_nonmated(doc: dict) -> int:
+    """Non-mated comparisons of the smallest data set (``rule_of_three``, else the sources' counts)."""
+    n = (doc.get("rule_of_three") or {}).get("n_nonmated_smallest_set")
+    if n is None:
+        n = min((s.get("n_nonmated", 0) for s in doc.get("sources") or []), default=0)
+    return int(n)
 
 
 def calibration_path(settings: Settings) -> Path | None:
@@ -316,4 +331,4 @@ def load_band_scheme(settings: Settings) -> BandScheme:
             json.dumps(doc["pipeline"], sort_keys=True) != json.dumps(settings.describe_pipeline(), sort_keys=True):
         log.warning("calibration %s was measured with other pipeline settings (%s) than in use (%s)",
                     path, doc["pipeline"], settings.describe_pipeline())
-    return band_scheme_from_calibration(doc, path)
+    return band_scheme_from_calibration(doc, path, settings.band_targets)

@@ -18,7 +18,7 @@ from facematch.errors import FacematchError, ImageTooLarge
 from facematch.faces.imaging import load_image
 from facematch.faces.pipeline import FacePipeline
 from facematch.faces.quality import FaceQuality, probe_warning
-from facematch.search.bands import BandScheme, similarity_score
+from facematch.search.bands import GalleryBands, similarity_score
 from facematch.search.matching import adjusted_distance
 from facematch.store.catalogue import Catalogue
 from facematch.store.index import FaceIndex
@@ -30,7 +30,7 @@ __all__ = ["SEARCH_SCHEMA_VERSION", "NOTICE", "Candidate", "ProbeFace", "SearchR
 log = logging.getLogger(__name__)
 
 #: Version of the JSON document ``SearchResult.to_dict`` produces (docs/search-json.md).
-SEARCH_SCHEMA_VERSION = 1
+SEARCH_SCHEMA_VERSION = 2
 
 NOTICE = ("Candidates are investigative leads for review by a trained person. They are not "
           "identifications; no decision is made automatically.")
@@ -91,6 +91,7 @@ class SearchResult:
     expected_false_candidates: float | None
     probes: list[ProbeFace]
     notice: str = NOTICE
+    scene_bands: dict | None = None
 
     def to_dict(self) -> dict:
         """The documented JSON form (schema version ``SEARCH_SCHEMA_VERSION``)."""
@@ -127,7 +128,7 @@ def analyse_probes(pipeline: FacePipeline, paths: list[Path], *, max_pixels: int
 
 
 def rank_subjects(catalogue: Catalogue, index: FaceIndex, embedding: np.ndarray, top: int,
-                  bands: BandScheme, *, nonfrontal_offset: float = 0.0) -> list[Candidate]:
+                  bands: GalleryBands, *, nonfrontal_offset: float = 0.0) -> list[Candidate]:
     """Top-``top`` custody subjects for one probe embedding, fused by the closest of their images.
 
     Distances are adjusted for the view of each gallery face (``facematch.search.matching``): a profile view
@@ -163,14 +164,14 @@ def rank_subjects(catalogue: Catalogue, index: FaceIndex, embedding: np.ndarray,
 
 
 def rank_scene_faces(catalogue: Catalogue, index: FaceIndex, embedding: np.ndarray, top: int,
-                     bands: BandScheme, *, exclude_sha256: str | None) -> list[Candidate]:
-    """Closest unidentified crime-scene faces, within the weak band, excluding the probe image itself."""
-    if index.ntotal == 0:
+                     bands: GalleryBands, *, exclude_sha256: str | None) -> list[Candidate]:
+    """Closest unidentified crime-scene faces, within the bands, excluding the probe image itself."""
+    if index.ntotal == 0 or bands.limit is None:
         return []
     k = min(index.ntotal, top + 16)
     distances, ids = index.search(embedding.reshape(1, -1).astype(np.float32), k)
     pairs = [(float(d), int(i)) for d, i in zip(distances[0], ids[0])
-             if i >= 0 and d <= bands.thresholds.weak]
+             if i >= 0 and d <= bands.limit]
     details = catalogue.face_details([i for _, i in pairs])
     shas = _image_hashes(catalogue, [details[i]["image_id"] for _, i in pairs if i in details])
     kept = [(d, i) for d, i in pairs if i in details and shas.get(details[i]["image_id"]) != exclude_sha256]
@@ -178,7 +179,7 @@ def rank_scene_faces(catalogue: Catalogue, index: FaceIndex, embedding: np.ndarr
             for rank, (d, i) in enumerate(kept[:top], start=1)]
 
 
-def _candidate(rank, distance, face_id, detail, bands: BandScheme, *, subject=None,
+def _candidate(rank, distance, face_id, detail, bands: GalleryBands, *, subject=None,
                case_ref=None) -> Candidate:
     return Candidate(rank=rank, distance=round(distance, 4), score=similarity_score(distance),
                      band=bands.band(distance), estimated_fmr=bands.estimated_fmr(distance),

@@ -110,7 +110,8 @@ def load_search(catalogue: Catalogue, search_id: int) -> SearchResult:
     return SearchResult(search_id=row["id"], created_at=row["created_at"], user=row["user"],
                         case_ref=row["case_ref"], reason=row["reason"], top=params.get("top", 0), bands=bands,
                         gallery_subjects=row["gallery_subjects"], gallery_faces=row["gallery_faces"],
-                        expected_false_candidates=params.get("expected_false_candidates"), probes=probes)
+                        expected_false_candidates=params.get("expected_false_candidates"), probes=probes,
+                        scene_bands=params.get("scene_bands"))
 
 
 def review_search(catalogue: Catalogue, search_id: int, *, user: str, reason: str

@@ -44,21 +44,26 @@ def search(catalogue: Catalogue, indexes: dict[str, FaceIndex], pipeline: FacePi
                   for pair in analyse_probes(pipeline, [image], max_pixels=settings.max_pixels, box=one)]
         for probe_no, (probe, _) in enumerate(probes, start=1):
             probe.probe_no = probe_no
+    subjects, faces = gallery or catalogue.gallery_size()
+    # the bands mean the same at every gallery size: resolved for the (visible) custody gallery, and for
+    # the unidentified scene faces as a gallery of their own (each face a subject)
+    custody_bands = bands.for_gallery(subjects, faces)
+    scene_bands = bands.for_gallery(indexes["scene"].ntotal, indexes["scene"].ntotal)
     for probe, embedding in probes:
         if embedding is None:
             continue
-        probe.subjects = rank_subjects(catalogue, indexes["custody"], embedding, top, bands,
+        probe.subjects = rank_subjects(catalogue, indexes["custody"], embedding, top, custody_bands,
                                        nonfrontal_offset=settings.nonfrontal_offset)
-        probe.scene_faces = rank_scene_faces(catalogue, indexes["scene"], embedding, top, bands,
+        probe.scene_faces = rank_scene_faces(catalogue, indexes["scene"], embedding, top, scene_bands,
                                              exclude_sha256=probe.sha256)
-    subjects, faces = gallery or catalogue.gallery_size()
     result = SearchResult(
         search_id=0, created_at=utc_now(), user=user, case_ref=case, reason=reason, top=top,
-        bands=bands.describe(), gallery_subjects=subjects, gallery_faces=faces,
-        expected_false_candidates=bands.expected_false_candidates(subjects), probes=[p for p, _ in probes])
+        bands=custody_bands.describe(), gallery_subjects=subjects, gallery_faces=faces,
+        expected_false_candidates=custody_bands.expected_false_candidates, probes=[p for p, _ in probes],
+        scene_bands=scene_bands.describe())
     params = {"top": top, "box": list(box.as_xywh()) if box else None,
               **({"boxes": [list(b.as_xywh()) if b else None for b in boxes]} if boxes is not None else {}),
-              "expected_false_candidates": result.expected_false_candidates,
+              "expected_false_candidates": result.expected_false_candidates, "scene_bands": result.scene_bands,
               "pipeline": settings.describe_pipeline()}
     store_search(catalogue, result, params)
     return result
