@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from facematch.ingest.sources import custody_items, scene_items
 from facematch.search import review as _review
 from facematch.search.bands import BandScheme
 from facematch.search.calibration import load_band_scheme
+from facematch.search.person import read_boxes_csv
 from facematch.search.ranking import SearchResult
 from facematch.search.run import search as _search
 from facematch.settings import Settings
@@ -130,12 +132,17 @@ class Facematch:
     # -- search and review ------------------------------------------------------------------------
 
     def search(self, images: list[str | Path], *, case: str | None = None, top: int | None = None,
-               box: tuple[int, int, int, int] | None = None, user: str | None = None,
-               reason: str | None = None) -> SearchResult:
+               box: tuple[int, int, int, int] | None = None,
+               boxes: Sequence[tuple[int, int, int, int] | None] | str | Path | None = None,
+               one_person: bool = False, user: str | None = None, reason: str | None = None) -> SearchResult:
         """Search every face of each probe image; the result is stored and audited.
 
-        ``box`` (x, y, w, h) marks the face to search in each image. Raises ``SourceNotFound`` for a
-        missing probe file, ``InvalidArgument`` for bad parameters, ``IndexStale``/``IndexMissing``.
+        ``box`` (x, y, w, h) marks the face to search in every image; ``boxes`` gives one box (or None)
+        per image, or is a CSV file with header ``path,box`` (box "x,y,w,h"). With ``one_person`` the
+        images (stills, or video clips: these imply it) show one unknown person and ``result.person``
+        holds one fused candidate list (``facematch.search.person``). Raises ``SourceNotFound`` for a
+        missing probe file, ``InvalidArgument`` for bad parameters, ``NoFaceFound`` when no still of a
+        person-level search is searchable, ``IndexStale``/``IndexMissing``.
         """
         top = self.settings.top if top is None else top
         if top < 1:
@@ -146,12 +153,30 @@ class Facematch:
         for path in paths:
             if not path.exists():
                 raise SourceNotFound(f"probe image {str(path)!r} does not exist")
+        per_image = self._probe_boxes(paths, box, boxes)
         for kind in IMAGE_KINDS:
             require_embedding_model(self.catalogue, kind, self.settings)
         indexes = {kind: self._index(kind) for kind in IMAGE_KINDS}
         return _search(self.catalogue, indexes, self.pipeline, paths, settings=self.settings,
                        bands=self.band_scheme(), top=top, user=user or default_user(), case=case,
-                       reason=reason, box=FaceBox.from_xywh(*box) if box else None)
+                       reason=reason, boxes=per_image, one_person=one_person)
+
+    @staticmethod
+    def _probe_boxes(paths: list[Path], box, boxes) -> list[FaceBox | None] | None:
+        """One FaceBox (or None) per probe path from ``box`` or ``boxes`` (a sequence or a CSV file)."""
+        if box is not None and boxes is not None:
+            raise InvalidArgument("give either box (one for every image) or boxes (one per image), not both")
+        if box is not None:
+            return [FaceBox.from_xywh(*box)] * len(paths)
+        if boxes is None:
+            return None
+        if isinstance(boxes, (str, Path)):
+            if not Path(boxes).is_file():
+                raise SourceNotFound(f"boxes file {str(boxes)!r} does not exist")
+            boxes = read_boxes_csv(boxes, paths)
+        if len(boxes) != len(paths):
+            raise InvalidArgument(f"boxes: {len(boxes)} given for {len(paths)} images (one per image, None for none)")
+        return [FaceBox.from_xywh(*b) if b is not None else None for b in boxes]
 
     def review(self, search_id: int) -> tuple[SearchResult, list[_review.Decision]]:
         """A stored search and the decisions recorded on it. Raises ``NotFound``."""

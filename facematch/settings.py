@@ -15,7 +15,7 @@ from pathlib import Path
 from facematch.errors import InvalidArgument
 
 __all__ = ["FACE_RECOGNITION_TOLERANCE", "BandThresholds", "DetectionSettings", "EmbeddingSettings",
-    "QualitySettings", "FmrTargets", "EvaluationSettings", "Settings"]
+    "QualitySettings", "FmrTargets", "EvaluationSettings", "PersonSettings", "FUSION_RULES", "Settings"]
 
 #: face_recognition's documented tolerance: distances at or below it are "a match" in its README.
 FACE_RECOGNITION_TOLERANCE = 0.6
@@ -188,6 +188,41 @@ class EvaluationSettings:
     fmr_targets: FmrTargets = field(default_factory=FmrTargets)
 
 
+#: How a person-level search fuses each custody subject's distances over the stills of one person
+#: (facematch/search/person.py): the smallest, the mean of the k smallest, or quality-weighted.
+FUSION_RULES = ("min", "mean-k", "quality-mean", "quality-min")
+
+
+@dataclass(frozen=True)
+class PersonSettings:
+    """Person-level search: several stills (or a clip) of one unknown person, one fused candidate list.
+
+    ``fusion``: one of ``FUSION_RULES``, ``fusion_k``: the k of "mean-k" (the mean of each subject's k
+    smallest distances over the stills; fewer stills: all of them). Chosen by measurement on the
+    frmdb-lowres and frmdb-dev protocols (docs/evaluation.md, "Person-level search").
+    ``quality_penalty``: for "quality-min", distance added per unit of missing quality (score 0 -> +this).
+    ``frame_step``/``max_frames``/``keep_frames``: a video probe is sampled every ``frame_step``-th
+    frame, at most ``max_frames`` frames are analysed, and the ``keep_frames`` faces of best quality
+    (the largest face of each frame, or the face in the marked box) are searched as the person.
+    """
+
+    fusion: str = "mean-k"
+    fusion_k: int = 2
+    quality_penalty: float = 0.1
+    frame_step: int = 5
+    max_frames: int = 12
+    keep_frames: int = 5
+
+    def __post_init__(self):
+        if self.fusion not in FUSION_RULES:
+            raise InvalidArgument(f"fusion must be one of {', '.join(FUSION_RULES)}, got {self.fusion!r}")
+        for name in ("fusion_k", "frame_step", "max_frames", "keep_frames"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise InvalidArgument(f"{name.replace('_', ' ')} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not 0.0 <= self.quality_penalty <= 1.0:
+            raise InvalidArgument(f"quality penalty must be within 0-1, got {self.quality_penalty}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """All defaults of facematch, in one place.
@@ -208,6 +243,7 @@ class Settings:
     bands: BandThresholds = field(default_factory=BandThresholds)
     quality: QualitySettings = field(default_factory=QualitySettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    person: PersonSettings = field(default_factory=PersonSettings)
     calibration_file: Path | None = None
     #: Added to the distance of custody faces only the CNN found (profile views), so a distance means the
     #: same false-match rate for every view: facematch.search.matching. 0.12 = the FMR-equalising shift measured

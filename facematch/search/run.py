@@ -6,11 +6,14 @@ and unidentified crime-scene faces for every probe face, and stores the result w
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from facematch.faces.pipeline import FacePipeline
+from facematch.faces.video import is_video
 from facematch.search.bands import BandScheme
 from facematch.search.ranking import SearchResult, analyse_probes, rank_scene_faces, rank_subjects
+from facematch.search.person import rank_person
 from facematch.search.review import store_search
 from facematch.settings import Settings
 from facematch.store.catalogue import Catalogue, utc_now
@@ -22,13 +25,20 @@ __all__ = ["search"]
 
 def search(catalogue: Catalogue, indexes: dict[str, FaceIndex], pipeline: FacePipeline, images: list[Path], *,
            settings: Settings, bands: BandScheme, top: int, user: str, case: str | None = None,
-           reason: str | None = None, box: FaceBox | None = None) -> SearchResult:
+           reason: str | None = None, boxes: list[FaceBox | None] | None = None,
+           one_person: bool = False) -> SearchResult:
     """Search every face of each probe image against ``indexes["custody"]`` and ``indexes["scene"]``.
 
-    Probe images that cannot be read or hold no face are reported on their probe row, never fatal. The
-    result is stored (search, candidates, audit entry) and returned with its ``search_id``.
+    ``boxes`` holds one marked box (or None) per image. With ``one_person`` (implied by a video probe)
+    the images are stills of one unknown person: each gives its largest face (or the face in its box),
+    and the result also carries one fused custody list (``search.person.rank_person``).
+    Probe images that cannot be read or hold no face are reported on their probe row, never fatal, except
+    that a person-level search with no searchable still raises ``NoFaceFound``. The result is stored
+    (search, candidates, audit entry) and returned with its ``search_id``.
     """
-    probes = analyse_probes(pipeline, images, max_pixels=settings.max_pixels, box=box)
+    one_person = one_person or any(is_video(p) for p in images)
+    probes = analyse_probes(pipeline, images, max_pixels=settings.max_pixels, boxes=boxes, one_person=one_person,
+                            person=settings.person)
     for probe, embedding in probes:
         if embedding is None:
             continue
@@ -36,13 +46,28 @@ def search(catalogue: Catalogue, indexes: dict[str, FaceIndex], pipeline: FacePi
                                        nonfrontal_offset=settings.nonfrontal_offset)
         probe.scene_faces = rank_scene_faces(catalogue, indexes["scene"], embedding, top, bands,
                                              exclude_sha256=probe.sha256)
+    person = None
+    if one_person:
+        person = rank_person(catalogue, indexes["custody"], probes, top, bands, person=settings.person,
+                             nonfrontal_offset=settings.nonfrontal_offset)
     subjects, faces = catalogue.gallery_size()
     result = SearchResult(
         search_id=0, created_at=utc_now(), user=user, case_ref=case, reason=reason, top=top,
         bands=bands.describe(), gallery_subjects=subjects, gallery_faces=faces,
-        expected_false_candidates=bands.expected_false_candidates(subjects), probes=[p for p, _ in probes])
-    params = {"top": top, "box": list(box.as_xywh()) if box else None,
-              "expected_false_candidates": result.expected_false_candidates,
+        expected_false_candidates=bands.expected_false_candidates(subjects), probes=[p for p, _ in probes],
+        person=person)
+    params = {"top": top, "expected_false_candidates": result.expected_false_candidates,
               "pipeline": settings.describe_pipeline()}
+    params["box"] = _recorded_boxes(boxes)
+    if person is not None:
+        params["person"] = {"one_person": True, **dataclasses.asdict(settings.person)}
     store_search(catalogue, result, params)
     return result
+
+
+def _recorded_boxes(boxes: list[FaceBox | None] | None):
+    """One box for the whole search as before (a list of x,y,w,h), or one per image when they differ."""
+    if not boxes or all(b is None for b in boxes):
+        return None
+    xywh = [list(b.as_xywh()) if b else None for b in boxes]
+    return xywh[0] if all(x == xywh[0] for x in xywh) else xywh

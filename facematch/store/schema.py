@@ -148,8 +148,14 @@ _V2 = [
        SELECT 'embedding_model.' || kind, MIN(model_name || ' ' || model_version) FROM faces GROUP BY kind""",
 ]
 
+#: Version 3: person-level searches. Their fused candidates hang on a probe row numbered 0 and carry, in
+#: ``support``, the per-still distances behind them (JSON: [{"probe_no", "path", "distance", "rank"}]).
+_V3 = [
+    "ALTER TABLE candidates ADD COLUMN support TEXT",
+]
+
 #: Migrations in order: MIGRATIONS[i] takes the schema from version i to i + 1.
-MIGRATIONS: list[list[str]] = [_V1, _V2]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
