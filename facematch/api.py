@@ -241,8 +241,12 @@ class Facematch:
                  n_boot: int | None = None, kind: str = "auto", data_root: str | Path | None = None,
                  gallery_per_subject: int | None = None, holdout_fraction: float | None = None,
                  seed: int | None = None, workers: int | None = None, num_jitters: int | None = None,
-                 cache_dir: str | Path | None = None, no_cache: bool = False, progress=None):
+                 cache_dir: str | Path | None = None, no_cache: bool = False, progress=None,
+                 group_by: str | None = None):
         """Measure accuracy on a labelled ``source`` (folder, protocol JSON, LFW pairs) beside the baseline.
+
+        ``group_by`` (protocols): "auto" (None; the ``person`` attribute when the probes have it), "subject",
+        "none" or a probe attribute: probes of one group are also scored as one person-level search.
 
         Returns ``(evaluation, paths)``: the :class:`facematch.evaluation.runner.Evaluation` and the report
         files written to ``output`` (None when no output is given). See :mod:`facematch.evaluation.workflows`.
@@ -253,7 +257,8 @@ class Facematch:
         settings = workflows.evaluation_settings(self.settings, workers=workers, num_jitters=num_jitters)
         return workflows.run_evaluation(settings, Path(source), output=_path(output), baseline=baseline,
                                         fallback_box=fallback_box, face=face, n_boot=n_boot, sources=sources,
-                                        cache_dir=_path(cache_dir), no_cache=no_cache, progress=progress)
+                                        cache_dir=_path(cache_dir), no_cache=no_cache, progress=progress,
+                                        group_by=group_by)
 
     def calibrate(self, sources: list[str | Path], *, output: str | Path | None = None,
                   strong_fmr: float | None = None, possible_fmr: float | None = None,
