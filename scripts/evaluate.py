@@ -119,8 +119,9 @@ def run_person_fusion(args, cache: EmbeddingCache) -> None:
     settings = _settings(args)
     protocol = runner.load_source(args.protocol or FRMDB_PROTOCOL)
     systems = _systems(args, settings)
-    print(f"{protocol.name} (group by {args.group_by}): person-level hits / mated groups; FNIR at FPIR 5%")
-    print(f"{'rule':<16}" + "".join(f"{s.name:>40}" for s in systems))
+    print(f"{protocol.name} (group by {args.group_by}): person-level hits / mated groups; FNIR (rank 1) at FPIR 5% "
+          "(n/a: too few non-mated groups) and at FPIR 0")
+    print(f"{'rule':<16}" + "".join(f"{s.name:>48}" for s in systems))
     for label, change in FUSION_VARIANTS:
         person = dataclasses.replace(settings.person, **change)
         ev = runner.evaluate_protocol(protocol, systems, scheme=_scheme(args), cache=cache, workers=settings.workers,
@@ -130,9 +131,10 @@ def run_person_fusion(args, cache: EmbeddingCache) -> None:
             sec = ev.result["systems"][s.name]["person_identification"]
             hits = {c["rank"]: round(c["hit_rate"] * sec["n_mated"]) for c in sec["cmc"]}
             fnir = next((p["fnir"] for p in sec["fnir_at_fpir"] if p["fpir_target"] == 0.05), None)
-            cells.append(f"r1 {hits[1]:>2} r10 {hits[10]:>2} r20 {hits[20]:>2} /{sec['n_mated']}  FNIR "
-                         + ("n/a" if fnir is None else f"{100 * fnir:.0f}%"))
-        print(f"{label:<16}" + "".join(f"{c:>40}" for c in cells))
+            zero = sec["fnir_at_zero_fpir"]["fnir"]
+            cells.append(f"r1 {hits[1]:>2} r10 {hits[10]:>2} r20 {hits[20]:>2} /{sec['n_mated']} FNIR@5% "
+                         + ("n/a" if fnir is None or fnir != fnir else f"{100 * fnir:.0f}%") + f" @0 {100 * zero:.0f}%")
+        print(f"{label:<16}" + "".join(f"{c:>48}" for c in cells))
 
 
 def run_lfw(args, cache: EmbeddingCache) -> None:

@@ -20,7 +20,7 @@ from facematch.evaluation.protocols import Protocol, ProbeEntry
 from facematch.search.person import fuse_distances, fusion_name
 from facematch.settings import PersonSettings
 
-__all__ = ["AUTO_GROUP", "SUBJECT_GROUP", "NO_GROUP", "probe_groups", "group_outcomes", "describe"]
+__all__ = ["AUTO_GROUP", "SUBJECT_GROUP", "NO_GROUP", "probe_groups", "group_outcomes", "fnir_at_zero_fpir", "describe"]
 
 #: ``group_by`` values: the ``person`` attribute when every probe has it (else no grouping); the person each
 #: probe shows (its subject, or for a non-mated probe its identity attribute or the folder part of its id);
@@ -92,8 +92,22 @@ def group_outcomes(probes: Sequence[ProbeEntry], groups: dict[str, str], subject
     return out
 
 
+def fnir_at_zero_fpir(outcomes: Sequence[M.SearchOutcome]) -> dict | None:
+    """FNIR (rank 1) at the threshold just below every non-mated search's top distance (FPIR 0).
+
+    With few non-mated groups (5 people in frmdb-lowres) FNIR at FPIR 5% cannot be resolved (it needs
+    20); this is the strictest point that can. None without mated or non-mated searches.
+    """
+    tops = [o.candidates[0][1] for o in outcomes if not o.mated and o.candidates]
+    if not any(o.mated for o in outcomes) or not any(not o.mated for o in outcomes):
+        return None
+    threshold = float(np.nextafter(min(tops), -np.inf)) if tops else math.inf
+    return M.fnir_fpir_at_threshold(outcomes, threshold)._asdict()
+
+
 def describe(group_by: str, person: PersonSettings, outcomes: Sequence[M.SearchOutcome], n_probes: int) -> dict:
-    """What the person-level section was computed from (shown above its table)."""
+    """What the person-level section was computed from (shown above its table), and FNIR at FPIR 0."""
     return {"group_by": group_by, "fusion": fusion_name(person.fusion, person.fusion_k),
             "n_groups": len(outcomes), "n_probes": n_probes,
-            "n_groups_without_still": sum(not o.acquired for o in outcomes)}
+            "n_groups_without_still": sum(not o.acquired for o in outcomes),
+            "fnir_at_zero_fpir": fnir_at_zero_fpir(outcomes)}

@@ -222,7 +222,13 @@ def _person_md(sec: dict) -> list[str]:
             f"{first['fusion']})")
     intro = (f"{first['n_probes']} probes in {first['n_groups']} groups; each group's stills are searched as one "
              "person (the same searches as the per-still table above, fused).")
-    return _identification_md(sec, title=head, intro=[intro, ""])
+    lines = _identification_md(sec, title=head, intro=[intro, ""])
+    zero = {n: s.get("fnir_at_zero_fpir") for n, s in sec.items()}
+    if any(zero.values()):
+        lines += ["FNIR (rank 1) at FPIR 0, the threshold just below every non-mated group's top distance "
+                  "(computable with few non-mated groups): " + "; ".join(
+                      f"{n} {_pct(z['fnir'])} (d ≤ {_num(z['threshold'])})" for n, z in zero.items() if z), ""]
+    return lines
 
 
 def _identification_md(sec: dict, *, title: str = "## Identification (1:N)", intro: list[str] | None = None
