@@ -198,15 +198,16 @@ class PersonSettings:
     """Person-level search: several stills (or a clip) of one unknown person, one fused candidate list.
 
     ``fusion``: one of ``FUSION_RULES``, ``fusion_k``: the k of "mean-k" (the mean of each subject's k
-    smallest distances over the stills; fewer stills: all of them). Chosen by measurement on the
-    frmdb-lowres and frmdb-dev protocols (docs/evaluation.md, "Person-level search").
+    smallest distances over the stills; fewer stills: all of them). "min" was chosen on the frmdb-lowres
+    frames protocol (rank-1 8 of 10 people, rank-10 10 of 10; mean-2 7 and 10) and confirmed on the
+    crops (tied best) and frmdb-dev (one person from the best rank-1): docs/evaluation.md, "Person-level search".
     ``quality_penalty``: for "quality-min", distance added per unit of missing quality (score 0 -> +this).
     ``frame_step``/``max_frames``/``keep_frames``: a video probe is sampled every ``frame_step``-th
     frame, at most ``max_frames`` frames are analysed, and the ``keep_frames`` faces of best quality
     (the largest face of each frame, or the face in the marked box) are searched as the person.
     """
 
-    fusion: str = "mean-k"
+    fusion: str = "min"
     fusion_k: int = 2
     quality_penalty: float = 0.1
     frame_step: int = 5

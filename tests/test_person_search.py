@@ -40,7 +40,7 @@ def person_search(frmdb_gallery, wall):
 def test_true_subject_first_with_per_still_distances(person_search):
     stills, result = person_search
     person = result.person
-    assert person.stills == 6 and person.stills_searched == 5 and person.fusion == "mean-2"
+    assert person.stills == 6 and person.stills_searched == 5 and person.fusion == "min"
     assert person.candidates[0].subject == SUBJECT
     assert [c.rank for c in person.candidates] == list(range(1, len(person.candidates) + 1))
     assert [c.distance for c in person.candidates] == sorted(c.distance for c in person.candidates)
@@ -53,8 +53,7 @@ def test_true_subject_first_with_per_still_distances(person_search):
             assert own[SUBJECT].rank == s.rank and abs(own[SUBJECT].distance - s.distance) < 1e-3
         else:
             assert SUBJECT not in own and s.distance >= max(c.distance for c in own.values()) - 1e-3
-    best_two = sorted(s.distance for s in top.support)[:2]
-    assert abs(top.distance - sum(best_two) / 2) < 1e-3
+    assert abs(top.distance - min(s.distance for s in top.support)) < 1e-3  # the "min" rule
 
 
 def test_still_without_face_is_reported_not_fatal(person_search, wall):
@@ -69,7 +68,7 @@ def test_person_search_json_review_decide_and_audit(frmdb_gallery, person_search
     _, result = person_search
     doc = json.loads(json.dumps(result.to_dict()))
     assert doc["schema_version"] == SEARCH_SCHEMA_VERSION == 2
-    assert doc["person"]["fusion"] == "mean-2" and doc["person"]["stills"] == 6
+    assert doc["person"]["fusion"] == "min" and doc["person"]["stills"] == 6
     first = doc["person"]["candidates"][0]
     assert first["subject"] == SUBJECT and {"probe_no", "path", "distance", "rank"} <= set(first["support"][0])
     stored, _ = fm.review(result.search_id)
@@ -93,7 +92,7 @@ def test_cli_review_shows_fused_list_and_decides_on_it(frmdb_gallery, person_sea
     base = ["--data-dir", str(root / "data"), "--index-dir", str(root / "indexes")]
     r = CliRunner().invoke(cli, base + ["review", str(result.search_id)], catch_exceptions=False)
     assert r.exit_code == 0
-    assert "Person-level search: 6 stills of one person, 5 searched; fusion mean-2" in r.output
+    assert "Person-level search: 6 stills of one person, 5 searched; fusion min" in r.output
     assert f"1. {SUBJECT}" in r.output and "per still: probe 1 " in r.output
     r = CliRunner().invoke(cli, base + ["decide", str(result.search_id), "2", "--decision", "rejected",
                                         "--reviewer", "PC2"], catch_exceptions=False)

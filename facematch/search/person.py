@@ -26,6 +26,7 @@ import numpy as np
 from facematch.errors import InvalidArgument, NoFaceFound
 from facematch.search.bands import BandScheme, similarity_score
 from facematch.search.matching import view_offset
+from facematch.search.ranking import Candidate
 from facematch.settings import FUSION_RULES, PersonSettings
 from facematch.store.catalogue import Catalogue
 from facematch.store.index import FaceIndex
@@ -46,17 +47,10 @@ class StillSupport:
 
 
 @dataclass
-class PersonCandidate:
-    """One custody subject of the fused list; ``distance`` is the fused one, ``support`` the stills'."""
+class PersonCandidate(Candidate):
+    """One custody subject of the fused list: a custody ``Candidate`` whose ``distance`` is the fused one,
+    with ``support``, the stills' distances behind it."""
 
-    rank: int
-    subject: str
-    distance: float
-    score: float
-    band: str
-    estimated_fmr: float | None
-    face_id: int | None
-    image_path: str
     support: list[StillSupport] = field(default_factory=list)
 
 
@@ -135,9 +129,9 @@ def rank_person(catalogue: Catalogue, index: FaceIndex, stills: Sequence, top: i
                    for i, (p, _) in enumerate(searched)]
         fmr = bands.estimated_fmr(float(dist[best, j]))
         out.append(PersonCandidate(
-            rank, subjects[j], round(float(fused[j]), 4), similarity_score(float(fused[j])), bands.band(float(fused[j])),
+            rank, round(float(fused[j]), 4), similarity_score(float(fused[j])), bands.band(float(fused[j])),
             None if fmr is None else min(1.0, fmr * len(searched)), face_id,
-            details.get(face_id, {}).get("original_path", ""), support))
+            details.get(face_id, {}).get("original_path", ""), subject=subjects[j], support=support))
     return PersonResult(rule, len(stills), len(searched), out)
 
 

@@ -112,21 +112,22 @@ def analyse_probes(pipeline: FacePipeline, paths: list[Path], *, max_pixels: int
     not searchable).
     """
     out: list[tuple[ProbeFace, np.ndarray | None]] = []
+    person = person or PersonSettings()
     for path, box in zip(paths, boxes or [None] * len(paths)):
-        try:
-            if is_video(path):
-                person = person or PersonSettings()
-                found = _video_faces(pipeline, path, box, max_pixels, person)
-            else:
-                image = load_image(path, max_pixels=max_pixels)
-                faces = pipeline.analyse(image.pixels, purpose="probe", box=box)
-                found = [(str(path), image.sha256, face) for face in (faces[:1] if one_person else faces)]
-                if not faces:
-                    found = [(str(path), image.sha256, None)]
+        try:  # unreadable or too large: reported; a box outside the image (InvalidBox) is the caller's error
+            frames = (sample_frames(path, frame_step=person.frame_step, max_frames=person.max_frames,
+                                    max_pixels=max_pixels) if is_video(path) else None)
+            image = None if frames else load_image(path, max_pixels=max_pixels)
         except FacematchError as exc:
             outcome = "too_large" if isinstance(exc, ImageTooLarge) else "unreadable"
             out.append((ProbeFace(len(out) + 1, str(path), outcome, str(exc)), None))
             continue
+        if frames:
+            found = _video_faces(pipeline, path, frames, box, person)
+        else:
+            faces = pipeline.analyse(image.pixels, purpose="probe", box=box)
+            found = [(str(path), image.sha256, face) for face in (faces[:1] if one_person else faces)]
+            found = found or [(str(path), image.sha256, None)]
         for face_no, (label, sha256, face) in enumerate(found):
             if face is None:
                 out.append((ProbeFace(len(out) + 1, label, "no_face", "no face detected: mark the face with "
@@ -139,12 +140,10 @@ def analyse_probes(pipeline: FacePipeline, paths: list[Path], *, max_pixels: int
     return out
 
 
-def _video_faces(pipeline: FacePipeline, path: Path, box: FaceBox | None, max_pixels: int,
+def _video_faces(pipeline: FacePipeline, path: Path, frames: list, box: FaceBox | None,
                  person: PersonSettings) -> list[tuple[str, str, object]]:
-    """(label, clip sha256, face) of the best-quality faces of a clip's sampled frames, in frame order;
+    """(label, clip sha256, face) of the best-quality faces of a clip's sampled ``frames``, in frame order;
     one (label, sha256, None) row when no frame holds a face."""
-    frames = sample_frames(path, frame_step=person.frame_step, max_frames=person.max_frames,
-                           max_pixels=max_pixels)
     found = []
     for frame in frames:
         faces = pipeline.analyse(frame.pixels, purpose="probe", box=box)

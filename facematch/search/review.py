@@ -75,7 +75,7 @@ def _insert_candidates(catalogue: Catalogue, search_id: int, probe_id: int, list
     catalogue.conn.executemany(
         """INSERT INTO candidates (search_id, probe_id, list, rank, subject_ref, case_ref, face_id, image_path,
            distance, score, band, est_fmr, support) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-        [(search_id, probe_id, list_name, c.rank, c.subject, getattr(c, "case_ref", None), c.face_id, c.image_path,
+        [(search_id, probe_id, list_name, c.rank, c.subject, c.case_ref, c.face_id, c.image_path,
           c.distance, c.score, c.band, c.estimated_fmr,
           json.dumps([asdict(s) for s in c.support]) if hasattr(c, "support") else None) for c in candidates])
 
