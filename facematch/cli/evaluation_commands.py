@@ -157,7 +157,7 @@ def _headline(section: dict) -> str:
         parts.append(f"rank-1 hit rate {100 * rank1:.1f}%, failure to acquire {100 * ident['failures']['fta']:.1f}%")
     if (person := section.get("person_identification")):
         rank1 = next(c["hit_rate"] for c in person["cmc"] if c["rank"] == 1)
-        parts.append(f"person-level rank-1 {100 * rank1:.1f}% of {person['n_groups']} {person['group_by']} groups")
+        parts.append(f"person-level rank-1 {100 * rank1:.1f}% of {person['n_mated']} mated {person['group_by']} groups")
     if (ver := section.get("verification")):
         if "lfw_accuracy" in ver:
             acc = ver["lfw_accuracy"]
