@@ -180,3 +180,13 @@ def test_fusion_rules_by_hand():
     assert np.allclose(fuse_distances(d, q, rule="quality-min", penalty=0.2), [0.3, 0.5, 0.7])
     with pytest.raises(InvalidArgument):
         fuse_distances(d, rule="median")
+
+
+def test_api_boxes_one_per_image(fm, tmp_path):
+    stills = [tmp_path / "a.jpg", tmp_path / "b.jpg"]
+    for p in stills:
+        p.write_bytes(b"x")
+    with pytest.raises(InvalidArgument, match="boxes: 1 given for 2 images"):
+        fm.search(stills, boxes=[(1, 2, 3, 4)], one_person=True)
+    with pytest.raises(InvalidArgument, match="not both"):
+        fm.search(stills, box=(1, 2, 3, 4), boxes=[None, None])
