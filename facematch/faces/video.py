@@ -46,7 +46,7 @@ def sample_frames(path: str | Path, *, frame_step: int, max_frames: int,
     import cv2
 
     path = Path(path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+    digest = _file_sha256(path)
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
@@ -71,3 +71,15 @@ def sample_frames(path: str | Path, *, frame_step: int, max_frames: int,
     if not frames:
         raise ImageUnreadable(f"{path}: no frame could be read from the video")
     return frames
+
+
+def _file_sha256(path: Path) -> str:
+    """SHA-256 of a file read in 1 MiB blocks (clips can be far larger than memory allows)."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise ImageUnreadable(f"{path}: cannot read the video: {exc}") from None
+    return digest.hexdigest()
