@@ -12,6 +12,7 @@ import getpass
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from facematch.search import review as _review
 from facematch.search import two_person as _two_person
 from facematch.search.bands import BandScheme
 from facematch.search.calibration import load_band_scheme
+from facematch.search.person import read_boxes_csv
 from facematch.search.ranking import SearchResult
 from facematch.search.run import search as _search
 from facematch.settings import Settings
@@ -178,16 +180,21 @@ class Facematch:
     # -- search and review ------------------------------------------------------------------------
 
     def search(self, images: list[str | Path], *, case: str | None = None, top: int | None = None,
-               box: tuple[int, int, int, int] | None = None, user: str | None = None,
-               reason: str | None = None, boxes: list[tuple[int, int, int, int] | None] | None = None,
+               box: tuple[int, int, int, int] | None = None,
+               boxes: Sequence[tuple[int, int, int, int] | None] | str | Path | None = None,
+               one_person: bool = False, user: str | None = None, reason: str | None = None,
                scope: SearchScope | None = None) -> SearchResult:
         """Search every face of each probe image; the result is stored and audited.
 
-        ``box`` (x, y, w, h) marks the face to search in each image (``boxes``: one per image, or None);
-        ``reason`` (the justification, DPA 2018 s.62) is required. ``scope`` (``Accounts.search_scope``)
-        limits the search to what its user may see, before ranking. Raises ``SourceNotFound`` for a missing
-        probe file, ``InvalidArgument`` for bad parameters or a missing reason, ``IndexStale``/``IndexMissing``.
-        A result whose probes all failed (``searched_faces == 0``) is stored and returned all the same.
+        ``box`` (x, y, w, h) marks the face to search in every image; ``boxes`` gives one box (or None)
+        per image, or is a CSV file with header ``path,box`` (box "x,y,w,h"). With ``one_person`` the
+        images (stills, or video clips: these imply it) show one unknown person and ``result.person``
+        holds one fused candidate list (``facematch.search.person``). ``reason`` (the justification, DPA
+        2018 s.62) is required. ``scope`` (``Accounts.search_scope``) limits the search to what its user
+        may see, before ranking. Raises ``SourceNotFound`` for a missing probe file, ``InvalidArgument`` for
+        bad parameters or a missing reason, ``NoFaceFound`` when no still of a person-level search is
+        searchable, ``IndexStale``/``IndexMissing``. A result whose probes all failed
+        (``searched_faces == 0``) is stored and returned all the same.
         """
         reason = _review.require_text(reason, "a reason for the search")
         top = check_int("top", self.settings.top if top is None else top)
@@ -200,19 +207,33 @@ class Facematch:
         for path in paths:
             if not path.exists():
                 raise SourceNotFound(f"probe image {str(path)!r} does not exist")
+        per_image = self._probe_boxes(paths, box, boxes)
         for kind in IMAGE_KINDS:
             require_embedding_model(self.catalogue, kind, self.settings)
         indexes = {kind: self._index(kind) for kind in IMAGE_KINDS}
-        if boxes is not None and len(boxes) != len(paths):
-            raise InvalidArgument(f"give one box (or none) per image: {len(boxes)} boxes for {len(paths)} images")
         scoped = {} if scope is None else {
             "allowed": {"custody": scope.custody_face_ids, "scene": scope.scene_face_ids},
             "gallery": (scope.gallery_subjects, scope.gallery_faces)}
         return _search(self.catalogue, indexes, self.pipeline, paths, settings=self.settings,
                        bands=self.band_scheme(), top=top, user=user, case=case,
-                       reason=reason, box=FaceBox.from_xywh(*box) if box else None,
-                       boxes=None if boxes is None else [FaceBox.from_xywh(*b) if b else None for b in boxes],
-                       **scoped)
+                       reason=reason, boxes=per_image, one_person=one_person, **scoped)
+
+    @staticmethod
+    def _probe_boxes(paths: list[Path], box, boxes) -> list[FaceBox | None] | None:
+        """One FaceBox (or None) per probe path from ``box`` or ``boxes`` (a sequence or a CSV file)."""
+        if box is not None and boxes is not None:
+            raise InvalidArgument("give either box (one for every image) or boxes (one per image), not both")
+        if box is not None:
+            return [FaceBox.from_xywh(*box)] * len(paths)
+        if boxes is None:
+            return None
+        if isinstance(boxes, (str, Path)):
+            if not Path(boxes).is_file():
+                raise SourceNotFound(f"boxes file {str(boxes)!r} does not exist")
+            boxes = read_boxes_csv(boxes, paths)
+        if len(boxes) != len(paths):
+            raise InvalidArgument(f"boxes: {len(boxes)} given for {len(paths)} images (one per image, None for none)")
+        return [FaceBox.from_xywh(*b) if b is not None else None for b in boxes]
 
     def review(self, search_id: int, *, reason: str | None = None, user: str | None = None
                ) -> tuple[SearchResult, list[_review.Decision]]:
@@ -453,8 +474,12 @@ class Facematch:
                  n_boot: int | None = None, kind: str = "auto", data_root: str | Path | None = None,
                  gallery_per_subject: int | None = None, holdout_fraction: float | None = None,
                  seed: int | None = None, workers: int | None = None, num_jitters: int | None = None,
-                 cache_dir: str | Path | None = None, no_cache: bool = False, progress=None):
+                 cache_dir: str | Path | None = None, no_cache: bool = False, progress=None,
+                 group_by: str | None = None):
         """Measure accuracy on a labelled ``source`` (folder, protocol JSON, LFW pairs) beside the baseline.
+
+        ``group_by`` (protocols): "auto" (None; the ``person`` attribute when the probes have it), "subject",
+        "none" or a probe attribute: probes of one group are also scored as one person-level search.
 
         Returns ``(evaluation, paths)``: the :class:`facematch.evaluation.runner.Evaluation` and the report
         files written to ``output`` (None when no output is given). See :mod:`facematch.evaluation.workflows`.
@@ -465,7 +490,8 @@ class Facematch:
         settings = workflows.evaluation_settings(self.settings, workers=workers, num_jitters=num_jitters)
         return workflows.run_evaluation(settings, Path(source), output=_path(output), baseline=baseline,
                                         fallback_box=fallback_box, face=face, n_boot=n_boot, sources=sources,
-                                        cache_dir=_path(cache_dir), no_cache=no_cache, progress=progress)
+                                        cache_dir=_path(cache_dir), no_cache=no_cache, progress=progress,
+                                        group_by=group_by)
 
     def calibrate(self, sources: list[str | Path], *, output: str | Path | None = None,
                   strong_fmr: float | None = None, possible_fmr: float | None = None,

@@ -16,8 +16,8 @@ from facematch.errors import InvalidArgument
 
 __all__ = ["FACE_RECOGNITION_TOLERANCE", "AUDIT_KEY_ENV", "DEFAULT_AUDIT_KEY", "default_audit_key_file",
     "BandThresholds", "DetectionSettings", "EmbeddingSettings", "QualitySettings", "FmrTargets",
-    "FalseCandidateTargets", "EvaluationSettings", "ServiceSettings", "TextLimits", "RetentionSettings", "MAX_INT",
-    "Settings"]
+    "FalseCandidateTargets", "EvaluationSettings", "PersonSettings", "FUSION_RULES", "ServiceSettings", "TextLimits",
+    "RetentionSettings", "MAX_INT", "Settings"]
 
 #: The largest integer an id, rank or limit may be: SQLite's signed 64-bit integer.
 MAX_INT = 2**63 - 1
@@ -237,6 +237,42 @@ class EvaluationSettings:
     fmr_targets: FmrTargets = field(default_factory=FmrTargets)
 
 
+#: How a person-level search fuses each custody subject's distances over the stills of one person
+#: (facematch/search/person.py): the smallest, the mean of the k smallest, or quality-weighted.
+FUSION_RULES = ("min", "mean-k", "quality-mean", "quality-min")
+
+
+@dataclass(frozen=True)
+class PersonSettings:
+    """Person-level search: several stills (or a clip) of one unknown person, one fused candidate list.
+
+    ``fusion``: one of ``FUSION_RULES``, ``fusion_k``: the k of "mean-k" (the mean of each subject's k
+    smallest distances over the stills; fewer stills: all of them). "min" was chosen on the frmdb-lowres
+    frames protocol (rank-1 8 of 10 people, rank-10 10 of 10; mean-2 7 and 10) and confirmed on the
+    crops (tied best) and frmdb-dev (one person from the best rank-1): docs/evaluation.md, "Person-level search".
+    ``quality_penalty``: for "quality-min", distance added per unit of missing quality (score 0 -> +this).
+    ``frame_step``/``max_frames``/``keep_frames``: a video probe is sampled every ``frame_step``-th
+    frame, at most ``max_frames`` frames are analysed, and the ``keep_frames`` faces of best quality
+    (the largest face of each frame, or the face in the marked box) are searched as the person.
+    """
+
+    fusion: str = "min"
+    fusion_k: int = 2
+    quality_penalty: float = 0.1
+    frame_step: int = 5
+    max_frames: int = 12
+    keep_frames: int = 5
+
+    def __post_init__(self):
+        if self.fusion not in FUSION_RULES:
+            raise InvalidArgument(f"fusion must be one of {', '.join(FUSION_RULES)}, got {self.fusion!r}")
+        for name in ("fusion_k", "frame_step", "max_frames", "keep_frames"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise InvalidArgument(f"{name.replace('_', ' ')} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not 0.0 <= self.quality_penalty <= 1.0:
+            raise InvalidArgument(f"quality penalty must be within 0-1, got {self.quality_penalty}")
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     """Defaults of ``facematch serve`` (docs/service.md): where it listens, its limits, its worker processes.
@@ -309,6 +345,7 @@ class Settings:
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     text_limits: TextLimits = field(default_factory=TextLimits)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    person: PersonSettings = field(default_factory=PersonSettings)
     calibration_file: Path | None = None
     #: HMAC key of the audit chain (None: ``<data_dir>/keys/audit.key``; see ``AUDIT_KEY_ENV``)
     audit_key_file: Path | None = None

@@ -9,6 +9,9 @@
     python scripts/evaluate.py view-offset           # the FMR-equalising offset of profile gallery views
     python scripts/evaluate.py probe-shift           # are MTCNN's probe faces closer to everyone's?
     python scripts/evaluate.py frmdb --calibration docs/calibration-dev.json --n-boot 0   # bands in use
+    python scripts/evaluate.py frmdb --protocol ../shared/data/protocols/frmdb-lowres-cctv.json   # + person-level
+    python scripts/evaluate.py person-fusion --protocol ../shared/data/protocols/frmdb-lowres-cctv.json
+                                                     # person-level fusion rules side by side
 
 Everything is done by the library (facematch.evaluation.runner, facematch.search.calibration); this script only
 names the data and the output folders. Embeddings are cached in .cache/facematch-eval, so a second run,
@@ -98,8 +101,40 @@ def run_frmdb(args, cache: EmbeddingCache) -> None:
     settings = _settings(args)
     protocol = runner.load_source(args.protocol or FRMDB_PROTOCOL)
     evaluation = runner.evaluate_protocol(protocol, _systems(args, settings), scheme=_scheme(args), cache=cache,
-                                          workers=settings.workers, n_boot=args.n_boot, progress=_progress)
+                                          workers=settings.workers, n_boot=args.n_boot, progress=_progress,
+                                          group_by=args.group_by, person=settings.person)
     print(evaluation.write(args.output or REPO / "reports" / "frmdb-dev-cctv")["markdown"])
+
+
+#: The person-level fusion rules compared by ``person-fusion`` (facematch.search.person).
+FUSION_VARIANTS = [("min", {"fusion": "min"}), ("mean-2", {"fusion": "mean-k", "fusion_k": 2}),
+                   ("mean-3", {"fusion": "mean-k", "fusion_k": 3}), ("quality-mean", {"fusion": "quality-mean"}),
+                   ("quality-min 0.1", {"fusion": "quality-min", "quality_penalty": 0.1}),
+                   ("quality-min 0.2", {"fusion": "quality-min", "quality_penalty": 0.2})]
+
+
+def run_person_fusion(args, cache: EmbeddingCache) -> None:
+    """Person-level rank-1/10/20 and FNIR at FPIR 5% of each fusion rule, facematch and baseline."""
+    args.face = args.face or "largest"
+    settings = _settings(args)
+    protocol = runner.load_source(args.protocol or FRMDB_PROTOCOL)
+    systems = _systems(args, settings)
+    print(f"{protocol.name} (group by {args.group_by}): person-level hits / mated groups; FNIR (rank 1) at FPIR 5% "
+          "(n/a: too few non-mated groups) and at FPIR 0")
+    print(f"{'rule':<16}" + "".join(f"{s.name:>48}" for s in systems))
+    for label, change in FUSION_VARIANTS:
+        person = dataclasses.replace(settings.person, **change)
+        ev = runner.evaluate_protocol(protocol, systems, scheme=_scheme(args), cache=cache, workers=settings.workers,
+                                      n_boot=0, group_by=args.group_by, person=person)
+        cells = []
+        for s in systems:
+            sec = ev.result["systems"][s.name]["person_identification"]
+            hits = {c["rank"]: round(c["hit_rate"] * sec["n_mated"]) for c in sec["cmc"]}
+            fnir = next((p["fnir"] for p in sec["fnir_at_fpir"] if p["fpir_target"] == 0.05), None)
+            zero = sec["fnir_at_zero_fpir"]["fnir"]
+            cells.append(f"r1 {hits[1]:>2} r10 {hits[10]:>2} r20 {hits[20]:>2} /{sec['n_mated']} FNIR@5% "
+                         + ("n/a" if fnir is None or fnir != fnir else f"{100 * fnir:.0f}%") + f" @0 {100 * zero:.0f}%")
+        print(f"{label:<16}" + "".join(f"{c:>48}" for c in cells))
 
 
 def run_lfw(args, cache: EmbeddingCache) -> None:
@@ -191,7 +226,8 @@ def _scheme(args) -> BandScheme:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", choices=["frmdb", "lfw", "lfw-boxes", "calibrate", "view-offset", "probe-shift"])
+    parser.add_argument("run", choices=["frmdb", "lfw", "lfw-boxes", "calibrate", "view-offset", "probe-shift",
+                                        "person-fusion"])
     parser.add_argument("--output", type=Path, help="Report folder (calibrate: the JSON file).")
     parser.add_argument("--workers", type=int, help="Worker processes (default: settings, the CPU cores).")
     parser.add_argument("--n-boot", type=int, default=EvaluationSettings().n_boot,
@@ -212,13 +248,15 @@ def main(argv=None) -> None:
     parser.add_argument("--calibration", help="Calibration file whose bands the report uses.")
     parser.add_argument("--stage", default="mtcnn", help="probe-shift: the probe detector stage to compare "
                         "(default mtcnn; e.g. cnn-rotated+25).")
+    parser.add_argument("--group-by", default="auto", help="frmdb, person-fusion: group probes into person-level "
+                        "searches: auto (the 'person' attribute), subject, none, or an attribute.")
     parser.add_argument("--cache-dir", type=Path, default=REPO / DEFAULT_CACHE_DIR)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss").setLevel(logging.WARNING)
     cache = EmbeddingCache(args.cache_dir)
     runs = {"frmdb": run_frmdb, "lfw": run_lfw, "lfw-boxes": run_lfw_boxes, "calibrate": run_calibrate,
-            "view-offset": run_view_offset, "probe-shift": run_probe_shift}
+            "view-offset": run_view_offset, "probe-shift": run_probe_shift, "person-fusion": run_person_fusion}
     runs[args.run](args, cache)
 
 

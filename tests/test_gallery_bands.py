@@ -107,9 +107,9 @@ def test_real_search_says_what_each_band_means_among_n_subjects(frmdb_gallery):
     assert text.exit_code == 0, text.output
     assert "possible: at most 0.1 false candidates expected per search of someone not enrolled, among 12 " \
            f"subjects; distance <= {expected.bands[1].threshold:.3f}" in text.output
-    raw = _search_cli(fm, ["search", str(probe), "--json"])
+    raw = _search_cli(fm, ["search", str(probe), "--reason", "bands test", "--json"])
     doc = json.loads(raw.output)
-    assert doc["schema_version"] == SEARCH_SCHEMA_VERSION == 2
+    assert doc["schema_version"] == SEARCH_SCHEMA_VERSION == 3
     bands = doc["bands"]
     assert bands["calibrated"] and bands["max_false_candidates"] == {"strong": 0.01, "possible": 0.1, "weak": 1.0}
     assert [b["band"] for b in bands["bands"]] == ["strong", "possible", "weak"]

@@ -140,13 +140,18 @@ def ingest_scene(ctx, source, case, workers, batch_size, user, as_json):
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--case", help="Case reference the search is made for (recorded).")
 @click.option("--top", type=POSITIVE, help=f"Candidates per list [default: {DEFAULTS.top}].")
-@click.option("--box", callback=parse_box, help="Search only the face in this box: x,y,w,h in pixels.")
+@click.option("--box", callback=parse_box, help="Search only the face in this box: x,y,w,h in pixels (every image).")
+@click.option("--boxes", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV with header path,box (box \"x,y,w,h\"): a box per image; unlisted images are searched whole.")
+@click.option("--one-person", is_flag=True,
+              help="IMAGES are stills (or clips) of ONE unknown person: also give one fused candidate list. "
+              "A video (mp4, avi, mkv...) is always searched this way.")
 @click.option("--user", help="Who runs the search [default: OS user].")
 @click.option("--reason", required=True, help="Why the search is made (required; recorded in the audit log).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (docs/search-json.md).")
 @click.pass_context
 @_fail_cleanly
-def search(ctx, images, case, top, box, user, reason, as_json):
+def search(ctx, images, case, top, box, boxes, one_person, user, reason, as_json):
     """Search every face in IMAGES against custody subjects and earlier crime-scene faces.
 
     The search is stored and printed even when no probe face could be searched; then a one-line error
@@ -156,8 +161,11 @@ def search(ctx, images, case, top, box, user, reason, as_json):
     Example:
       facematch search still.jpg --case OP-HARBOUR --reason "suspect at port" --top 10
       facematch search still.jpg --box 410,120,60,60 --reason "suspect at port" --json
+      facematch search cam1.jpg cam2.jpg cam3.jpg --one-person --boxes boxes.csv --reason "suspect at port"
+      facematch search clip.avi --reason "suspect at port"
     """
-    result = _open(ctx).search(list(images), case=case, top=top, box=box, user=user, reason=reason)
+    result = _open(ctx).search(list(images), case=case, top=top, box=box, boxes=boxes, one_person=one_person,
+                               user=user, reason=reason)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -217,7 +225,8 @@ def export(ctx, search_id, output, recipient, reason, user):
 @click.option("--decision", required=True, type=click.Choice(DECISIONS))
 @click.option("--reviewer", required=True, help="Reviewer's id (recorded).")
 @click.option("--note", help="Free-text note (recorded).")
-@click.option("--probe", type=POSITIVE, help="Probe face row shown by review (when several).")
+@click.option("--probe", type=POSITIVE,
+              help="Probe face row shown by review (when several; a person-level search: omit it for the fused list).")
 @click.option("--candidate-list", "--list", "candidate_list", type=click.Choice(CANDIDATE_LISTS), default="custody",
               show_default=True, help="Which list of the probe row the rank is in.")
 @click.pass_context

@@ -8,7 +8,9 @@ library and turns facematch's named errors into ``error: <message>`` with exit s
 
 from __future__ import annotations
 
+import math
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -19,7 +21,7 @@ from facematch.cli.support import fail_cleanly as _fail_cleanly
 from facematch.search.bands import supported_faces
 from facematch.settings import Settings
 
-__all__ = ["evaluate", "calibrate", "protocol", "COMMANDS"]
+__all__ = ["evaluate", "calibrate", "protocol", "COMMANDS", "progress_line"]
 
 #: What a labelled SOURCE can be.
 SOURCE_KINDS = ["auto", "folder", "protocol", "lfw-pairs"]
@@ -63,13 +65,47 @@ _embedding_options = _options([
 ])
 
 
-def _progress():
-    if not sys.stderr.isatty():
-        return None
+class _Progress:
+    """Progress of long embedding runs on stderr: images done / total, rate and time left, for each stage.
 
-    def report(what: str, done: int, total: int) -> None:
-        click.echo(f"\r{what}: {done}/{total}", err=True, nl=done == total)
-    return report
+    Printed at most every ``every_s`` seconds (and when a stage ends), also when stderr is not a terminal
+    (a log file or CI shows a line each time); on a terminal the line is rewritten in place.
+    """
+
+    def __init__(self, every_s: float = 3.0, clock=time.monotonic):
+        self.every_s, self.clock = every_s, clock
+        self.tty = sys.stderr.isatty()
+        self.stage, self.started, self.last, self.first_done = None, 0.0, -math.inf, 0
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        now = self.clock()
+        if what != self.stage:
+            self.stage, self.started, self.first_done = what, now, done
+        finished = done >= total
+        if not finished and now - self.last < self.every_s:
+            return
+        self.last = now
+        click.echo(("\r" if self.tty else "") + progress_line(what, done, total, now - self.started,
+                                                                 done - self.first_done),
+                   err=True, nl=finished or not self.tty)
+
+
+def progress_line(what: str, done: int, total: int, seconds: float, embedded: int) -> str:
+    """``"facematch probes: 45/75 images (0.35/s, about 1 min 26 s left)"``; the rate counts images
+    ``embedded`` in ``seconds`` since the stage started (cached ones arrive at once and are not a rate)."""
+    rate = embedded / seconds if seconds > 0 else 0.0
+    if done >= total:
+        left = "done"
+    elif rate > 0:
+        m, sec = divmod(int(round((total - done) / rate)), 60)
+        left = f"about {m} min {sec} s left" if m else f"about {sec} s left"
+    else:
+        left = "time left not known yet"
+    return f"{what}: {done}/{total} images ({rate:.2f}/s, {left})"
+
+
+def _progress():
+    return _Progress()
 
 
 @click.command(context_settings=CONTEXT)
@@ -86,18 +122,22 @@ def _progress():
               "labelled face), largest otherwise (what search ranks first).")
 @click.option("--n-boot", type=click.IntRange(min=0), default=_EVAL.n_boot, show_default=True,
               help="Bootstrap replicates for the 95% intervals (0: none).")
+@click.option("--group-by", default="auto", show_default=True,
+              help="Protocols: also score person-level searches, one per group of probes: auto (the 'person' "
+              "attribute when the probes have it), subject (the person each probe shows), none, or an attribute.")
 @_source_options
 @_embedding_options
 @click.pass_context
 @_fail_cleanly
-def evaluate(ctx, source, output, baseline, fallback_box, face_choice, n_boot, kind, data_root,
+def evaluate(ctx, source, output, baseline, fallback_box, face_choice, n_boot, group_by, kind, data_root,
              gallery_per_subject, holdout_fraction, seed, workers, num_jitters, cache_dir, no_cache):
     """Measure match accuracy on SOURCE (labelled folder, protocol JSON or LFW pairs.txt), facematch
     beside the face_recognition baseline; write report.json, report.md and PNG plots.
 
     \b
     Example:
-      facematch evaluate ../shared/data/protocols/frmdb-dev-cctv.json -o reports/frmdb
+      facematch evaluate ../shared/data/protocols/frmdb-dev-cctv.json -o reports/frmdb --group-by subject
+      facematch evaluate ../shared/data/protocols/frmdb-lowres-cctv.json -o reports/lowres
       facematch evaluate ../shared/data/lfw/pairs.txt --workers 2 -o reports/lfw
       facematch evaluate ./labelled-faces --holdout-fraction 0.25 --no-baseline
     """
@@ -105,7 +145,7 @@ def evaluate(ctx, source, output, baseline, fallback_box, face_choice, n_boot, k
         source, output=output, baseline=baseline, fallback_box=fallback_box, face=face_choice, n_boot=n_boot,
         kind=kind, data_root=data_root, gallery_per_subject=gallery_per_subject, holdout_fraction=holdout_fraction,
         seed=seed, workers=workers, num_jitters=num_jitters, cache_dir=cache_dir, no_cache=no_cache,
-        progress=_progress())
+        progress=_progress(), group_by=None if group_by == "auto" else group_by)
     click.echo(f"Report: {paths['markdown']} (JSON: {paths['json']}, {len(paths['plots'])} plots)")
     for name, section in evaluation.result["systems"].items():
         click.echo(f"  {name}: {_headline(section)}")
@@ -116,6 +156,9 @@ def _headline(section: dict) -> str:
     if (ident := section.get("identification")):
         rank1 = next(c["hit_rate"] for c in ident["cmc"] if c["rank"] == 1)
         parts.append(f"rank-1 hit rate {100 * rank1:.1f}%, failure to acquire {100 * ident['failures']['fta']:.1f}%")
+    if (person := section.get("person_identification")):
+        rank1 = next(c["hit_rate"] for c in person["cmc"] if c["rank"] == 1)
+        parts.append(f"person-level rank-1 {100 * rank1:.1f}% of {person['n_mated']} mated {person['group_by']} groups")
     if (ver := section.get("verification")):
         if "lfw_accuracy" in ver:
             acc = ver["lfw_accuracy"]

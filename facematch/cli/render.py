@@ -13,7 +13,7 @@ from facematch.search.bands import one_in
 from facematch.search.ranking import SearchResult
 from facematch.validation import forbidden_character
 
-__all__ = ["safe", "search_lines", "band_lines", "ingest_lines", "audit_line"]
+__all__ = ["safe", "search_lines", "band_lines", "person_lines", "ingest_lines", "audit_line"]
 
 
 def safe(value) -> str:
@@ -41,6 +41,8 @@ def search_lines(result: SearchResult, decisions: list | None = None) -> list[st
         lines.append(f"Scene-face bands ({result.scene_bands['gallery_subjects']} unidentified faces): " + "; ".join(
             f"{b['band']} <= {b['threshold']:.3f}" if b["threshold"] is not None else f"{b['band']} not supported"
             for b in result.scene_bands["bands"]))
+    if result.person is not None:
+        lines += [""] + person_lines(result.person, result.top)
     for probe in result.probes:
         lines.append("")
         head = f"Probe {probe.probe_no}: {probe.path}"
@@ -65,7 +67,8 @@ def search_lines(result: SearchResult, decisions: list | None = None) -> list[st
                 lines.append(f"   {c.rank:>3}. case {c.case_ref or '[deleted]':<16} distance {c.distance:.3f}  "
                              f"score {c.score:5.1f}  {c.band:<8} {where}")
     for d in decisions or []:
-        lines.append(f"Decision {d.decision_id}: probe {d.probe_no} {d.list} rank {d.rank} ({d.candidate}) "
+        where = "person-level list" if d.probe_no == 0 else f"probe {d.probe_no} {d.list}"
+        lines.append(f"Decision {d.decision_id}: {where} rank {d.rank} ({d.candidate}) "
                      f"{d.decision.upper()} by {d.reviewer} at {d.decided_at}" + (f": {d.note}" if d.note else ""))
     return [safe(line) for line in lines]
 
@@ -85,6 +88,21 @@ def band_lines(bands: dict, expected_false: float | None) -> list[str]:
     elif expected_false is not None:
         lines.append(f"Expected false candidates per probe face inside the bands at this gallery size: "
                      f"about {expected_false:.2g}.")
+    return lines
+
+
+def person_lines(person, top: int) -> list[str]:
+    """The fused list of a person-level search, each candidate with the stills' distances behind it."""
+    lines = [f"Person-level search: {person.stills} stills of one person, {person.stills_searched} searched; "
+             f"fusion {person.fusion}. Decide on this list without --probe.",
+             "  Fused custody candidates (subjects):" if person.candidates else "  Fused custody candidates: none"]
+    for c in person.candidates:
+        fmr = "" if c.estimated_fmr is None else f"  FMR {one_in(c.estimated_fmr)}"
+        lines.append(f"   {c.rank:>3}. {c.subject:<20} distance {c.distance:.3f}  score {c.score:5.1f}  "
+                     f"{c.band:<8} best image {c.image_path}{fmr}")
+        stills = ", ".join(f"probe {s.probe_no} {s.distance:.3f} (rank {s.rank if s.rank else f'>{top}'})"
+                           for s in c.support)
+        lines.append(f"        per still: {stills}")
     return lines
 
 

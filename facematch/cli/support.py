@@ -9,7 +9,8 @@ import sys
 import click
 
 from facematch.cli import render
-from facematch.errors import FacematchError
+from facematch.errors import FacematchError, InvalidArgument
+from facematch.search.person import parse_xywh
 from facematch.settings import MAX_INT, Settings
 
 __all__ = ["CONTEXT", "DEFAULTS", "POSITIVE", "fail_cleanly", "parse_box"]
@@ -40,9 +41,6 @@ def parse_box(ctx, param, value):
     if value is None:
         return None
     try:
-        parts = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) != 4 or parts[2] <= 0 or parts[3] <= 0 or parts[0] < 0 or parts[1] < 0:
-        raise click.BadParameter("expected x,y,w,h: four integers, x and y >= 0, w and h > 0 (e.g. 120,80,64,64)")
-    return parts
+        return parse_xywh(value)
+    except InvalidArgument as exc:
+        raise click.BadParameter(str(exc)) from None

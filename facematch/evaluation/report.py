@@ -218,7 +218,23 @@ def _verification_md(sec: dict) -> list[str]:
     return ["## Verification (1:1)", ""] + _table(["metric"] + names, rows)
 
 
-def _identification_md(sec: dict) -> list[str]:
+def _person_md(sec: dict) -> list[str]:
+    first = next(iter(sec.values()))
+    head = (f"## Person-level identification (1:N, one search per {first['group_by']} group, fusion "
+            f"{first['fusion']})")
+    intro = (f"{first['n_probes']} probes in {first['n_groups']} groups; each group's stills are searched as one "
+             "person (the same searches as the per-still table above, fused).")
+    lines = _identification_md(sec, title=head, intro=[intro, ""])
+    zero = {n: s.get("fnir_at_zero_fpir") for n, s in sec.items()}
+    if any(zero.values()):
+        lines += ["FNIR (rank 1) at FPIR 0, the threshold just below every non-mated group's top distance "
+                  "(computable with few non-mated groups): " + "; ".join(
+                      f"{n} {_pct(z['fnir'])} (d ≤ {_num(z['threshold'])})" for n, z in zero.items() if z), ""]
+    return lines
+
+
+def _identification_md(sec: dict, *, title: str = "## Identification (1:N)", intro: list[str] | None = None
+                       ) -> list[str]:
     names, vals = list(sec), list(sec.values())
     rows = [["mated / non-mated searches"] + [f"{s['n_mated']} / {s['n_nonmated']}" for s in vals],
             ["failure to acquire: all / mated / non-mated"] + [
@@ -237,7 +253,7 @@ def _identification_md(sec: dict) -> list[str]:
         pts = [_by_value(s["at_thresholds"], "label", label) for s in vals]
         rows.append([f"FNIR / FPIR at {label}"] + [
             f"{_pct(p['fnir'])} / {_pct(p['fpir'])} (d ≤ {_num(p['threshold'])})" if p else "n/a" for p in pts])
-    lines = ["## Identification (1:N)", ""] + _table(["metric"] + names, rows)
+    lines = [title, ""] + (intro or []) + _table(["metric"] + names, rows)
     for attribute in dict.fromkeys(a for s in vals for a in s["by_group"]):
         per = [s["by_group"].get(attribute) for s in vals]
         groups = sorted({g for b in per if b for g in b["values"]})
@@ -283,7 +299,8 @@ def _markdown(result: Mapping, images: dict[str, list[str]]) -> str:
         if desc:
             lines.append(f"- **{name}**: {desc}")
     lines.append("")
-    for key, render in (("verification", _verification_md), ("identification", _identification_md)):
+    for key, render in (("verification", _verification_md), ("identification", _identification_md),
+                        ("person_identification", _person_md)):
         sec = _section(result["systems"], key)
         if sec:
             lines += render(sec) + [f"![{Path(p).stem}]({p})" for p in images.get(key, [])] + [""]
@@ -355,7 +372,7 @@ def _plot_cmc(sec: Mapping, path: Path) -> None:
 def _write_plots(result: Mapping, plots: Mapping, out_dir: Path) -> dict[str, list[str]]:
     import matplotlib
     matplotlib.use("Agg")  # no display needed; chosen here, not at import
-    images: dict[str, list[str]] = {"verification": [], "identification": []}
+    images: dict[str, list[str]] = {"verification": [], "identification": [], "person_identification": []}
     bands = result.get("bands") or {}
     scores = plots.get("scores") or {}
     if scores:

@@ -43,6 +43,7 @@ from facematch.evaluation.embed_cache import (
     embedding_matrix,
     summary,
 )
+from facematch.evaluation.grouped import AUTO_GROUP, describe, group_outcomes, probe_groups
 from facematch.evaluation.protocols import (
     Pair,
     ProbeEntry,
@@ -56,7 +57,8 @@ from facematch.evaluation.report import identification_summary, verification_sum
 from facematch.search.bands import BandScheme
 from facematch.search.calibration import ScoreSample, pairwise_sample
 from facematch.search.matching import view_offsets
-from facematch.settings import EvaluationSettings, Settings
+from facematch.search.person import fusion_name
+from facematch.settings import EvaluationSettings, PersonSettings, Settings
 
 _DEFAULTS = EvaluationSettings()
 
@@ -244,7 +246,8 @@ def _protocol_comparisons(protocol: Protocol, subjects: list[str], fused: np.nda
 
 
 def _system_on_protocol(protocol: Protocol, system: SystemSpec, emb: _Embedded, *, n_boot: int, seed: int,
-                        thresholds: dict, groups: dict) -> tuple[dict, list[M.SearchOutcome], dict]:
+                        thresholds: dict, groups: dict, person: tuple | None = None
+                        ) -> tuple[dict, list[M.SearchOutcome], dict]:
     g_matrix, g_ok = embedding_matrix(emb.gallery)
     p_matrix, p_ok = embedding_matrix(emb.probes)
     subjects, fused = fused_distances(p_matrix, p_ok, g_matrix, g_ok, [g.subject for g in protocol.gallery],
@@ -265,14 +268,22 @@ def _system_on_protocol(protocol: Protocol, system: SystemSpec, emb: _Embedded, 
                "identification": ident,
                "embedding": {"gallery": summary(emb.gallery), "probes": summary(emb.probes),
                              "seconds": emb.seconds}}
+    if person is not None:  # (group_by, {probe id: group}, PersonSettings): the same searches, one per person
+        quality = [e.quality_score if e.acquired else None for e in emb.probes]
+        grouped = group_outcomes(protocol.probes, person[1], subjects, fused, p_ok, quality, person[2])
+        section["person_identification"] = describe(person[0], person[2], grouped, len(protocol.probes)) | \
+            identification_summary(grouped, ranks=RANKS, thresholds=thresholds, n_boot=n_boot, seed=seed)
     return section, outcomes, plots
 
 
 def evaluate_protocol(protocol: Protocol, systems: Sequence[SystemSpec], *, scheme: BandScheme,
                       cache: EmbeddingCache | None = None, workers: int = 1, n_boot: int = _DEFAULTS.n_boot,
-                      seed: int = _DEFAULTS.seed, progress: Progress | None = None) -> Evaluation:
+                      seed: int = _DEFAULTS.seed, progress: Progress | None = None, group_by: str | None = AUTO_GROUP,
+                      person: PersonSettings | None = None) -> Evaluation:
     """Identification and verification of each system on ``protocol``, side by side.
 
+    ``group_by`` (``grouped.probe_groups``: "auto", "subject", "none" or a probe attribute) also scores
+    person-level searches: each group of probes fused by ``person``'s rule (default: the settings').
     ``scheme`` gives the review bands, resolved at the protocol's gallery size as search does (FNIR/FPIR
     at each, predicted vs observed FPIR in ``gallery_bands``; lines on the histograms). Probe
     quality bins come from the first facematch system and apply to every system, so the baseline is
@@ -291,10 +302,13 @@ def evaluate_protocol(protocol: Protocol, systems: Sequence[SystemSpec], *, sche
     gallery_bands = scheme.for_gallery(len(protocol.gallery_subjects), len(protocol.gallery))
     bands = {b.band: b.threshold for b in gallery_bands.bands}
     thresholds = _thresholds(bands)
+    group_name, group_map = probe_groups(protocol, group_by)
+    person_spec = (group_name, group_map, person or PersonSettings()) if group_map else None
     result_systems, outcomes, plots = {}, {}, {"scores": {}, "search_scores": {}}
     for system in systems:
         section, outs, pl = _system_on_protocol(protocol, system, embedded[system.name], n_boot=n_boot,
-                                                seed=seed, thresholds=thresholds, groups=groups)
+                                                seed=seed, thresholds=thresholds, groups=groups,
+                                                person=person_spec)
         result_systems[system.name], outcomes[system.name] = section, outs
         if _plottable(pl["scores"]):
             plots["scores"][system.name] = pl["scores"]
@@ -306,7 +320,11 @@ def evaluate_protocol(protocol: Protocol, systems: Sequence[SystemSpec], *, sche
                      "n_gallery_images": len(protocol.gallery), "n_gallery_subjects": len(protocol.gallery_subjects),
                      "n_probes": len(protocol.probes), "n_mated_probes": len(protocol.mated_probes),
                      "n_nonmated_probes": len(protocol.nonmated_probes)},
-        "methods": _protocol_methods(),
+        "methods": _protocol_methods() + ([
+            f"Person-level identification: probes grouped by {group_name}; each group is one search whose "
+            f"subject distances are fused over its acquired stills by the rule "
+            f"{fusion_name(person_spec[2].fusion, person_spec[2].fusion_k)} (facematch.search.person), for every "
+            "system alike; a group with no acquired still is a failure to acquire."] if person_spec else []),
         "notes": [], "bands": {b: t for b, t in bands.items() if t is not None},
         "band_scheme": gallery_bands.describe(), "gallery_bands": band_rates(gallery_bands, outcomes),
         "systems": result_systems,

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from facematch.errors import InvalidArgument
 from facematch.evaluation.embed_cache import EmbeddingCache, SystemSpec, with_jitters
+from facematch.evaluation.grouped import AUTO_GROUP
 from facematch.evaluation.protocols import Pair, Protocol, protocol_from_folder, save_protocol_json
 from facematch.evaluation.runner import (
     Evaluation,
@@ -69,10 +71,11 @@ def run_evaluation(settings: Settings, source: Path, *, output: Path | None = No
                    fallback_box: tuple[int, int, int, int] | None = None, face: str | None = None,
                    n_boot: int | None = None, sources: SourceOptions = SourceOptions(),
                    cache_dir: Path | None = None, no_cache: bool = False,
-                   progress: Progress | None = None) -> tuple[Evaluation, dict | None]:
+                   progress: Progress | None = None, group_by: str | None = None) -> tuple[Evaluation, dict | None]:
     """Evaluate facematch (and the README baseline) on ``source``; write the report to ``output`` if given.
 
-    ``fallback_box`` is x, y, w, h (as search's ``box``). Returns the evaluation and the written paths.
+    ``fallback_box`` is x, y, w, h (as search's ``box``). ``group_by`` (protocols only; None: "auto")
+    adds person-level results (``evaluation.grouped``). Returns the evaluation and the written paths.
     """
     labelled = sources.load(source, settings)
     ltrb = None
@@ -82,7 +85,10 @@ def run_evaluation(settings: Settings, source: Path, *, output: Path | None = No
     systems = default_systems(settings, baseline=baseline, fallback_box=ltrb,
                               face_choice=face or _default_face(labelled))
     d = settings.evaluation
-    evaluation = evaluate_source(labelled, systems, scheme=load_band_scheme(settings),
+    grouping = {"group_by": group_by or AUTO_GROUP, "person": settings.person} if isinstance(labelled, Protocol) else {}
+    if group_by and not grouping:
+        raise InvalidArgument("group_by applies to protocols (JSON or folder), not to LFW pairs")
+    evaluation = evaluate_source(labelled, systems, scheme=load_band_scheme(settings), **grouping,
                                  cache=_cache(settings, cache_dir, no_cache), workers=settings.workers,
                                  n_boot=d.n_boot if n_boot is None else n_boot,
                                  seed=d.seed if sources.seed is None else sources.seed, progress=progress)

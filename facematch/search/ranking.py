@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,11 +19,16 @@ from facematch.errors import FacematchError, ImageTooLarge
 from facematch.faces.imaging import load_image
 from facematch.faces.pipeline import FacePipeline
 from facematch.faces.quality import FaceQuality, probe_warning
+from facematch.faces.video import is_video, sample_frames
 from facematch.search.bands import GalleryBands, similarity_score
 from facematch.search.matching import adjusted_distance
+from facematch.settings import PersonSettings
 from facematch.store.catalogue import Catalogue
 from facematch.store.index import FaceIndex
 from facematch.types import FaceBox
+
+if TYPE_CHECKING:
+    from facematch.search.person import PersonResult
 
 __all__ = ["SEARCH_SCHEMA_VERSION", "NOTICE", "Candidate", "ProbeFace", "SearchResult", "analyse_probes",
     "rank_subjects", "rank_scene_faces"]
@@ -30,7 +36,7 @@ __all__ = ["SEARCH_SCHEMA_VERSION", "NOTICE", "Candidate", "ProbeFace", "SearchR
 log = logging.getLogger(__name__)
 
 #: Version of the JSON document ``SearchResult.to_dict`` produces (docs/search-json.md).
-SEARCH_SCHEMA_VERSION = 2
+SEARCH_SCHEMA_VERSION = 3
 
 NOTICE = ("Candidates are investigative leads for review by a trained person. They are not "
           "identifications; no decision is made automatically.")
@@ -92,6 +98,8 @@ class SearchResult:
     probes: list[ProbeFace]
     notice: str = NOTICE
     scene_bands: dict | None = None
+    #: person-level searches only (``search.person.PersonResult``): the fused list over the stills
+    person: "PersonResult | None" = None
 
     def to_dict(self) -> dict:
         """The documented JSON form (schema version ``SEARCH_SCHEMA_VERSION``)."""
@@ -99,32 +107,59 @@ class SearchResult:
 
 
 def analyse_probes(pipeline: FacePipeline, paths: list[Path], *, max_pixels: int,
-                   box: FaceBox | None = None) -> list[tuple[ProbeFace, np.ndarray | None]]:
+                   boxes: list[FaceBox | None] | None = None, one_person: bool = False,
+                   person: PersonSettings | None = None) -> list[tuple[ProbeFace, np.ndarray | None]]:
     """Decode and analyse probe images; one ``ProbeFace`` per face found (or per failed image).
 
-    Returns pairs of the probe face and its ``(128,) float32`` embedding (None when not searchable).
+    ``boxes`` (one per path, None: the whole image) mark the face to search. With ``one_person`` each
+    still gives its largest face only (or the face in its box), and a video (``faces.video.is_video``) gives
+    the ``person.keep_frames`` best-quality faces of its sampled frames, one per frame, each a row whose
+    path ends ``#frame=N``. Returns pairs of the probe face and its ``(128,) float32`` embedding (None when
+    not searchable).
     """
     out: list[tuple[ProbeFace, np.ndarray | None]] = []
-    for path in paths:
-        probe_no = len(out) + 1
-        try:
-            image = load_image(path, max_pixels=max_pixels)
+    person = person or PersonSettings()
+    for path, box in zip(paths, boxes or [None] * len(paths)):
+        try:  # unreadable or too large: reported; a box outside the image (InvalidBox) is the caller's error
+            frames = (sample_frames(path, frame_step=person.frame_step, max_frames=person.max_frames,
+                                    max_pixels=max_pixels) if is_video(path) else None)
+            image = None if frames else load_image(path, max_pixels=max_pixels)
         except FacematchError as exc:
             outcome = "too_large" if isinstance(exc, ImageTooLarge) else "unreadable"
-            out.append((ProbeFace(probe_no, str(path), outcome, str(exc)), None))
+            out.append((ProbeFace(len(out) + 1, str(path), outcome, str(exc)), None))
             continue
-        faces = pipeline.analyse(image.pixels, purpose="probe", box=box)
-        if not faces:
-            out.append((ProbeFace(probe_no, str(path), "no_face", "no face detected: mark the face with "
-                                  "--box x,y,w,h to search it", sha256=image.sha256), None))
-        for face_no, face in enumerate(faces):
-            probe_no = len(out) + 1
-            quality = FaceQuality.from_dict(face.quality)
+        if frames:
+            found = _video_faces(pipeline, path, frames, box, person)
+        else:
+            faces = pipeline.analyse(image.pixels, purpose="probe", box=box)
+            found = [(str(path), image.sha256, face) for face in (faces[:1] if one_person else faces)]
+            found = found or [(str(path), image.sha256, None)]
+        for face_no, (label, sha256, face) in enumerate(found):
+            if face is None:
+                out.append((ProbeFace(len(out) + 1, label, "no_face", "no face detected: mark the face with "
+                                      "--box x,y,w,h to search it", sha256=sha256), None))
+                continue
             out.append((ProbeFace(
-                probe_no, str(path), "searched", face_no=face_no, box=face.box.as_xywh(),
+                len(out) + 1, label, "searched", face_no=0 if is_video(path) else face_no, box=face.box.as_xywh(),
                 detector=face.detector, quality_score=face.quality_score, quality=face.quality,
-                warning=probe_warning(quality), sha256=image.sha256), face.embedding))
+                warning=probe_warning(FaceQuality.from_dict(face.quality)), sha256=sha256), face.embedding))
     return out
+
+
+def _video_faces(pipeline: FacePipeline, path: Path, frames: list, box: FaceBox | None,
+                 person: PersonSettings) -> list[tuple[str, str, object]]:
+    """(label, clip sha256, face) of the best-quality faces of a clip's sampled ``frames``, in frame order;
+    one (label, sha256, None) row when no frame holds a face."""
+    found = []
+    for frame in frames:
+        faces = pipeline.analyse(frame.pixels, purpose="probe", box=box)
+        if faces:
+            found.append((f"{path}#frame={frame.index}", frame.sha256, faces[0]))
+    log.info("%s: %d frames sampled, %d with a face", path, len(frames), len(found))
+    if not found:
+        return [(str(path), frames[0].sha256, None)]
+    best = sorted(found, key=lambda f: -(f[2].quality_score or 0.0))[:person.keep_frames]
+    return [f for f in found if any(f is b for b in best)]
 
 
 def rank_subjects(catalogue: Catalogue, index: FaceIndex, embedding: np.ndarray, top: int,

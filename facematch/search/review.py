@@ -16,16 +16,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from facematch.errors import DataDeleted, InvalidArgument, NotFound
+from facematch.search.person import PersonCandidate, PersonResult, StillSupport
 from facematch.search.ranking import Candidate, ProbeFace, SearchResult
 from facematch.store.audit_chain import decision_digest, search_digest
 from facematch.store.catalogue import Catalogue, utc_now
 from facematch.store.private_files import private_temp_beside
 
-__all__ = ["DECISIONS", "LISTS", "Decision", "deleted_marker", "require_text", "store_search", "load_search", "review_search",
-    "export_search", "decide", "decisions_for"]
+__all__ = ["DECISIONS", "LISTS", "PERSON_PROBE_NO", "Decision", "deleted_marker", "require_text", "store_search",
+    "load_search", "review_search", "export_search", "decide", "decisions_for"]
 
 DECISIONS = ("confirmed", "rejected", "inconclusive")
 LISTS = ("custody", "scene")
+#: Probe row number of a person-level search's fused list (the stills are rows 1, 2, ...).
+PERSON_PROBE_NO = 0
 
 
 def deleted_marker(row) -> str | None:
@@ -70,18 +73,39 @@ def store_search(catalogue: Catalogue, result: SearchResult, params: dict) -> in
                  probe.detector, json.dumps(probe.quality, sort_keys=True), probe.quality_score,
                  probe.warning, probe.outcome, probe.reason)).lastrowid
             for list_name, candidates in (("custody", probe.subjects), ("scene", probe.scene_faces)):
-                catalogue.conn.executemany(
-                    """INSERT INTO candidates (search_id, probe_id, list, rank, subject_ref, case_ref, face_id,
-                       image_path, distance, score, band, est_fmr) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                    [(search_id, probe_id, list_name, c.rank, c.subject, c.case_ref, c.face_id, c.image_path,
-                      c.distance, c.score, c.band, c.estimated_fmr) for c in candidates])
-        catalogue.audit(result.user, "search", {
-            "search_id": search_id, "case_ref": result.case_ref, "reason": result.reason,
-            "probes": sorted({p.path for p in result.probes}),
-            "candidates": sum(len(p.subjects) + len(p.scene_faces) for p in result.probes),
-            "digest": search_digest(catalogue.conn, search_id)})
+                _insert_candidates(catalogue, search_id, probe_id, list_name, candidates)
+        details = {"search_id": search_id, "case_ref": result.case_ref, "reason": result.reason,
+                   "probes": sorted({p.path for p in result.probes}),
+                   "candidates": sum(len(p.subjects) + len(p.scene_faces) for p in result.probes)}
+        if result.person is not None:
+            _store_person(catalogue, search_id, result.person)
+            details.update(person_level=True, stills=result.person.stills,
+                           stills_searched=result.person.stills_searched, fusion=result.person.fusion,
+                           person_candidates=len(result.person.candidates))
+        details["digest"] = search_digest(catalogue.conn, search_id)
+        catalogue.audit(result.user, "search", details)
     result.search_id = search_id
     return search_id
+
+
+def _insert_candidates(catalogue: Catalogue, search_id: int, probe_id: int, list_name: str, candidates) -> None:
+    catalogue.conn.executemany(
+        """INSERT INTO candidates (search_id, probe_id, list, rank, subject_ref, case_ref, face_id, image_path,
+           distance, score, band, est_fmr, support) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        [(search_id, probe_id, list_name, c.rank, c.subject, c.case_ref, c.face_id, c.image_path,
+          c.distance, c.score, c.band, c.estimated_fmr,
+          json.dumps([asdict(s) for s in c.support]) if hasattr(c, "support") else None) for c in candidates])
+
+
+def _store_person(catalogue: Catalogue, search_id: int, person: PersonResult) -> None:
+    """The fused list hangs on probe row 0 (PERSON_PROBE_NO); the stills' own rows are numbered from 1."""
+    probe_id = catalogue.conn.execute(
+        """INSERT INTO search_probes (search_id, probe_no, path, detector, outcome, reason, face_no, quality)
+           VALUES (?, ?, ?, ?, 'person', ?, ?, ?)""",
+        (search_id, PERSON_PROBE_NO, f"person: {person.stills} stills", person.fusion,
+         f"{person.stills_searched} of {person.stills} stills searched", person.stills_searched,
+         json.dumps({"stills": person.stills}))).lastrowid
+    _insert_candidates(catalogue, search_id, probe_id, "custody", person.candidates)
 
 
 def load_search(catalogue: Catalogue, search_id: int) -> SearchResult:
@@ -89,9 +113,12 @@ def load_search(catalogue: Catalogue, search_id: int) -> SearchResult:
     row = catalogue.conn.execute("SELECT * FROM searches WHERE id = ?", (search_id,)).fetchone()
     if row is None:
         raise NotFound(f"no search with id {search_id}")
-    probes = []
+    probes, person = [], None
     for p in catalogue.conn.execute("SELECT * FROM search_probes WHERE search_id = ? ORDER BY probe_no",
                                     (search_id,)):
+        if p["probe_no"] == PERSON_PROBE_NO:
+            person = _load_person(catalogue, p)
+            continue
         box = json.loads(p["box"]) if p["box"] else None
         probe = ProbeFace(probe_no=p["probe_no"], path=p["path"], outcome=p["outcome"], reason=p["reason"],
                           face_no=p["face_no"], box=tuple(box) if box else None, detector=p["detector"],
@@ -111,7 +138,7 @@ def load_search(catalogue: Catalogue, search_id: int) -> SearchResult:
                         case_ref=row["case_ref"], reason=row["reason"], top=params.get("top", 0), bands=bands,
                         gallery_subjects=row["gallery_subjects"], gallery_faces=row["gallery_faces"],
                         expected_false_candidates=params.get("expected_false_candidates"), probes=probes,
-                        scene_bands=params.get("scene_bands"))
+                        scene_bands=params.get("scene_bands"), person=person)
 
 
 def review_search(catalogue: Catalogue, search_id: int, *, user: str, reason: str
@@ -158,12 +185,22 @@ def require_text(value: str | None, what: str) -> str:
     return str(value).strip()
 
 
+def _load_person(catalogue: Catalogue, row) -> PersonResult:
+    person = PersonResult(row["detector"], json.loads(row["quality"])["stills"], row["face_no"])
+    for c in catalogue.conn.execute("SELECT * FROM candidates WHERE probe_id = ? ORDER BY rank", (row["id"],)):
+        person.candidates.append(PersonCandidate(
+            rank=c["rank"], subject=c["subject_ref"], distance=c["distance"], score=c["score"], band=c["band"],
+            estimated_fmr=c["est_fmr"], face_id=c["face_id"], image_path=c["image_path"],
+            support=[StillSupport(**s) for s in json.loads(c["support"] or "[]")]))
+    return person
+
+
 def decide(catalogue: Catalogue, search_id: int, rank: int, *, decision: str, reviewer: str,
            note: str | None = None, probe: int | None = None, candidate_list: str = "custody") -> Decision:
     """Record a reviewer's decision on candidate ``rank`` of a stored search (audited).
 
-    ``probe`` is the probe-face row number shown by ``review`` (may be omitted when the search has
-    one searched face). Raises ``NotFound`` or ``InvalidArgument``.
+    ``probe`` is the probe-face row number shown by ``review``; omitted, it is the person-level (fused)
+    list of a person-level search, else the one searched face. Raises ``NotFound`` or ``InvalidArgument``.
     """
     if decision not in DECISIONS:
         raise InvalidArgument(f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
@@ -185,10 +222,13 @@ def decide(catalogue: Catalogue, search_id: int, rank: int, *, decision: str, re
         decision_id = catalogue.conn.execute(
             "INSERT INTO decisions (candidate_id, decision, reviewer, note, decided_at) VALUES (?, ?, ?, ?, ?)",
             (cand["id"], decision, reviewer, note, at)).lastrowid
-        catalogue.audit(reviewer, "decision", {
-            "search_id": search_id, "probe": probe_row["probe_no"], "list": candidate_list, "rank": rank,
-            "decision_id": decision_id, "candidate_id": cand["id"], "decision": decision,
-            "digest": decision_digest(catalogue.conn, decision_id)})
+        details = {"search_id": search_id, "probe": probe_row["probe_no"], "list": candidate_list, "rank": rank,
+                   "decision_id": decision_id, "candidate_id": cand["id"], "decision": decision,
+                   "digest": decision_digest(catalogue.conn, decision_id)}
+        if probe_row["probe_no"] == PERSON_PROBE_NO:
+            details.update(person_level=True, stills=json.loads(probe_row["quality"])["stills"],
+                           stills_searched=probe_row["face_no"])
+        catalogue.audit(reviewer, "decision", details)
     return Decision(decision_id, search_id, probe_row["probe_no"], probe_row["face_no"], candidate_list, rank,
                     cand["subject_ref"] or cand["case_ref"], decision, reviewer, note, at)
 
@@ -208,8 +248,10 @@ def _probe_row(catalogue: Catalogue, search_id: int, probe: int | None):
     if catalogue.conn.execute("SELECT 1 FROM searches WHERE id = ?", (search_id,)).fetchone() is None:
         raise NotFound(f"no search with id {search_id}")
     rows = catalogue.conn.execute(
-        "SELECT * FROM search_probes WHERE search_id = ? AND outcome = 'searched' ORDER BY probe_no",
+        "SELECT * FROM search_probes WHERE search_id = ? AND outcome IN ('searched', 'person') ORDER BY probe_no",
         (search_id,)).fetchall()
+    if probe is None and rows and rows[0]["probe_no"] == PERSON_PROBE_NO:
+        return rows[0]
     if probe is None:
         if len(rows) != 1:
             raise InvalidArgument(f"search {search_id} has {len(rows)} searched faces: say which with --probe N")

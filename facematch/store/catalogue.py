@@ -317,6 +317,18 @@ class Catalogue:
                 out[r[0]] = np.frombuffer(r[1], dtype=np.float32).copy()
         return out
 
+    def custody_faces(self, subjects: list[str]) -> list[dict]:
+        """Every custody face of the given subject references: ``{"face_id", "subject_ref", "detector"}``."""
+        out: list[dict] = []
+        for start in range(0, len(subjects), 500):
+            chunk = list(subjects[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            out += [dict(r) for r in self.conn.execute(
+                f"""SELECT f.id AS face_id, s.reference AS subject_ref, f.detector FROM faces f
+                    JOIN subjects s ON s.id = f.subject_id WHERE f.kind = 'custody' AND s.reference IN ({marks})
+                    ORDER BY f.id""", chunk)]
+        return out
+
     def face_details(self, face_ids: list[int]) -> dict[int, dict]:
         """Who and where each face is: subject reference, case, image path, detector and quality."""
         out: dict[int, dict] = {}

@@ -273,8 +273,14 @@ _V5_RETENTION = [
     "CREATE INDEX deletion_records_target ON deletion_records(scope, target_digest)",
 ]
 
+#: Version 6: person-level searches. Their fused candidates hang on a probe row numbered 0 and carry, in
+#: ``support``, the per-still distances behind them (JSON: [{"probe_no", "path", "distance", "rank"}]).
+_V6_PERSON = [
+    "ALTER TABLE candidates ADD COLUMN support TEXT",
+]
+
 #: Migrations in order: MIGRATIONS[i] takes the schema from version i to i + 1.
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4_ACCOUNTS, _V5_RETENTION]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4_ACCOUNTS, _V5_RETENTION, _V6_PERSON]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
