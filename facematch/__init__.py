@@ -8,7 +8,7 @@ sub-package owns: docs/architecture.md.
 from facematch.api import Facematch
 from facematch.errors import (CalibrationError, CatalogueError, FacematchError, ImageTooLarge, ImageUnreadable,
                               IncompatibleEmbeddings, IndexMissing, IndexStale, InvalidArgument, InvalidBox,
-                              ManifestError, NoFaceFound, NotFound, ProtocolError, SourceNotFound)
+                              ManifestError, NoFaceFound, NotFound, ProtocolError, SourceNotFound, WriterBusy)
 from facematch.ingest.bulk import IngestSummary
 from facematch.search.bands import BandScheme
 from facematch.search.ranking import Candidate, ProbeFace, SearchResult
@@ -25,5 +25,5 @@ __all__ = [
     "IngestSummary", "SearchResult", "ProbeFace", "Candidate", "Decision",
     "FacematchError", "ImageUnreadable", "ImageTooLarge", "NoFaceFound", "InvalidBox", "ManifestError",
     "SourceNotFound", "CatalogueError", "IndexMissing", "IndexStale", "NotFound", "InvalidArgument",
-    "IncompatibleEmbeddings", "CalibrationError", "ProtocolError",
+    "IncompatibleEmbeddings", "CalibrationError", "ProtocolError", "WriterBusy",
 ]

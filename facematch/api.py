@@ -75,7 +75,7 @@ class Facematch:
 
     @property
     def index_store(self) -> IndexStore:
-        return IndexStore(self.catalogue, self.settings.index_dir)
+        return IndexStore(self.catalogue, self.settings.index_dir, self.settings)
 
     @property
     def pipeline(self) -> FacePipeline:
@@ -100,13 +100,14 @@ class Facematch:
         return load_band_scheme(self.settings)
 
     def _index(self, kind: str) -> FaceIndex:
-        state = self.catalogue.face_state(kind)
+        """The index of ``kind``, reused while neither the catalogue's faces nor the index file changed."""
+        store = self.index_store
         with self._lock:
             cached = self._indexes.get(kind)
-            if cached and cached[0] == state:
+            if cached and cached[0] == (self.catalogue.face_state(kind), store.token(kind)):
                 return cached[1]
-            index = IndexStore(self.catalogue, self.settings.index_dir).load(kind)
-            self._indexes[kind] = (state, index)
+            index = store.load(kind)
+            self._indexes[kind] = ((self.catalogue.face_state(kind), store.token(kind)), index)
             return index
 
     # -- ingestion -------------------------------------------------------------------------------
@@ -170,28 +171,49 @@ class Facematch:
         """Recreate every index from the catalogue; returns faces per kind."""
         with self._lock:
             self._indexes.clear()
-        return {kind: self.index_store.rebuild(kind).ntotal for kind in IMAGE_KINDS}
+        store = self.index_store
+        with store.writer("index rebuild"):
+            self.catalogue.mark_interrupted_runs()
+            return {kind: store.rebuild(kind).ntotal for kind in IMAGE_KINDS}
 
     def index_status(self) -> dict[str, str]:
-        """For each kind: "ok (N faces)" or why the index cannot be used."""
+        """For each kind: "ok (N faces)", or every difference from the catalogue the next open would
+        repair (face ids lacking, held though deleted, vectors differing), or why it cannot be used."""
         status = {}
         for kind in IMAGE_KINDS:
             try:
-                status[kind] = f"ok ({self.index_store.load(kind, catch_up=False).ntotal} faces)"
+                status[kind] = self.index_store.status(kind).describe()
             except Exception as exc:  # report, never raise: this is a diagnostic
                 status[kind] = str(exc)
         return status
 
+    def verify_index(self) -> dict[str, dict]:
+        """Compare every vector of each saved index with the catalogue's stored embedding (nothing is
+        changed); per kind: ``ok``, ``missing``/``extra``/``differing`` face ids, ``problem``."""
+        return {kind: self.index_store.verify(kind).to_dict() for kind in IMAGE_KINDS}
+
     def delete_subject(self, subject: str, *, user: str | None = None, reason: str) -> int:
-        """Delete a subject's images, faces and index entries (retention); returns faces removed."""
-        face_ids = self.catalogue.delete_subject(subject, actor=user or default_user(), reason=reason)
-        self.index_store.remove("custody", face_ids)
-        return len(face_ids)
+        """Delete a subject's images, faces and index entries (retention); returns faces removed.
+
+        One operation under the writer lock; once the catalogue has committed it never fails: an index
+        that cannot be updated is marked stale and repaired when next opened (logged)."""
+        return self._delete("custody", lambda actor: self.catalogue.delete_subject(subject, actor=actor,
+                                                                                   reason=reason), user)
 
     def delete_case(self, case: str, *, user: str | None = None, reason: str) -> int:
-        """Delete a case's crime-scene images, faces and index entries; returns faces removed."""
-        face_ids = self.catalogue.delete_case(case, actor=user or default_user(), reason=reason)
-        self.index_store.remove("scene", face_ids)
+        """Delete a case's crime-scene images, faces and index entries; returns faces removed (as
+        `delete_subject`)."""
+        return self._delete("scene", lambda actor: self.catalogue.delete_case(case, actor=actor, reason=reason),
+                            user)
+
+    def _delete(self, kind: str, delete, user: str | None) -> int:
+        store = self.index_store
+        with store.writer("delete"):
+            self.catalogue.mark_interrupted_runs()
+            face_ids = delete(user or default_user())
+            store.remove(kind, face_ids)
+        with self._lock:
+            self._indexes.pop(kind, None)
         return len(face_ids)
 
     def embed(self, image: str | Path, *, purpose: str = "probe") -> np.ndarray:
@@ -207,6 +229,12 @@ class Facematch:
         limit = self.settings.audit_limit if limit is None else limit
         if limit < 1:
             raise InvalidArgument(f"limit must be at least 1, got {limit}")
+        lock = self.index_store.writer("audit")
+        if lock.try_acquire():  # show runs whose process died as interrupted; never wait for a writer
+            try:
+                self.catalogue.mark_interrupted_runs()
+            finally:
+                lock.release()
         return self.catalogue.audit_entries(action=action, limit=limit)
 
     # -- evaluation and calibration (no catalogue needed) -----------------------------------------

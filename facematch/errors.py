@@ -5,7 +5,7 @@ The CLI turns each into a one-line message and a non-zero exit; library callers 
 
 __all__ = ["FacematchError", "ImageUnreadable", "ImageTooLarge", "NoFaceFound", "InvalidBox", "ManifestError",
     "SourceNotFound", "CatalogueError", "IndexMissing", "IndexStale", "NotFound", "InvalidArgument",
-    "IncompatibleEmbeddings", "CalibrationError", "ProtocolError"]
+    "IncompatibleEmbeddings", "CalibrationError", "ProtocolError", "WriterBusy"]
 
 
 
@@ -67,3 +67,7 @@ class CalibrationError(FacematchError):
 
 class ProtocolError(FacematchError):
     """An evaluation protocol (folder, JSON file or LFW pairs file) is malformed."""
+
+
+class WriterBusy(FacematchError):
+    """Another process kept the data directory's writer lock for longer than this one would wait."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from facematch.search.bands import one_in
 from facematch.search.ranking import SearchResult
 
-__all__ = ["search_lines", "ingest_lines"]
+__all__ = ["search_lines", "ingest_lines", "verify_lines"]
 
 
 def search_lines(result: SearchResult, decisions: list | None = None) -> list[str]:
@@ -62,3 +62,20 @@ def ingest_lines(summary) -> list[str]:
         f"  already stored (skipped): {s['already_stored']}; duplicates in source: {s['duplicates_in_source']}; "
         f"unreadable paths: {s['unreadable_paths']}; faces stored: {s['faces_stored']}",
     ]
+
+
+def verify_lines(report: dict[str, dict]) -> list[str]:
+    """``index verify``: per index, what was compared and every difference, naming face ids."""
+    lines = []
+    for kind, check in report.items():
+        head = (f"{kind}: {check['index_faces']} faces in the index, {check['catalogue_faces']} in the catalogue, "
+                f"{check['vectors_checked']} vectors compared")
+        lines.append(head + (": ok" if check["ok"] else ":"))
+        if check["problem"]:
+            lines.append(f"  problem: {check['problem']}")
+        for key, text in (("missing", "in the catalogue but not in the index"),
+                          ("extra", "in the index but no longer in the catalogue"),
+                          ("differing", "vector differs from the catalogue's embedding")):
+            if check[key]:
+                lines.append(f"  {len(check[key])} face id(s) {text}: {', '.join(map(str, check[key]))}")
+    return lines

@@ -148,8 +148,15 @@ _V2 = [
        SELECT 'embedding_model.' || kind, MIN(model_name || ' ' || model_version) FROM faces GROUP BY kind""",
 ]
 
+#: Version 3: an ingest run's ``status``: NULL while it runs, "finished", or "interrupted" (its process
+#: died before finishing; found and marked by the next writer).
+_V3 = [
+    "ALTER TABLE ingest_runs ADD COLUMN status TEXT",
+    "UPDATE ingest_runs SET status = 'finished' WHERE finished_at IS NOT NULL",
+]
+
 #: Migrations in order: MIGRATIONS[i] takes the schema from version i to i + 1.
-MIGRATIONS: list[list[str]] = [_V1, _V2]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
