@@ -434,11 +434,11 @@ class FaceIndex:
                 json.dump({**sidecar, "index": info}, f, indent=2, sort_keys=True)
                 f.flush()
                 os.fsync(f.fileno())
-            fault_point("index-save:written")
+            fault_point("index-save-written")
             if self._raw_ is not None and not unchanged:
                 os.replace(tmp_vec, vec_path)
             os.replace(tmp_index, path)
-            fault_point("index-save:index-renamed")
+            fault_point("index-save-renamed")
             os.replace(tmp_meta, meta_path)
             fsync_dir(path.parent)
         finally:
