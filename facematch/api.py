@@ -136,7 +136,8 @@ class Facematch:
         """Search every face of each probe image; the result is stored and audited.
 
         ``box`` (x, y, w, h) marks the face to search in each image. Raises ``SourceNotFound`` for a
-        missing probe file, ``InvalidArgument`` for bad parameters, ``IndexStale``/``IndexMissing``.
+        missing probe file, ``InvalidArgument`` for bad parameters, ``IndexStale`` for an index of another
+        catalogue or models (any other difference from the catalogue is repaired when the index is opened).
         """
         top = self.settings.top if top is None else top
         if top < 1:

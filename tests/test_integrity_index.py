@@ -251,3 +251,74 @@ def test_readers_are_not_blocked_by_a_writer(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+# -- without face data: the lock within one process, and face ids SQLite reuses --------------------------
+
+def _synthetic_face(seed):
+    from facematch.types import FaceBox, FaceRecord
+
+    rng = np.random.default_rng(seed)
+    return FaceRecord(box=FaceBox(1, 2, 30, 40), detector="hog", confidence=1.0,
+                      landmarks=rng.random((5, 2), dtype=np.float32), embedding=rng.random(128, dtype=np.float32),
+                      quality={"score": 50.0}, quality_score=50.0)
+
+
+def _enrol(catalogue, subject, seed):
+    with catalogue.atomic():
+        sid = catalogue.subject_id(subject, create=True)
+        image = catalogue.add_image(sha256=f"{seed:064x}", kind="custody", original_path=f"/{seed}.jpg",
+                                    outcome="enrolled", reason=None, subject_id=sid)
+        return catalogue.add_face(image, "custody", 0, _synthetic_face(seed), model_name="m", model_version="v",
+                                  subject_id=sid)
+
+
+def test_the_lock_is_reentrant_in_a_thread_and_exclusive_across_threads(tmp_path):
+    import threading
+
+    from facematch.errors import WriterBusy
+    from facematch.store.lock import WriterLock
+
+    seen = []
+
+    def other_thread():
+        seen.append(WriterLock(tmp_path, "x", wait_s=0).try_acquire())
+        try:
+            with WriterLock(tmp_path, "delete", wait_s=0.2):
+                seen.append("acquired")
+        except WriterBusy as exc:
+            seen.append(str(exc))
+
+    with WriterLock(tmp_path, "ingest", wait_s=0), WriterLock(tmp_path, "delete", wait_s=0):
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+    assert seen[0] is False
+    assert f"(pid {os.getpid()}, ingest since " in seen[1] and "gave up waiting after 0.2 s" in seen[1]
+    lock = WriterLock(tmp_path, "later", wait_s=0)
+    assert lock.try_acquire()  # released by the outer exit, not by the inner one
+    lock.release()
+
+
+def test_a_face_id_reused_after_a_deletion_behind_the_index_is_caught(tmp_path, caplog):
+    """SQLite reuses the highest rowid once it is deleted: the id set then matches but the vector does not."""
+    from facematch.store.catalogue import Catalogue
+    from facematch.store.index_store import IndexStore
+
+    from facematch.settings import Settings
+
+    catalogue = Catalogue(tmp_path / "data")
+    no_routine_check = Settings(index_verify_full_max=0, index_verify_sample=0)  # only the deletions trigger it
+    store = IndexStore(catalogue, tmp_path / "indexes", no_routine_check)
+    for seed, subject in enumerate(("A", "B", "C")):
+        _enrol(catalogue, subject, seed)
+    store.rebuild("custody")
+    last = catalogue.delete_subject("C", actor="t", reason="t")  # the index is not told
+    reused = _enrol(catalogue, "D", 99)
+    assert [reused] == last  # the same id, another person
+    assert store.status("custody").differing == [reused]
+    with caplog.at_level(logging.WARNING, logger="facematch"):
+        index = store.load("custody")
+    assert f"replaced 1 vector(s) that differed from the catalogue's embeddings (face ids {reused})" in caplog.text
+    assert np.array_equal(index.vectors(np.array([reused]))[0], catalogue.embeddings([reused])[reused])
+    assert store.verify("custody").ok

@@ -91,7 +91,7 @@ class IndexStore:
         self.catalogue = catalogue
         self.folder = Path(index_dir) / catalogue.catalogue_id
         self.settings = settings or Settings()
-        self._seen: dict[str, str | None] = {}  # kind -> token of the file this store last wrote or read
+        self._seen: dict[str, tuple] = {}  # kind -> `_state` when this store last wrote or read the file
 
     def path(self, kind: str) -> Path:
         return self.folder / f"{kind}.faiss"
@@ -106,6 +106,11 @@ class IndexStore:
             return hashlib.sha256(self.path(kind).with_suffix(".json").read_bytes()).hexdigest()
         except FileNotFoundError:
             return None
+
+    def _state(self, kind: str) -> tuple:
+        """What changes when another writer touched the index: its file, the catalogue's deletion count
+        (a deletion whose index update failed leaves the file as it was), a stale mark."""
+        return (self.token(kind), self.catalogue.face_state(kind)["deletions"], self._stale_mark(kind).exists())
 
     # -- opening ----------------------------------------------------------------------------------
 
@@ -129,12 +134,13 @@ class IndexStore:
         """For a holder of the writer lock: ``current`` if the file is still the one this store last
         saved or read, else the file reopened and checked (a repaired one is saved at once)."""
         self._remove_leftovers()
-        if current is not None and self._seen.get(kind) == self.token(kind):
+        if current is not None and self._seen.get(kind) == self._state(kind):
             return current
         index, repaired = self._open(kind)
         if repaired:
             self.save(kind, index)
             self._stale_mark(kind).unlink(missing_ok=True)
+            self._seen[kind] = self._state(kind)
         return index
 
     def _open(self, kind: str) -> tuple[FaceIndex, bool]:
@@ -151,9 +157,7 @@ class IndexStore:
             log.warning("%s: rebuilding the %s index from the catalogue", exc, kind)
             return self._build(kind), True
         self._refuse_foreign(kind, sidecar)
-        saved = sidecar.get("catalogue_state", {})
-        full = mark is not None or saved.get("deletions") != self.catalogue.face_state(kind)["deletions"]
-        check = self._compare(kind, index, full=full)
+        check = self._compare(kind, index, full=self._needs_full_check(kind, sidecar))
         if mark is not None:
             log.warning("the %s index was marked stale (%s): checked in full against the catalogue",
                         kind, mark)
@@ -165,13 +169,20 @@ class IndexStore:
             token = self.token(kind)
             try:
                 index, sidecar = FaceIndex.load(self.path(kind))
-                self._seen[kind] = token
+                self._seen[kind] = (token, *self._state(kind)[1:])
                 return index, sidecar
             except IndexStale:
                 if attempt == _TORN_RETRIES - 1 or token == self.token(kind):
                     raise  # not being replaced right now: torn
                 time.sleep(0.1)
         raise AssertionError("unreachable")
+
+    def _needs_full_check(self, kind: str, sidecar: dict) -> bool:
+        """Every vector must be compared after a failed update or deletions made since the save: SQLite
+        reuses the highest face id once it is deleted, so equal id sets can hide another person's vector."""
+        saved = sidecar.get("catalogue_state", {})
+        return (self._read_stale_mark(kind) is not None
+                or saved.get("deletions") != self.catalogue.face_state(kind)["deletions"])
 
     def _refuse_foreign(self, kind: str, sidecar: dict) -> None:
         saved, now = sidecar.get("catalogue_state", {}), self.catalogue.face_state(kind)
@@ -248,7 +259,7 @@ class IndexStore:
                               else f"{exc}".replace(": run `facematch index rebuild`", ""))
         except IndexStale as exc:
             return IndexCheck(kind, problem=str(exc).replace("; run `facematch index rebuild`", ""))
-        check = self._compare(kind, index, full=full)
+        check = self._compare(kind, index, full=self._needs_full_check(kind, sidecar) if full is None else full)
         recorded = {k: sidecar["index"].get(k) for k in ("ids_sha256", "content_sha256")}
         if full and recorded != {k: v for k, v in index.content().items() if k in recorded}:
             check.problem = "its sidecar's digests do not describe its content"
@@ -265,14 +276,7 @@ class IndexStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         state = self.catalogue.face_state(kind)
         index.save(self.path(kind), {"catalogue_state": state, "model": MODEL_NAME, "dim": EMBEDDING_DIM})
-        self._seen[kind] = self.token(kind)
-
-    def sync(self, kind: str) -> FaceIndex:
-        """Open (repairing as needed) under the writer lock and save."""
-        with self.writer("index sync"):
-            index = self.load_for_write(kind)
-            self.save(kind, index)
-        return index
+        self._seen[kind] = self._state(kind)
 
     def rebuild(self, kind: str) -> FaceIndex:
         """Recreate the index of ``kind`` faces from the catalogue's embeddings and save it."""
