@@ -120,6 +120,8 @@ def ingest(catalogue: Catalogue, index_store: IndexStore, items: list[IngestItem
             run_id = catalogue.start_ingest_run(kind, source, user)
             alive.enter_context(hold_run(catalogue.data_dir, run_id))
             index = index_store.load_for_write(kind)
+            if index_store.token(kind) is None:  # a first index file, so readers never find none
+                index_store.save(kind, index)
         summary = IngestSummary(run_id=run_id, kind=kind, total=len(items))
         with summary.stages.time("hash"):  # wall time is the figure here: threads do the reading
             todo = _new_items(catalogue, items, kind, summary, run_id)

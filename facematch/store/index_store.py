@@ -216,12 +216,11 @@ class IndexStore:
         """Of face ids (n,) held by both, those whose index vector is not bit-equal to the stored embedding."""
         differing = []
         for start in range(0, len(ids), 10_000):
-            block = ids[start:start + 10_000]
-            stored = self.catalogue.embeddings(block.tolist())
-            held = index.vectors(block)
-            for face_id, vector in zip(block.tolist(), held):
-                if not np.array_equal(stored[face_id], vector):
-                    differing.append(face_id)
+            block = ids[start:start + 10_000].tolist()
+            stored = self.catalogue.embeddings(block)
+            expected = np.stack([stored[i] for i in block]) if block else np.empty((0, EMBEDDING_DIM), np.float32)
+            unequal = (expected != index.vectors(np.asarray(block, dtype=np.int64))).any(axis=1)
+            differing += [block[i] for i in np.flatnonzero(unequal)]
         return differing
 
     def _repair(self, index: FaceIndex, check: IndexCheck) -> None:
