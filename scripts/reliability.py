@@ -10,7 +10,8 @@ Scenarios:
   race        an ingest, a ``delete subject`` of an enrolled subject and a second ingest at once
   kill        an ingest SIGKILLed at a random moment (or at a named point of an index save), then re-run
 
-Prints per scenario: rounds, failures, seconds per round (mean, max); then each failure.
+Prints per scenario: rounds, failures, seconds per round (mean, max), faces in the catalogues checked;
+then each failure.
 
 Example:
   nice -n 5 .venv/bin/python scripts/reliability.py --rounds 3 --images 10
@@ -81,6 +82,9 @@ def _check(root: Path, absent_subject: str | None = None) -> list[str]:
     with _open(root) as fm:
         problems = []
         check = fm.verify_index()["custody"]
+        _FACES.append(check["catalogue_faces"])
+        if check["catalogue_faces"] == 0:
+            problems.append("no face stored")
         if not check["ok"]:
             problems.append(f"index differs: {check}")
         dup = fm.catalogue.conn.execute("SELECT COUNT(*) - COUNT(DISTINCT sha256) FROM images").fetchone()[0]
@@ -142,6 +146,7 @@ def kill(root: Path, mugshots: Path, n: int, rng: random.Random) -> list[str]:
 
 
 SCENARIOS = {"concurrent": concurrent, "race": race, "kill": kill}
+_FACES: list[int] = []  # faces in the catalogue at each round's check
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     if not mugshots.exists():
         parser.error(f"no frmdb-dev mugshots under {args.data_root}")
     rng, failures = random.Random(args.seed), []
-    print(f"{'scenario':<12} {'rounds':>6} {'failures':>8} {'mean s':>8} {'max s':>8}")
+    print(f"{'scenario':<12} {'rounds':>6} {'failures':>8} {'mean s':>8} {'max s':>8} {'faces checked':>14}")
     for name in args.scenario or list(SCENARIOS):
         times, failed = [], 0
+        _FACES.clear()
         for round_no in range(args.rounds):
             with tempfile.TemporaryDirectory(prefix=f"fm-rel-{name}-") as tmp:
                 started = time.perf_counter()
@@ -168,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             if problems:
                 failed += 1
                 failures.append(f"{name} round {round_no + 1}: " + "; ".join(problems))
-        print(f"{name:<12} {args.rounds:>6} {failed:>8} {sum(times) / len(times):>8.1f} {max(times):>8.1f}",
-              flush=True)
+        print(f"{name:<12} {args.rounds:>6} {failed:>8} {sum(times) / len(times):>8.1f} {max(times):>8.1f} "
+              f"{sum(_FACES):>14}", flush=True)
     for line in failures:
         print("FAILED", line)
     return 1 if failures else 0
