@@ -26,6 +26,7 @@ from facematch.errors import (
                               PermissionDenied,
                               ProtocolError,
                               SourceNotFound,
+                              WriterBusy,
 )
 from facematch.ingest.bulk import IngestSummary
 from facematch.search.bands import BandScheme
@@ -53,5 +54,5 @@ __all__ = [
     "FacematchError", "ImageUnreadable", "ImageTooLarge", "NoFaceFound", "InvalidBox", "ManifestError",
     "SourceNotFound", "CatalogueError", "IndexMissing", "IndexStale", "NotFound", "InvalidArgument",
     "IncompatibleEmbeddings", "CalibrationError", "ProtocolError",
-    "AuthenticationFailed", "PermissionDenied", "Conflict", "DataDeleted",
+    "AuthenticationFailed", "PermissionDenied", "Conflict", "DataDeleted", "WriterBusy",
 ]

@@ -92,7 +92,7 @@ class Facematch:
 
     @property
     def index_store(self) -> IndexStore:
-        return IndexStore(self.catalogue, self.settings.index_dir)
+        return IndexStore(self.catalogue, self.settings.index_dir, self.settings)
 
     @property
     def pipeline(self) -> FacePipeline:
@@ -117,13 +117,14 @@ class Facematch:
         return load_band_scheme(self.settings)
 
     def _index(self, kind: str) -> FaceIndex:
-        state = self.catalogue.face_state(kind)
+        """The index of ``kind``, reused while neither the catalogue's faces nor the index file changed."""
+        store = self.index_store
         with self._lock:
             cached = self._indexes.get(kind)
-            if cached and cached[0] == state:
+            if cached and cached[0] == (self.catalogue.face_state(kind), store.token(kind)):
                 return cached[1]
-            index = IndexStore(self.catalogue, self.settings.index_dir).load(kind)
-            self._indexes[kind] = (state, index)
+            index = store.load(kind)
+            self._indexes[kind] = ((self.catalogue.face_state(kind), store.token(kind)), index)
             return index
 
     def _text(self, field: str, value, kind: str = "id") -> str:
@@ -195,6 +196,8 @@ class Facematch:
         bad parameters or a missing reason, ``NoFaceFound`` when no still of a person-level search is
         searchable, ``IndexStale``/``IndexMissing``. A result whose probes all failed
         (``searched_faces == 0``) is stored and returned all the same.
+        Any difference between an index and the catalogue other than another catalogue or models
+        (``IndexStale``) is repaired when the index is opened.
         """
         reason = _review.require_text(reason, "a reason for the search")
         top = check_int("top", self.settings.top if top is None else top)
@@ -287,17 +290,26 @@ class Facematch:
         """Recreate every index from the catalogue; returns faces per kind."""
         with self._lock:
             self._indexes.clear()
-        return {kind: self.index_store.rebuild(kind).ntotal for kind in IMAGE_KINDS}
+        store = self.index_store
+        with store.writer("index rebuild"):
+            self.catalogue.mark_interrupted_runs()
+            return {kind: store.rebuild(kind).ntotal for kind in IMAGE_KINDS}
 
     def index_status(self) -> dict[str, str]:
-        """For each kind: "ok (N faces)" or why the index cannot be used."""
+        """For each kind: "ok (N faces)", or every difference from the catalogue the next open would
+        repair (face ids lacking, held though deleted, vectors differing), or why it cannot be used."""
         status = {}
         for kind in IMAGE_KINDS:
             try:
-                status[kind] = f"ok ({self.index_store.load(kind, catch_up=False).ntotal} faces)"
+                status[kind] = self.index_store.status(kind).describe()
             except Exception as exc:  # report, never raise: this is a diagnostic
                 status[kind] = str(exc)
         return status
+
+    def verify_index(self) -> dict[str, dict]:
+        """Compare every vector of each saved index with the catalogue's stored embedding (nothing is
+        changed); per kind: ``ok``, ``missing``/``extra``/``differing`` face ids, ``problem``."""
+        return {kind: self.index_store.verify(kind).to_dict() for kind in IMAGE_KINDS}
 
     # -- deletion and retention (facematch.store.deletion, .verification, .retention) --------------------
 
@@ -305,25 +317,25 @@ class Facematch:
                        cache_dir: str | Path | None = None) -> int:
         """Delete a subject's images (with or without a face), faces, index entries and evaluation-cache
         entries (retention); past searches keep a marked candidate. Returns faces removed."""
-        subject = self._text("subject id", subject)
-        return self._finish_deletion(_deletion.delete_subject(
-            self.catalogue, subject, actor=self._user(user), reason=self._text("reason", reason, "note")), cache_dir)
+        subject, actor, reason = self._text("subject id", subject), self._user(user), self._text("reason", reason, "note")
+        return self._delete(lambda: _deletion.delete_subject(self.catalogue, subject, actor=actor, reason=reason),
+                            cache_dir)
 
     def delete_case(self, case: str, *, user: str | None = None, reason: str,
                     cache_dir: str | Path | None = None) -> int:
         """Delete a case's crime-scene images, faces, index and cache entries; returns faces removed."""
-        case = self._text("case ref", case)
-        return self._finish_deletion(_deletion.delete_case(
-            self.catalogue, case, actor=self._user(user), reason=self._text("reason", reason, "note")), cache_dir)
+        case, actor, reason = self._text("case ref", case), self._user(user), self._text("reason", reason, "note")
+        return self._delete(lambda: _deletion.delete_case(self.catalogue, case, actor=actor, reason=reason), cache_dir)
 
     def delete_image(self, image: str, *, user: str | None = None, reason: str,
                      cache_dir: str | Path | None = None) -> int:
         """Delete one stored image named by its SHA-256 or its path (a readable file is matched by content
         too), with its faces, index and cache entries; returns faces removed."""
         sha256, path = self._image_target(self._text("image", image, "note"))
-        return self._finish_deletion(_deletion.delete_image(
+        actor, reason = self._user(user), self._text("reason", reason, "note")
+        return self._delete(lambda: _deletion.delete_image(
             self.catalogue, sha256[0] if sha256 and not path else path, sha256=sha256, path=path,
-            actor=self._user(user), reason=self._text("reason", reason, "note")), cache_dir)
+            actor=actor, reason=reason), cache_dir)
 
     def _image_target(self, image: str) -> tuple[list[str], str | None]:
         if _deletion.is_sha256(image):
@@ -334,8 +346,19 @@ class Facematch:
         except FacematchError:
             return [], path
 
+    def _delete(self, delete, cache_dir: str | Path | None) -> int:
+        """One deletion under the writer lock: catalogue, then index entries, then evaluation-cache entries.
+
+        Once the catalogue has committed it never fails: an index that cannot be updated is marked stale
+        and repaired when next opened (logged). Returns faces removed.
+        """
+        with self.index_store.writer("delete"):
+            self.catalogue.mark_interrupted_runs()
+            return self._finish_deletion(delete(), cache_dir)
+
     def _finish_deletion(self, done: _deletion.Deletion, cache_dir: str | Path | None) -> int:
-        """The catalogue has committed: remove the index entries and the evaluation-cache entries."""
+        """The catalogue has committed (the caller holds the writer lock): remove the index entries and the
+        evaluation-cache entries."""
         for kind, face_ids in done.face_ids.items():
             self.index_store.remove(kind, face_ids)
         with self._lock:
@@ -379,8 +402,9 @@ class Facematch:
         """Delete every due custody image (one audit entry per subject); returns what was deleted."""
         reason, user = self._text("reason", reason, "note"), self._user(user)
         due = self.retention_due(today=today)
-        for done in retention.apply_retention(self.catalogue, due, actor=user, reason=reason):
-            self._finish_deletion(done, cache_dir)
+        with self.index_store.writer("retention"):
+            for done in retention.apply_retention(self.catalogue, due, actor=user, reason=reason):
+                self._finish_deletion(done, cache_dir)
         return due
 
     def embed(self, image: str | Path, *, purpose: str = "probe") -> np.ndarray:
@@ -454,6 +478,12 @@ class Facematch:
         action = self._optional("action", action)
         reason = _review.require_text(self._optional("reason", reason, "note"), "a reason for reading the audit log")
         self.catalogue.audit(self._user(user), "audit.read", {"reason": reason, "action": action, "limit": limit})
+        lock = self.index_store.writer("audit")
+        if lock.try_acquire():  # show runs whose process died as interrupted; never wait for a writer
+            try:
+                self.catalogue.mark_interrupted_runs()
+            finally:
+                lock.release()
         return self.catalogue.audit_entries(action=action, limit=limit)
 
     def audit_head(self) -> str:

@@ -6,7 +6,8 @@ The CLI turns each into a one-line message and a non-zero exit; library callers 
 __all__ = ["FacematchError", "ImageUnreadable", "ImageTooLarge", "NoFaceFound", "InvalidBox", "ManifestError",
     "SourceNotFound", "CatalogueError", "IndexMissing", "IndexStale", "NotFound", "InvalidArgument",
     "IncompatibleEmbeddings", "CalibrationError", "ProtocolError",
-    "AuthenticationFailed", "PermissionDenied", "Conflict", "DataDeleted"]
+    "AuthenticationFailed", "PermissionDenied", "Conflict", "DataDeleted",
+    "WriterBusy"]
 
 
 
@@ -84,3 +85,7 @@ class Conflict(FacematchError):
 
 class DataDeleted(FacematchError):
     """The candidate's data was deleted under retention: nothing about it can be decided or shown."""
+
+
+class WriterBusy(FacematchError):
+    """Another process kept the data directory's writer lock for longer than this one would wait."""

@@ -353,6 +353,16 @@ class Settings:
     #: same false-match rate for every view: facematch.search.matching. 0.12 = the FMR-equalising shift measured
     #: on non-mated comparisons of the dev CCTV protocol (0.127 full crops, 0.107 coarse; docs/cctv-probes.md).
     nonfrontal_offset: float = 0.12
+    #: Seconds a write (ingest batch, deletion, index rebuild, calibration) waits for another process
+    #: writing the same data directory before giving up with ``WriterBusy``; an ingest holds the lock
+    #: only while it commits a batch and updates the index, so a minute covers any batch.
+    writer_wait_s: float = 120.0
+    #: Every time an index is opened its face ids are compared with the catalogue's; its vectors too,
+    #: all of them up to this many faces, beyond that a random sample of ``index_verify_sample`` (and all
+    #: after deletions). At 50k faces an open took 0.13-0.27 s with ids only, 0.24-0.38 s with the sample
+    #: and 0.48-0.69 s with every vector (shared 2-core machine under load). ``index verify`` checks all.
+    index_verify_full_max: int = 50_000
+    index_verify_sample: int = 2_000
 
     @classmethod
     def from_env(cls, environ: dict | None = None, **overrides) -> "Settings":
@@ -365,6 +375,8 @@ class Settings:
             values["index_dir"] = Path(env["FACEMATCH_INDEX_DIR"])
         if env.get("FACEMATCH_WORKERS"):
             values["workers"] = _positive_int("FACEMATCH_WORKERS", env["FACEMATCH_WORKERS"])
+        if env.get("FACEMATCH_WRITER_WAIT"):
+            values["writer_wait_s"] = _seconds("FACEMATCH_WRITER_WAIT", env["FACEMATCH_WRITER_WAIT"])
         if env.get("FACEMATCH_CALIBRATION"):
             values["calibration_file"] = Path(env["FACEMATCH_CALIBRATION"])
         if env.get(AUDIT_KEY_ENV):
@@ -397,6 +409,10 @@ class Settings:
             raise InvalidArgument(f"nonfrontal offset must be within 0-1, got {self.nonfrontal_offset}")
         if self.max_pixels < 1:
             raise InvalidArgument(f"max pixels must be positive, got {self.max_pixels}")
+        if not (math.isfinite(self.writer_wait_s) and self.writer_wait_s >= 0):
+            raise InvalidArgument(f"writer wait must be a number of seconds >= 0, got {self.writer_wait_s}")
+        if self.index_verify_full_max < 0 or self.index_verify_sample < 0:
+            raise InvalidArgument("index verification sizes must be >= 0")
 
     def describe_pipeline(self) -> dict:
         """The settings that change embeddings or scores, recorded with searches and calibrations."""
@@ -414,4 +430,14 @@ def _positive_int(name: str, text: str) -> int:
         raise InvalidArgument(f"{name} must be an integer, got {text!r}") from None
     if value < 1:
         raise InvalidArgument(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def _seconds(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidArgument(f"{name} must be a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise InvalidArgument(f"{name} must be a number of seconds >= 0, got {value}")
     return value

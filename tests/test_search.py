@@ -7,7 +7,7 @@ import cv2
 import pytest
 from conftest import FRMDB_GALLERY_SUBJECTS, make_facematch, require_data
 
-from facematch.errors import IndexStale, InvalidArgument, InvalidBox, SourceNotFound
+from facematch.errors import InvalidArgument, InvalidBox, SourceNotFound
 from facematch.search.ranking import NOTICE, SEARCH_SCHEMA_VERSION
 
 
@@ -112,7 +112,7 @@ def test_scene_faces_link_one_unknown_person_across_cases(tmp_path):
     assert crops.exists()
 
 
-def test_index_rebuild_gives_identical_results_and_stale_index_is_refused(frmdb_gallery, tmp_path):
+def test_index_rebuild_gives_identical_results_and_a_deletion_behind_its_back_is_repaired(frmdb_gallery, tmp_path):
     _, _, root = frmdb_gallery
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
@@ -126,10 +126,12 @@ def test_index_rebuild_gives_identical_results_and_stale_index_is_refused(frmdb_
     assert fm.index_store.load("custody").ids().tolist() == ids_before
     after = fm.search([probe], top=8, reason="test").probes[0].subjects
     assert [(c.subject, c.distance) for c in after] == [(c.subject, c.distance) for c in before]
-    # a deletion made behind the index's back makes it stale: refused, not used
-    fm.catalogue.delete_subject("045", actor="test", reason="test")
-    with pytest.raises(IndexStale, match="rebuild"):
-        fm.index_store.load("custody")
+    # a deletion made behind the index's back: status names the faces, the next open removes them
+    deleted = fm.catalogue.delete_subject("045", actor="test", reason="test")
+    assert "holds 3 face(s) the catalogue no longer has" in fm.index_status()["custody"]
+    assert fm.index_store.load("custody").ids().tolist() == [i for i in ids_before if i not in deleted]
+    assert fm.index_status()["custody"] == f"ok ({len(ids_before) - 3} faces)"
+    assert all(c.subject != "045" for c in fm.search([probe], top=8).probes[0].subjects)
 
 
 def test_profile_views_are_enrolled_and_their_distances_carry_the_view_offset(tmp_path):

@@ -17,6 +17,7 @@ from facematch.api import CANDIDATE_LISTS, DECISIONS, Facematch
 from facematch.cli import render
 from facematch.cli.support import CONTEXT, DEFAULTS, POSITIVE, parse_box
 from facematch.cli.support import fail_cleanly as _fail_cleanly
+from facematch.errors import FacematchError
 from facematch.settings import Settings
 
 __all__ = ["cli", "main"]
@@ -31,11 +32,14 @@ def _open(ctx: click.Context) -> Facematch:
               help=f"Catalogue home [env FACEMATCH_DATA_DIR; default ./{DEFAULTS.data_dir}].")
 @click.option("--index-dir", type=click.Path(file_okay=False, path_type=Path),
               help=f"Where index files live [env FACEMATCH_INDEX_DIR; default ./{DEFAULTS.index_dir}].")
+@click.option("--wait", "writer_wait_s", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="How long a write waits while another process writes the same data directory "
+                   f"[env FACEMATCH_WRITER_WAIT; default {DEFAULTS.writer_wait_s:g}].")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.version_option(package_name="facematch")
 @click.pass_context
 @_fail_cleanly
-def cli(ctx, data_dir, index_dir, verbose):
+def cli(ctx, data_dir, index_dir, writer_wait_s, verbose):
     """Retrospective facial-image comparison: ranked investigative leads for trained human review.
 
     facematch never identifies anyone: every candidate it returns must be reviewed by a trained person.
@@ -47,7 +51,7 @@ def cli(ctx, data_dir, index_dir, verbose):
     """
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx.obj = {"settings": Settings.from_env(data_dir=data_dir, index_dir=index_dir)}
+    ctx.obj = {"settings": Settings.from_env(data_dir=data_dir, index_dir=index_dir, writer_wait_s=writer_wait_s)}
 
 
 def _ingest_options(command):
@@ -280,6 +284,28 @@ def index_status(ctx):
     """
     for kind, text in _open(ctx).index_status().items():
         click.echo(render.safe(f"{kind}: {text}"))
+
+
+@index.command("verify", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@click.pass_context
+@_fail_cleanly
+def index_verify(ctx, as_json):
+    """Compare every vector of each index with the catalogue's stored embedding (changes nothing);
+    exit status 1 when any face id or vector differs.
+
+    \b
+    Example:
+      facematch index verify
+    """
+    report = _open(ctx).verify_index()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo("\n".join(render.verify_lines(report)))
+    bad = [kind for kind, check in report.items() if not check["ok"]]
+    if bad:
+        raise FacematchError(f"the {' and '.join(bad)} index differs from the catalogue (see above)")
 
 
 @cli.group(context_settings=CONTEXT)

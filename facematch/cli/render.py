@@ -13,7 +13,7 @@ from facematch.search.bands import one_in
 from facematch.search.ranking import SearchResult
 from facematch.validation import forbidden_character
 
-__all__ = ["safe", "search_lines", "band_lines", "person_lines", "ingest_lines", "audit_line"]
+__all__ = ["safe", "search_lines", "band_lines", "person_lines", "ingest_lines", "audit_line", "verify_lines"]
 
 
 def safe(value) -> str:
@@ -118,3 +118,20 @@ def ingest_lines(summary) -> list[str]:
         f"  refused rows (invalid fields): {s['invalid_rows']}; label conflicts (refused): {s['label_conflicts']}; "
         f"relabelled: {s['relabelled']}",
     ]]
+
+
+def verify_lines(report: dict[str, dict]) -> list[str]:
+    """``index verify``: per index, what was compared and every difference, naming face ids."""
+    lines = []
+    for kind, check in report.items():
+        head = (f"{kind}: {check['index_faces']} faces in the index, {check['catalogue_faces']} in the catalogue, "
+                f"{check['vectors_checked']} vectors compared")
+        lines.append(head + (": ok" if check["ok"] else ":"))
+        if check["problem"]:
+            lines.append(f"  problem: {check['problem']}")
+        for key, text in (("missing", "in the catalogue but not in the index"),
+                          ("extra", "in the index but no longer in the catalogue"),
+                          ("differing", "vector differs from the catalogue's embedding")):
+            if check[key]:
+                lines.append(f"  {len(check[key])} face id(s) {text}: {', '.join(map(str, check[key]))}")
+    return [safe(line) for line in lines]

@@ -24,6 +24,7 @@ from facematch.evaluation.runner import (
 )
 from facematch.search.calibration import CALIBRATION_FILE_NAME, compute_calibration, load_band_scheme, write_calibration
 from facematch.settings import Settings
+from facematch.store.lock import WriterLock
 from facematch.types import FaceBox
 
 __all__ = ["SourceOptions", "evaluation_settings", "run_evaluation", "run_calibration", "write_protocol"]
@@ -115,7 +116,10 @@ def run_calibration(settings: Settings, source_paths: list[Path], *, output: Pat
         samples.append(calibration_sample(labelled, system, name=path.name, cache=cache, workers=settings.workers,
                                           all_pairs=not listed_pairs_only, progress=progress))
     doc = compute_calibration(samples, settings=settings, strict=strict, targets=targets)
-    return doc, write_calibration(doc, output or Path(settings.data_dir) / CALIBRATION_FILE_NAME)
+    if output is not None:
+        return doc, write_calibration(doc, output)
+    with WriterLock(settings.data_dir, "calibrate", wait_s=settings.writer_wait_s):  # into the data dir
+        return doc, write_calibration(doc, Path(settings.data_dir) / CALIBRATION_FILE_NAME)
 
 
 def write_protocol(settings: Settings, folder: Path, output: Path, *, gallery_per_subject: int | None = None,

@@ -33,6 +33,7 @@ from facematch.ingest.sources import IngestItem
 from facematch.settings import Settings
 from facematch.store.catalogue import Catalogue, utc_now
 from facematch.store.index_store import IndexStore
+from facematch.store.lock import hold_run
 from facematch.types import EMBEDDING_DIM, MODEL_NAME, FaceRecord
 
 __all__ = ["ItemResult", "IngestSummary", "ProgressCallback", "Job", "Analyse", "ingest", "analyse_locally",
@@ -111,42 +112,55 @@ def ingest(catalogue: Catalogue, index_store: IndexStore, items: list[IngestItem
            analyse: Analyse | None = None, allow_relabel: bool = False) -> IngestSummary:
     """Ingest ``items`` of ``kind`` ("custody" or "scene") into the catalogue and its index.
 
-    ``analyse`` is the analysis backend (default :func:`analyse_locally`, ``settings.workers``
-    processes). Never raises for a bad file: each gets a recorded outcome or failure (an item with a
-    ``problem``, or a custody image with conflicting labels: ``facematch.ingest.labels``; relabelling a
-    stored image only when ``allow_relabel``). Returns the run's summary, with per-stage times in
-    ``summary.stages``.
+    The data directory's writer lock is held per batch (commit, index update, periodic save), not for the
+    run: analysis, the slow part, runs unlocked, so a deletion or another ingest waits at most one batch
+    commit and index save, never the whole run. ``analyse`` is the analysis backend (default
+    :func:`analyse_locally`, ``settings.workers`` processes). Never raises for a bad file: each gets a
+    recorded outcome or failure (an item with a ``problem``, or a custody image with conflicting labels:
+    ``facematch.ingest.labels``; relabelling a stored image only when ``allow_relabel``). Returns the
+    run's summary, with per-stage times in ``summary.stages``.
     """
     started = time.perf_counter()
     require_embedding_model(catalogue, kind, settings)
-    run_id = catalogue.start_ingest_run(kind, source, user)
-    summary = IngestSummary(run_id=run_id, kind=kind, total=len(items))
-    index = index_store.sync(kind)
-    with summary.stages.time("hash"):  # wall time is the figure here: threads do the reading
-        todo = _new_items(catalogue, items, kind, summary, run_id, user, allow_relabel)
-    done = summary.total - len(todo)
-    if progress:
-        progress(done, summary.total)
-    last_save = time.monotonic()
-    results = (analyse or analyse_locally)([(item, kind) for item, _ in todo], settings)
-    for batch in _chunks(results, settings.batch_size):
-        with summary.stages.time("store"):
-            ids, vectors = _store_batch(catalogue, batch, kind, run_id, summary, settings)
-            if len(ids):
-                index.add(ids, vectors)
-        done += len(batch)
+    with contextlib.ExitStack() as alive:
+        with index_store.writer("ingest"):
+            catalogue.mark_interrupted_runs()
+            run_id = catalogue.start_ingest_run(kind, source, user)
+            alive.enter_context(hold_run(catalogue.data_dir, run_id))
+            index = index_store.load_for_write(kind)
+            if index_store.token(kind) is None:  # a first index file, so readers never find none
+                index_store.save(kind, index)
+        summary = IngestSummary(run_id=run_id, kind=kind, total=len(items))
+        with summary.stages.time("hash"):  # wall time is the figure here: threads do the reading
+            todo = _new_items(catalogue, items, kind, summary, run_id, user, allow_relabel)
+        done = summary.total - len(todo)
         if progress:
             progress(done, summary.total)
-        if time.monotonic() - last_save > 60:
-            with summary.stages.time("index_save"):
-                index_store.save(kind, index)
-            last_save = time.monotonic()
-    with summary.stages.time("index_save"):
-        index_store.save(kind, index)
-    summary.seconds = time.perf_counter() - started
-    catalogue.finish_ingest_run(run_id, user, summary.to_dict())
+        last_save = time.monotonic()
+        results = (analyse or analyse_locally)([(item, kind) for item, _ in todo], settings)
+        for batch in _chunks(results, settings.batch_size):
+            with summary.stages.time("store"), index_store.writer("ingest"):
+                index = index_store.load_for_write(kind, index)  # reopened if another writer saved it
+                ids, vectors = _store_batch(catalogue, batch, kind, run_id, summary, settings)
+                if len(ids):
+                    index.add(ids, vectors)
+                if time.monotonic() - last_save > _SAVE_INTERVAL_S:
+                    index_store.save(kind, index)
+                    last_save = time.monotonic()
+            done += len(batch)
+            if progress:
+                progress(done, summary.total)
+        with summary.stages.time("index_save"), index_store.writer("ingest"):
+            index_store.save(kind, index_store.load_for_write(kind, index))
+            summary.seconds = time.perf_counter() - started
+            catalogue.finish_ingest_run(run_id, user, summary.to_dict())
     log.info("ingest run %d: %s", run_id, summary.to_dict())
     return summary
+
+
+#: Seconds between index saves during an ingest (and one at the end). Between saves the file lags the
+#: catalogue by added faces only, which every open catches up.
+_SAVE_INTERVAL_S = 60
 
 
 def _new_items(catalogue: Catalogue, items: list[IngestItem], kind: str, summary: IngestSummary,

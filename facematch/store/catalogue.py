@@ -22,6 +22,7 @@ import numpy as np
 from facematch.errors import CatalogueError, IncompatibleEmbeddings, NotFound
 from facematch.settings import default_audit_key_file
 from facematch.store import audit_chain as chain
+from facematch.store.lock import run_alive
 from facematch.store.private_files import create_private_file, ensure_private_dir, restrict_file
 from facematch.store.schema import migrate
 from facematch.types import EMBEDDING_DIM, FaceRecord
@@ -75,6 +76,15 @@ class Catalogue:
 
     def __exit__(self, *exc):
         self.close()
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: every query inside sees the same committed state (WAL snapshot)."""
+        self.conn.execute("BEGIN")
+        try:
+            yield self.conn
+        finally:
+            self.conn.execute("COMMIT")
 
     @contextlib.contextmanager
     def atomic(self) -> Iterator[sqlite3.Connection]:
@@ -197,10 +207,24 @@ class Catalogue:
     def finish_ingest_run(self, run_id: int, user: str, counts: dict) -> None:
         with self.atomic():
             self.conn.execute(
-                "UPDATE ingest_runs SET finished_at = ?, counts = ? WHERE id = ?",
+                "UPDATE ingest_runs SET finished_at = ?, counts = ?, status = 'finished' WHERE id = ?",
                 (utc_now(), json.dumps(counts, sort_keys=True), run_id),
             )
             self.audit(user, "ingest.finish", {"run_id": run_id, "counts": counts})
+
+    def mark_interrupted_runs(self) -> list[int]:
+        """Mark ingest runs that never finished and whose process is gone as interrupted, with an audit
+        entry each; returns their ids. Call it holding the writer lock (a run starts under it)."""
+        dead = [r[0] for r in self.conn.execute(
+            "SELECT id FROM ingest_runs WHERE finished_at IS NULL AND status IS NULL").fetchall()
+            if not run_alive(self.data_dir, r[0])]
+        for run_id in dead:
+            with self.atomic():
+                self.conn.execute("UPDATE ingest_runs SET status = 'interrupted', finished_at = ? WHERE id = ?",
+                                  (utc_now(), run_id))
+                self.audit("facematch", "ingest.interrupted", {"run_id": run_id})
+            log.warning("ingest run %d was interrupted (its process died before finishing); marked so", run_id)
+        return dead
 
     def stored_hashes(self, hashes: list[str], kind: str) -> set[str]:
         """Which of ``hashes`` are already stored for ``kind`` (whatever their outcome)."""
@@ -290,6 +314,11 @@ class Catalogue:
             "deletions": int(self.get_meta(f"deletions.{kind}", "0")),
             "models": [model] if model and row[0] else [],
         }
+
+    def face_ids(self, kind: str) -> np.ndarray:
+        """Ids of every ``kind`` face, sorted (n,) int64: what the index of that kind must hold."""
+        rows = self.conn.execute("SELECT id FROM faces WHERE kind = ? ORDER BY id", (kind,)).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def iter_embeddings(self, kind: str, *, after_id: int = 0, block: int = 10_000
                         ) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -34,8 +34,11 @@ from facematch.errors import IndexMissing, IndexStale, InvalidArgument
 from facematch.store.index_files import (
     CHUNK,
     RawVectors,
+    content_digest,
+    fault_point,
     fsync_and_hash,
     fsync_dir,
+    ids_digest,
     open_vectors,
     temp_beside,
     write_vectors,
@@ -194,6 +197,27 @@ class FaceIndex:
     def ids(self) -> np.ndarray:
         """All stored face ids, sorted (n,) int64 (a copy)."""
         return self._ids_.copy()
+
+    def vectors(self, ids) -> np.ndarray:
+        """The stored vectors (n, dim) float32 of face ids (n,) int64; raises InvalidArgument for an id
+        not stored. Exact: what was added, bit for bit, whatever the kind."""
+        ids = self._check_ids(ids)
+        pos = np.searchsorted(self._ids_, ids)
+        if len(ids) and (pos.max() >= len(self._ids_) or not np.array_equal(self._ids_[pos], ids)):
+            raise InvalidArgument("vectors asked for face ids the index does not hold")
+        if not len(ids):
+            return np.empty((0, self.dim), np.float32)
+        if self.spec.kind == "flat":
+            return self._index_.reconstruct_batch(np.ascontiguousarray(ids))
+        if self.spec.kind == "ivf_pq":
+            return self._raw_.take(self._rows_[pos])
+        return _ivf_flat_vectors(self._index_, ids)
+
+    def content(self) -> dict:
+        """What the index holds: ``count``, ``ids_sha256`` (its sorted id set) and ``content_sha256``
+        (ids then vectors in id order; `index_files.content_digest`)."""
+        return {"count": self.ntotal, "ids_sha256": ids_digest(self._ids_),
+                "content_sha256": content_digest(self._ids_, self.vectors)}
 
     # -- building -------------------------------------------------------------------------------------
     def _factory(self) -> faiss.Index:
@@ -402,14 +426,19 @@ class FaceIndex:
             elif self._raw_ is not None:
                 tmp_vec = temp_beside(vec_path, temps)
                 info["vectors_sha256"] = write_vectors(tmp_vec, self._ids_, self._rows_, self._raw_)
+            info["ids_sha256"] = ids_digest(self._ids_)  # what the index holds, not what it should
+            info["content_sha256"] = (info["vectors_sha256"] if self._raw_ is not None  # same bytes hashed
+                                      else content_digest(self._ids_, self.vectors))
             tmp_meta = temp_beside(meta_path, temps)
             with open(tmp_meta, "w", encoding="utf-8") as f:
                 json.dump({**sidecar, "index": info}, f, indent=2, sort_keys=True)
                 f.flush()
                 os.fsync(f.fileno())
+            fault_point("index-save-written")
             if self._raw_ is not None and not unchanged:
                 os.replace(tmp_vec, vec_path)
             os.replace(tmp_index, path)
+            fault_point("index-save-renamed")
             os.replace(tmp_meta, meta_path)
             fsync_dir(path.parent)
         finally:
@@ -459,6 +488,8 @@ class FaceIndex:
                              f"sidecar says {spec.kind} d={dim} n={ntotal}{stale}")
         obj = cls(dim, spec)
         obj._index_, obj._ids_ = index, _index_ids(index)
+        if info.get("ids_sha256", ids_digest(obj._ids_)) != ids_digest(obj._ids_):
+            raise IndexStale(f"{path.name} holds other face ids than its sidecar records{stale}")
         if obj._raw_ is not None:
             vec_ids, base = open_vectors(path.with_suffix(".vectors"), info)
             if not np.array_equal(vec_ids, obj._ids_):
@@ -483,6 +514,27 @@ def _index_ids(index: faiss.Index) -> np.ndarray:
                 lists.release_ids(no, ptr)
         ids = np.concatenate(parts)
     return np.sort(ids.astype(np.int64))
+
+
+def _ivf_flat_vectors(index: faiss.IndexIVFFlat, ids: np.ndarray) -> np.ndarray:
+    """Vectors (n, dim) float32 of stored ids (n,), read from the inverted lists (IVF-Flat keeps them raw)."""
+    out = np.empty((len(ids), index.d), np.float32)
+    order = np.argsort(ids)
+    wanted = ids[order]
+    lists = index.invlists
+    for no in range(index.nlist):
+        size = lists.list_size(no)
+        if not size:
+            continue
+        id_ptr, code_ptr = lists.get_ids(no), lists.get_codes(no)
+        list_ids = faiss.rev_swig_ptr(id_ptr, size).copy()
+        codes = faiss.rev_swig_ptr(code_ptr, size * lists.code_size).copy().view(np.float32).reshape(size, -1)
+        lists.release_ids(no, id_ptr)
+        lists.release_codes(no, code_ptr)
+        pos = np.searchsorted(wanted, list_ids)
+        hit = (pos < len(wanted)) & (wanted[np.minimum(pos, len(wanted) - 1)] == list_ids)
+        out[order[pos[hit]]] = codes[hit]
+    return out
 
 
 def _list_sizes(index: faiss.IndexIVF) -> np.ndarray:

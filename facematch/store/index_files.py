@@ -12,20 +12,26 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import signal
 import struct
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from facematch.errors import IndexStale
 
-__all__ = ["VEC_MAGIC", "VEC_HEADER", "CHUNK", "RawVectors", "temp_beside", "fsync_and_hash", "fsync_dir",
-    "write_vectors", "open_vectors"]
+__all__ = ["VEC_MAGIC", "VEC_HEADER", "CHUNK", "FAULT_VARIABLE", "RawVectors", "temp_beside", "fsync_and_hash",
+    "fsync_dir", "write_vectors", "open_vectors", "ids_digest", "content_digest", "fault_point"]
 
 VEC_MAGIC = b"FMRAWVEC"
 VEC_HEADER = 64  # magic(8) n(8) dim(8) sha256(32) padding(8)
 CHUNK = 65536  # vectors per faiss add / file write, bounding temporary memory
+#: Test hook naming a point of a save where this process dies: ``<point>`` (SIGKILL: nothing is cleaned
+#: up, as in a power cut), ``<point>:raise`` (an OSError), optionally ``@N`` for the Nth time it is passed.
+FAULT_VARIABLE = "FACEMATCH_FAULT"
+_fault_passes: dict[str, int] = {}
 
 
 class RawVectors:
@@ -127,3 +133,35 @@ def open_vectors(path: Path, info: dict) -> tuple[np.ndarray, np.ndarray]:
     if n == 0:
         return ids, np.empty((0, dim), np.float32)
     return ids, np.memmap(path, dtype="<f4", mode="r", offset=VEC_HEADER + n * 8, shape=(n, dim))
+
+
+def ids_digest(ids: np.ndarray) -> str:
+    """sha256 hex digest of sorted face ids (n,) as little-endian int64: names an id set."""
+    return hashlib.sha256(np.ascontiguousarray(ids, dtype="<i8").tobytes()).hexdigest()
+
+
+def content_digest(ids: np.ndarray, vectors_of: Callable[[np.ndarray], np.ndarray]) -> str:
+    """sha256 of sorted ids (n,) int64 then their vectors (n, dim) float32, read in chunks through
+    ``vectors_of(ids_chunk)``: the same bytes `write_vectors` hashes, so one definition names what an
+    index holds whatever its kind, and a catalogue's embeddings can be hashed the same way."""
+    digest = hashlib.sha256(np.ascontiguousarray(ids, dtype="<i8").tobytes())
+    for start in range(0, len(ids), CHUNK):
+        digest.update(np.ascontiguousarray(vectors_of(ids[start : start + CHUNK]), dtype="<f4").tobytes())
+    return digest.hexdigest()
+
+
+def fault_point(name: str) -> None:
+    """Die here if ``$FACEMATCH_FAULT`` names this point (reliability tests of interrupted saves)."""
+    wanted = os.environ.get(FAULT_VARIABLE, "")
+    point, _, nth = wanted.partition("@")
+    action = "kill"
+    if ":" in point:
+        point, action = point.split(":", 1)
+    if point != name:
+        return
+    _fault_passes[name] = _fault_passes.get(name, 0) + 1
+    if nth and _fault_passes[name] != int(nth):
+        return
+    if action == "raise":
+        raise OSError(f"injected fault at {name}")
+    os.kill(os.getpid(), signal.SIGKILL)

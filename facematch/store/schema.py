@@ -279,8 +279,15 @@ _V6_PERSON = [
     "ALTER TABLE candidates ADD COLUMN support TEXT",
 ]
 
+#: Version 7: an ingest run's ``status``: NULL while it runs, "finished", or "interrupted" (its process
+#: died before finishing; found and marked by the next writer).
+_V7_RUN_STATUS = [
+    "ALTER TABLE ingest_runs ADD COLUMN status TEXT",
+    "UPDATE ingest_runs SET status = 'finished' WHERE finished_at IS NOT NULL",
+]
+
 #: Migrations in order: MIGRATIONS[i] takes the schema from version i to i + 1.
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4_ACCOUNTS, _V5_RETENTION, _V6_PERSON]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4_ACCOUNTS, _V5_RETENTION, _V6_PERSON, _V7_RUN_STATUS]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -298,6 +305,9 @@ def migrate(conn: sqlite3.Connection) -> int:
     for version in range(found, SCHEMA_VERSION):
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] > version:  # another process got here first
+                conn.execute("COMMIT")
+                continue
             for statement in MIGRATIONS[version]:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version + 1}")
