@@ -46,3 +46,23 @@ def test_turned_mtcnn_face_is_described(frame):
     assert faces and faces[0].embedding.shape == (128,)
     assert all(HEAD[0] - 10 <= x <= HEAD[2] + 10 and HEAD[1] - 10 <= y <= HEAD[3] + 10
                for x, y in faces[0].landmarks), "landmarks off the head"
+
+
+@pytest.mark.parametrize("name", ["noise", "chelsea", "coffee", "rocket", "brick"])
+def test_turned_mtcnn_adds_no_face_where_there_is_none(name):
+    """Noise, a cat's face, a cup, a launch pad, a wall (scikit-image's samples) as 352x288 frames."""
+    import cv2
+    import numpy as np
+
+    from facematch.detection import mtcnn_rotated_stage_name, run_probe_stage
+
+    if name == "noise":
+        frame = np.random.default_rng(3).integers(0, 256, (288, 352, 3), dtype=np.uint8)
+    else:
+        pixels = getattr(pytest.importorskip("skimage.data"), name)()
+        if pixels.ndim == 2:
+            pixels = np.stack([pixels] * 3, axis=-1)
+        frame = cv2.resize(np.ascontiguousarray(pixels[..., :3]), (352, 288), interpolation=cv2.INTER_AREA)
+    models, settings = DlibModels(), DetectionSettings()
+    for angle in settings.mtcnn_rotation_angles:
+        assert run_probe_stage(mtcnn_rotated_stage_name(angle), models, frame, settings) == []
