@@ -88,6 +88,12 @@ class DetectionSettings:
     ``mtcnn_max_side`` px), with the published stage thresholds ``mtcnn_thresholds``. ``mtcnn_after``
     names the stage it follows ("cnn" or "rotated": after the turned passes). Chosen on the dev CCTV
     crops (docs/cctv-probes.md).
+    ``mtcnn_rotation_angles``: when every other pass found nothing, MTCNN runs on copies of the probe
+    (at most ``mtcnn_max_side`` px) turned by these angles, looking for faces of at least
+    ``mtcnn_rotated_min_face`` px: heads bowed and turned under a high camera. Chosen on the 352x288
+    frames of protocols/frmdb-lowres-cctv.json (5 of the 22 frames no stage acquired, every face checked
+    by eye; +-45 degrees found no other face and more background; smaller faces were all background),
+    confirmed on the crops and the dev CCTV protocol.
     ``probe_budget_s``: CPU seconds the probe cascade may spend; a stage that would overrun it is skipped
     (the first HOG and CNN passes always run).
     ``custody_cnn``: when HOG finds no face in a custody image, run the CNN detector (profile views) on a
@@ -118,6 +124,8 @@ class DetectionSettings:
     mtcnn_max_side: int = 640
     mtcnn_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     mtcnn_after: str = "cnn"
+    mtcnn_rotation_angles: tuple[float, ...] = (30.0, -30.0)
+    mtcnn_rotated_min_face: float = 20.0
     probe_budget_s: float = 1.8
     custody_cnn: bool = True
     custody_cnn_pixels: int = 25_000

@@ -117,6 +117,8 @@ def _stages(settings: DetectionSettings, purpose: str):
             if settings.mtcnn:
                 groups[settings.mtcnn_after] = groups[settings.mtcnn_after] + [(MTCNN_STAGE, _mtcnn)]
             stages = groups["hog"] + groups["cnn"] + groups["rotated"]
+            if settings.mtcnn:
+                stages += [(mtcnn_rotated_stage_name(a), _mtcnn_rotated(a)) for a in settings.mtcnn_rotation_angles]
             stages += [("cnn-upsampled", _cnn_upsampled), ("hog-upsampled", _hog_retry)]
         else:
             stages = [("hog", _hog_probe), ("hog-upsampled", _hog_retry)]
@@ -139,6 +141,9 @@ def _estimated_cost(name: str, shape: tuple, settings: DetectionSettings) -> flo
     if name.startswith(ROTATED_STAGE):
         factor = _rotated_factor(shape, settings)
         return CNN_SECONDS_PER_PIXEL * pixels * factor * factor
+    if name.startswith(MTCNN_ROTATED_STAGE):
+        factor = _mtcnn_rotated_factor(shape, settings)
+        return MTCNN_SECONDS_PER_PIXEL * pixels * factor * factor * (12 / settings.mtcnn_rotated_min_face) ** 2
     if name == MTCNN_STAGE:
         return sum(MTCNN_SECONDS_PER_PIXEL * pixels * factor * factor * (12 / min_face) ** 2
                    for factor, min_face, _ in _mtcnn_copies(shape, settings))
@@ -356,6 +361,60 @@ def _mtcnn_detection(face, sx: float, sy: float) -> Detection:
     view = in_copy.mapped(sx, sy)
     box = FaceBox(int(round(left * sx)), int(round(top * sy)), int(round(right * sx)), int(round(bottom * sy)))
     return Detection(box, MTCNN_STAGE, face.score, upright=view)
+
+
+#: Name prefix of the probe stages that run MTCNN on a turned copy ("mtcnn-rotated+30").
+MTCNN_ROTATED_STAGE = "mtcnn-rotated"
+
+
+def mtcnn_rotated_stage_name(angle: float) -> str:
+    return f"{MTCNN_ROTATED_STAGE}{angle:+g}"
+
+
+def _mtcnn_rotated_factor(shape: tuple, settings: DetectionSettings) -> float:
+    """Resize factor of the turned MTCNN passes: the probe itself, shrunk to ``mtcnn_max_side`` px at most,
+    and a still smaller than ``mtcnn_side`` enlarged to it (3x at most), as MTCNN's first copy: in a
+    120 px head crop its native pass took hair and background for a 36 px face."""
+    longer = max(shape[:2])
+    if longer < settings.mtcnn_side:
+        return min(3.0, settings.mtcnn_side / longer)
+    return min(1.0, settings.mtcnn_max_side / longer)
+
+
+def _mtcnn_rotated(angle: float):
+    """Probe, when every other pass found nothing: MTCNN on a copy turned by ``angle`` degrees.
+
+    In 352x288 field frames (FRMDB 025-039) most faces no stage finds are not small (50-120 px) but
+    bowed and turned under a camera high on a wall (pitch and yaw, some roll). dlib's CNN on turned
+    copies found none of them; MTCNN on a copy turned by 30 degrees either way found 5 of 22 (checked
+    by eye) for ~0.05 s a pass (``mtcnn_rotation_angles``): the turn gives its 12 px proposal network
+    another look at the head. The face's own roll, from MTCNN's landmarks in the turned copy, is added
+    to the turn (for 030/Img_02 they cancel: the face is bowed, not rolled), so landmarks are placed on
+    the face as it stands, as for the other stages. Faces under ``mtcnn_rotated_min_face`` px are not
+    searched: the small hits were background (a cup, floor tiles).
+    """
+    def stage(models, pixels, settings):
+        resized, sx, sy = resize_exact(pixels, _mtcnn_rotated_factor(pixels.shape, settings))
+        height, width = resized.shape[:2]
+        turn = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
+        rotated = cv2.warpAffine(resized, turn, (width, height), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REPLICATE)
+        back = cv2.invertAffineTransform(turn)
+        faces = models.mtcnn.detect(np.ascontiguousarray(rotated), min_face=settings.mtcnn_rotated_min_face,
+                                    thresholds=settings.mtcnn_thresholds)
+        return [_mtcnn_rotated_detection(face, back, angle, sx, sy) for face in faces]
+
+    return stage
+
+
+def _mtcnn_rotated_detection(face, back: np.ndarray, angle: float, sx: float, sy: float) -> Detection:
+    """An MTCNN face found in a turned, resized copy as a detection in original pixels."""
+    left, top, right, bottom = face.box
+    side = float(MTCNN_TO_DLIB_SIDE * np.sqrt(max(right - left, 1e-3) * max(bottom - top, 1e-3)))
+    x, y = back @ np.array([(left + right) / 2 - 0.5, (top + bottom) / 2 - 0.5, 1.0])
+    in_copy = UprightView(float(angle + mtcnn_roll(face.landmarks)), float(x), float(y), side, side)
+    view = in_copy.mapped(sx, sy)
+    return Detection(upright_hull(view), mtcnn_rotated_stage_name(angle), face.score, upright=view)
 
 
 def _cnn_at(models, pixels, factor: float, name: str) -> list[Detection]:
