@@ -5,14 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-
-from facematch.detection import MTCNN_ROTATED_STAGE, detect_faces
-from facematch.face_models import DlibModels
-from facematch.imaging import load_image
-from facematch.pipeline import FacePipeline
-from facematch.settings import DetectionSettings, Settings
-
 from conftest import require_data
+
+from facematch.faces.detection import MTCNN_ROTATED_STAGE, detect_faces
+from facematch.faces.imaging import load_image
+from facematch.faces.models import DlibModels
+from facematch.faces.pipeline import FacePipeline
+from facematch.settings import DetectionSettings, Settings
 
 #: A 352x288 frame of subject 030 looking down at a desk; no other stage (HOG, dlib's CNN upright or
 #: turned, MTCNN upright) finds his face.
@@ -54,7 +53,7 @@ def test_turned_mtcnn_adds_no_face_where_there_is_none(name):
     import cv2
     import numpy as np
 
-    from facematch.detection import mtcnn_rotated_stage_name, run_probe_stage
+    from facematch.faces.detection import mtcnn_rotated_stage_name, run_probe_stage
 
     if name == "noise":
         frame = np.random.default_rng(3).integers(0, 256, (288, 352, 3), dtype=np.uint8)
