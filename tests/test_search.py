@@ -131,7 +131,7 @@ def test_index_rebuild_gives_identical_results_and_a_deletion_behind_its_back_is
     assert "holds 3 face(s) the catalogue no longer has" in fm.index_status()["custody"]
     assert fm.index_store.load("custody").ids().tolist() == [i for i in ids_before if i not in deleted]
     assert fm.index_status()["custody"] == f"ok ({len(ids_before) - 3} faces)"
-    assert all(c.subject != "045" for c in fm.search([probe], top=8).probes[0].subjects)
+    assert all(c.subject != "045" for c in fm.search([probe], top=8, reason="test").probes[0].subjects)
 
 
 def test_profile_views_are_enrolled_and_their_distances_carry_the_view_offset(tmp_path):

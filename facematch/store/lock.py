@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from facematch.errors import WriterBusy
+from facematch.store.private_files import FILE_MODE, ensure_private_dir
 
 __all__ = ["LOCK_FILENAME", "WriterLock", "hold_run", "run_alive"]
 
@@ -77,8 +78,8 @@ class WriterLock:
         return entry is not None
 
     def _acquire(self, *, blocking: bool) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        ensure_private_dir(self.path.parent, what="data directory")
+        fd = _open_private(self.path)
         deadline, announced = time.monotonic() + self.wait_s, False
         while True:
             try:
@@ -128,9 +129,9 @@ def _describe_holder(path: Path) -> str:
 def hold_run(data_dir: str | Path, run_id: int) -> Iterator[None]:
     """Mark ingest run ``run_id`` as alive for as long as the context lasts (or the process lives)."""
     folder = Path(data_dir) / _RUNS_FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(folder, what="ingest runs folder")
     path = folder / f"{run_id}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_private(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -154,3 +155,10 @@ def run_alive(data_dir: str | Path, run_id: int) -> bool:
         os.close(fd)
     path.unlink(missing_ok=True)
     return False
+
+
+def _open_private(path: Path) -> int:
+    """Open (creating) a lock file readable by the service account only, whatever the umask."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)
+    return fd
