@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import sqlite3
 import threading
 
 import pytest
@@ -103,3 +104,12 @@ def test_doctor_on_a_healthy_and_a_broken_data_directory(gallery_root):
     failed = {c["check"] for c in json.loads(r.stdout) if not c["ok"]}
     assert failed == {"permissions", "index", "leftover files"}
     assert r.stderr == "error: the data directory has problems (see above)\n"
+
+    conn = sqlite3.connect(gallery_root / "data" / "catalogue.sqlite3", isolation_level=None)
+    conn.execute("DROP TRIGGER audit_log_no_delete")  # as someone with write access to the file could
+    last = conn.execute("SELECT MAX(id) FROM audit_log WHERE action = 'ingest.start'").fetchone()[0]
+    conn.execute("DELETE FROM audit_log WHERE id = ?", (last,))
+    conn.close()
+    with make_facematch(gallery_root) as fm:
+        audit = next(c for c in fm.doctor() if c["check"] == "audit log")
+    assert not audit["ok"] and f"entry {last} is missing" in audit["problems"][0]
