@@ -262,6 +262,19 @@ def _rotated_factor(shape: tuple, settings: DetectionSettings) -> float:
     return min(settings.rotated_max_upscale, (settings.rotated_max_pixels / (shape[0] * shape[1])) ** 0.5)
 
 
+def _turned_copy(pixels: np.ndarray, factor: float, angle: float):
+    """``pixels`` resized by ``factor`` and turned ``angle`` degrees about the centre (edges replicated).
+
+    Returns the turned copy (contiguous, for dlib and OpenCV's DNN), the affine map from it back to the
+    resized copy, and the resize's x and y scales.
+    """
+    resized, sx, sy = resize_exact(pixels, factor)
+    height, width = resized.shape[:2]
+    turn = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
+    rotated = cv2.warpAffine(resized, turn, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return np.ascontiguousarray(rotated), cv2.invertAffineTransform(turn), sx, sy
+
+
 def _cnn_rotated(angle: float):
     """Probe, when nothing upright was found: the CNN on a copy rotated by ``angle`` degrees.
 
@@ -270,13 +283,8 @@ def _cnn_rotated(angle: float):
     found (docs/cctv-probes.md). Hits keep an :class:`UprightView` so landmarks are placed upright too.
     """
     def stage(models, pixels, settings):
-        resized, sx, sy = resize_exact(pixels, _rotated_factor(pixels.shape, settings))
-        height, width = resized.shape[:2]
-        turn = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
-        rotated = cv2.warpAffine(resized, turn, (width, height), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_REPLICATE)
-        back = cv2.invertAffineTransform(turn)
-        hits = models.cnn_detector(np.ascontiguousarray(rotated), 0)
+        rotated, back, sx, sy = _turned_copy(pixels, _rotated_factor(pixels.shape, settings), angle)
+        hits = models.cnn_detector(rotated, 0)
         return [_upright_detection(h.rect, back, angle, sx, sy, float(h.confidence)) for h in hits]
 
     return stage
@@ -394,13 +402,8 @@ def _mtcnn_rotated(angle: float):
     searched: the small hits were background (a cup, floor tiles).
     """
     def stage(models, pixels, settings):
-        resized, sx, sy = resize_exact(pixels, _mtcnn_rotated_factor(pixels.shape, settings))
-        height, width = resized.shape[:2]
-        turn = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
-        rotated = cv2.warpAffine(resized, turn, (width, height), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_REPLICATE)
-        back = cv2.invertAffineTransform(turn)
-        faces = models.mtcnn.detect(np.ascontiguousarray(rotated), min_face=settings.mtcnn_rotated_min_face,
+        rotated, back, sx, sy = _turned_copy(pixels, _mtcnn_rotated_factor(pixels.shape, settings), angle)
+        faces = models.mtcnn.detect(rotated, min_face=settings.mtcnn_rotated_min_face,
                                     thresholds=settings.mtcnn_thresholds)
         return [_mtcnn_rotated_detection(face, back, angle, sx, sy) for face in faces]
 
