@@ -6,7 +6,9 @@ between two agencies: north owns subjects 040-045, south 046-051. Probes are rea
 
 from __future__ import annotations
 
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -259,8 +261,17 @@ def test_errors_are_json_without_traces(service):
     assert TestClient(app).post("/api/login", json={"username": "nina", "password": "wrong"}).status_code == 401
 
 
-def test_operator_ingests_a_server_folder_with_progress(service, tmp_path):
+def test_operator_ingests_a_server_folder_with_progress(service, tmp_path, monkeypatch):
     app, fm = service
+    from facematch.ingest import bulk
+
+    in_web_process = []  # the analysis must run in the job's own process, never in the web process
+
+    def analysed_here(*args):
+        in_web_process.append(args)
+        raise RuntimeError("analysed in the web process")
+
+    monkeypatch.setattr(bulk, "analyse_job", analysed_here)
     otto = client(app, "otto")
     job = otto.post("/api/ingest", data={"folder": str(app.state.ingest_root)})
     assert job.status_code == 202, job.text
@@ -271,10 +282,75 @@ def test_operator_ingests_a_server_folder_with_progress(service, tmp_path):
             break
         time.sleep(0.5)
     assert state["state"] == "finished", state
-    assert state["summary"]["total"] == 2
+    assert state["summary"]["total"] == 2 and state["done"] == 2 and not in_web_process
     assert client(app, "sam").get(f"/api/ingest/{job.json()['id']}").status_code == 404
     north = fm.accounts.collection("north-custody")["id"]
     owned = fm.catalogue.conn.execute("SELECT COUNT(*) FROM image_owners o JOIN images i ON i.id = o.image_id "
                                       "JOIN subjects s ON s.id = i.subject_id WHERE s.reference = '052' "
                                       "AND o.collection_id = ?", (north,)).fetchone()[0]
     assert owned == 2
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            if f"\nPPid:\t{pid}\n" in status.read_text():
+                found.add(int(status.parent.name))
+        except OSError:
+            pass
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Still a live Python process (not a zombie, not gone)."""
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text() and \
+            b"python" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads child processes from /proc")
+def test_serve_stops_its_worker_processes_on_sigterm(tmp_path):
+    """systemd stops a service with SIGTERM: the search workers (models loaded) must end with the server."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "facematch", "--data-dir", str(tmp_path / "data"), "--index-dir",
+                               str(tmp_path / "indexes"), "serve", "--port", str(port), "--workers", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: set[int] = set()
+    try:
+        for _ in range(240):
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/login", timeout=2).status_code == 200
+                break
+            except httpx.HTTPError:
+                assert server.poll() is None, "the server exited before answering"
+                time.sleep(0.5)
+        children = _children(server.pid)
+        assert children, "a worker process"
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(60) == 128 + signal.SIGTERM
+        for _ in range(60):
+            alive = {pid for pid in children if _running(pid)}
+            if not alive:
+                break
+            time.sleep(0.5)
+        assert not alive, f"worker processes {sorted(alive)} outlived the server"
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+        for pid in children:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import click
@@ -42,12 +43,20 @@ def serve(ctx, host, port, workers, ingest_roots):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise click.ClickException(f"cannot use data directory {settings.data_dir}: {exc}") from None
+    # SIGTERM (systemd's stop) must end in the ``finally`` below: uvicorn shuts down gracefully on it, restores
+    # the previous handler and raises the signal again; with the default handler that killed this process
+    # on the spot and left the worker processes running, orphaned, with their models loaded.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     pool = worker.make_pool(settings, workers)
-    for done in [pool.submit(worker.warm_up) for _ in range(workers)]:
-        done.result()
-    app = create_app(settings, service, pool=pool)
-    click.echo(f"facematch service on http://{host}:{port}/ (API docs /docs); Ctrl-C stops it", err=True)
     try:
+        for done in [pool.submit(worker.warm_up) for _ in range(workers)]:
+            done.result()
+        app = create_app(settings, service, pool=pool)
+        click.echo(f"facematch service on http://{host}:{port}/ (API docs /docs); Ctrl-C stops it", err=True)
         uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
     finally:
         pool.shutdown(cancel_futures=True)
+
+
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(128 + signum)
