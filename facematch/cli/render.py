@@ -37,7 +37,7 @@ def search_lines(result: SearchResult, decisions: list | None = None) -> list[st
         f"NOTICE: {result.notice}",
         f"Gallery: {result.gallery_subjects} custody subjects ({result.gallery_faces} enrolled faces).",
     ] + band_lines(result.bands, result.expected_false_candidates)
-    if result.scene_bands and result.scene_bands.get("bands"):
+    if result.scene_bands and result.scene_bands.get("bands") and result.scene_bands.get("gallery_subjects"):
         lines.append(f"Scene-face bands ({result.scene_bands['gallery_subjects']} unidentified faces): " + "; ".join(
             f"{b['band']} <= {b['threshold']:.3f}" if b["threshold"] is not None else f"{b['band']} not supported"
             for b in result.scene_bands["bands"]))
