@@ -500,12 +500,12 @@ def view_offset_estimate(protocol: Protocol, system: SystemSpec, *, cache: Embed
     sit further from CCTV probes for reasons other than pose). Returns the offset, the shift at each
     quantile and the counts behind them.
     """
-    from facematch.search.matching import NONFRONTAL_DETECTOR, OFFSET_QUANTILES, fmr_equalising_offset
+    from facematch.search.matching import NONFRONTAL_DETECTORS, OFFSET_QUANTILES, fmr_equalising_offset
 
     emb = _embed_protocol(protocol, system, cache, workers, progress)
     g_matrix, g_ok = embedding_matrix(emb.gallery)
     p_matrix, p_ok = embedding_matrix(emb.probes)
-    nonfrontal = np.array([e.detector == NONFRONTAL_DETECTOR for e in emb.gallery])
+    nonfrontal = np.array([e.detector in NONFRONTAL_DETECTORS for e in emb.gallery])
     g_subjects = np.array([g.subject for g in protocol.gallery], dtype=object)
     both = set(g_subjects[nonfrontal & g_ok]) & set(g_subjects[~nonfrontal & g_ok])
     in_both = np.array([s in both for s in g_subjects])

@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["NONFRONTAL_DETECTOR", "view_offset", "view_offsets", "adjusted_distance", "OFFSET_QUANTILES",
+__all__ = ["NONFRONTAL_DETECTORS", "view_offset", "view_offsets", "adjusted_distance", "OFFSET_QUANTILES",
     "fmr_equalising_offset"]
 
-#: Detector name of custody faces found only by the CNN stage (``detection._cnn_custody``).
-NONFRONTAL_DETECTOR = "cnn"
+#: Detector names of custody faces HOG (frontal) missed: the CNN stage (``detection._cnn_custody``),
+#: and MTCNN, which replaces it in large, uncropped photos (``detection._mtcnn_custody``, the same
+#: profile views).
+NONFRONTAL_DETECTORS = ("cnn", "mtcnn")
 
 
 def view_offset(kind: str, detector: str | None, offset: float) -> float:
-    """Distance added for a gallery face: ``offset`` for a custody face only the CNN found, else 0."""
-    return offset if kind == "custody" and detector == NONFRONTAL_DETECTOR else 0.0
+    """Distance added for a gallery face: ``offset`` for a custody face HOG missed (a profile), else 0."""
+    return offset if kind == "custody" and detector in NONFRONTAL_DETECTORS else 0.0
 
 
 def view_offsets(detectors, offset: float) -> np.ndarray:
