@@ -495,7 +495,7 @@ def view_offset_estimate(protocol: Protocol, system: SystemSpec, *, cache: Embed
     """The FMR-equalising view offset on a protocol (``matching.fmr_equalising_offset``).
 
     Uses only non-mated comparisons: each acquired probe against every gallery face of *another*
-    subject, split by whether only the CNN found that gallery face. Only subjects with both kinds of view
+    subject, split by whether HOG missed that gallery face (found by the CNN or MTCNN). Only subjects with both kinds of view
     take part, so the two sets differ in view, not in who is in them (distractors from another data set
     sit further from CCTV probes for reasons other than pose). Returns the offset, the shift at each
     quantile and the counts behind them.

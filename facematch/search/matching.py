@@ -8,7 +8,7 @@ profile views than for frontal and 45-degree ones. Left as they are, profile vie
 candidates (the share of non-mated searches with a candidate in the "possible" band rose from 6% to 54%).
 
 Enrolling them is still worth it: a side-on CCTV face finds the custody view taken at its own angle.
-So a gallery face only the CNN found is kept and its distance is increased by
+So a gallery face only the CNN (or, in uncropped photos, MTCNN) found is kept and its distance is increased by
 ``Settings.nonfrontal_offset``: the shift that makes the two non-mated distributions agree at their low
 tail (:func:`fmr_equalising_offset`, computed from non-mated comparisons only, no mated score), so a
 distance means the same false-match rate whichever view it was measured against. Search, evaluation and
