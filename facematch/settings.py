@@ -111,7 +111,7 @@ class DetectionSettings:
     033/Img_13; all 50 protocol photos enrol, frames protocol rank-1/10/20 28/44/44%, as with the CNN
     alone). Without it the frames protocol lost 3 of 50 rank-10 hits (44% -> 38%) and a person at rank 1,
     but ingest of the 420 photos, most of whose misses are backs and tops of heads that the CNN then
-    scans in vain, takes 18.8 photos per CPU-second instead of 5.2 (3.3 with the CNN and hog-fine).
+    scans in vain, takes 18.8 photos per CPU-second instead of ~5 (3.3 with the CNN and hog-fine).
     0 turns MTCNN off: the CNN and hog-fine, as before.
     ``landmarks``: "5" or "68", the dlib landmark model that aligns faces for the descriptor (both sides);
     "5" ranks CCTV probes better (it was trained on HOG and CNN boxes alike; docs/cctv-probes.md).
