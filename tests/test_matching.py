@@ -11,7 +11,7 @@ def test_only_custody_faces_found_by_the_cnn_get_the_offset():
     assert view_offset("custody", "hog", 0.12) == 0.0
     assert view_offset("scene", "cnn", 0.12) == 0.0  # probes and scene faces are never shifted
     assert adjusted_distance(0.5, "custody", "cnn", 0.12) == pytest.approx(0.62)
-    np.testing.assert_allclose(view_offsets(["hog", "cnn", None, "hog-fine"], 0.1), [0, 0.1, 0, 0])
+    np.testing.assert_allclose(view_offsets(["hog", "cnn", None, "hog-fine", "mtcnn"], 0.1), [0, 0.1, 0, 0, 0.1])
 
 
 def test_fmr_equalising_offset_by_hand():

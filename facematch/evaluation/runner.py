@@ -495,17 +495,17 @@ def view_offset_estimate(protocol: Protocol, system: SystemSpec, *, cache: Embed
     """The FMR-equalising view offset on a protocol (``matching.fmr_equalising_offset``).
 
     Uses only non-mated comparisons: each acquired probe against every gallery face of *another*
-    subject, split by whether only the CNN found that gallery face. Only subjects with both kinds of view
+    subject, split by whether HOG missed that gallery face (found by the CNN or MTCNN). Only subjects with both kinds of view
     take part, so the two sets differ in view, not in who is in them (distractors from another data set
     sit further from CCTV probes for reasons other than pose). Returns the offset, the shift at each
     quantile and the counts behind them.
     """
-    from facematch.search.matching import NONFRONTAL_DETECTOR, OFFSET_QUANTILES, fmr_equalising_offset
+    from facematch.search.matching import NONFRONTAL_DETECTORS, OFFSET_QUANTILES, fmr_equalising_offset
 
     emb = _embed_protocol(protocol, system, cache, workers, progress)
     g_matrix, g_ok = embedding_matrix(emb.gallery)
     p_matrix, p_ok = embedding_matrix(emb.probes)
-    nonfrontal = np.array([e.detector == NONFRONTAL_DETECTOR for e in emb.gallery])
+    nonfrontal = np.array([e.detector in NONFRONTAL_DETECTORS for e in emb.gallery])
     g_subjects = np.array([g.subject for g in protocol.gallery], dtype=object)
     both = set(g_subjects[nonfrontal & g_ok]) & set(g_subjects[~nonfrontal & g_ok])
     in_both = np.array([s in both for s in g_subjects])

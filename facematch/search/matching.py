@@ -8,7 +8,7 @@ profile views than for frontal and 45-degree ones. Left as they are, profile vie
 candidates (the share of non-mated searches with a candidate in the "possible" band rose from 6% to 54%).
 
 Enrolling them is still worth it: a side-on CCTV face finds the custody view taken at its own angle.
-So a gallery face only the CNN found is kept and its distance is increased by
+So a gallery face only the CNN (or, in uncropped photos, MTCNN) found is kept and its distance is increased by
 ``Settings.nonfrontal_offset``: the shift that makes the two non-mated distributions agree at their low
 tail (:func:`fmr_equalising_offset`, computed from non-mated comparisons only, no mated score), so a
 distance means the same false-match rate whichever view it was measured against. Search, evaluation and
@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["NONFRONTAL_DETECTOR", "view_offset", "view_offsets", "adjusted_distance", "OFFSET_QUANTILES",
+__all__ = ["NONFRONTAL_DETECTORS", "view_offset", "view_offsets", "adjusted_distance", "OFFSET_QUANTILES",
     "fmr_equalising_offset"]
 
-#: Detector name of custody faces found only by the CNN stage (``detection._cnn_custody``).
-NONFRONTAL_DETECTOR = "cnn"
+#: Detector names of custody faces HOG (frontal) missed: the CNN stage (``detection._cnn_custody``),
+#: and MTCNN, which replaces it in large, uncropped photos (``detection._mtcnn_custody``, the same
+#: profile views).
+NONFRONTAL_DETECTORS = ("cnn", "mtcnn")
 
 
 def view_offset(kind: str, detector: str | None, offset: float) -> float:
-    """Distance added for a gallery face: ``offset`` for a custody face only the CNN found, else 0."""
-    return offset if kind == "custody" and detector == NONFRONTAL_DETECTOR else 0.0
+    """Distance added for a gallery face: ``offset`` for a custody face HOG missed (a profile), else 0."""
+    return offset if kind == "custody" and detector in NONFRONTAL_DETECTORS else 0.0
 
 
 def view_offsets(detectors, offset: float) -> np.ndarray:
