@@ -148,3 +148,14 @@ def test_api_bounds_integers_too(fm):
                  lambda: fm.decide(1, 2**64, decision="rejected", reviewer="PC1")):
         with pytest.raises(InvalidArgument, match=r"must be at most 9223372036854775807 \(2\*\*63-1\)"):
             call()
+
+
+def test_account_names_refuse_control_characters(tmp_path):
+    r = _run(tmp_path, ["agencies", "add", "north\x1b[2J"])
+    assert r.exit_code == 1 and r.output.startswith("error: agency name contains a control character (U+001B)")
+    assert _run(tmp_path, ["agencies", "add", "north"]).exit_code == 0
+    (tmp_path / "pw").write_text("correct horse battery\n")
+    r = _run(tmp_path, ["users", "add", "al\nice", "--agency", "north", "--role", "reviewer",
+                        "--password-file", str(tmp_path / "pw")])
+    assert r.exit_code == 1 and r.output.startswith("error: username contains a control character (U+000A)")
+    assert "\n" not in _run(tmp_path, ["users", "list"]).output

@@ -12,9 +12,11 @@ from pathlib import Path
 import click
 
 from facematch.api import Facematch, default_user
+from facematch.cli import render
 from facematch.cli.support import CONTEXT
 from facematch.cli.support import fail_cleanly as _fail_cleanly
 from facematch.store.accounts import ROLES
+from facematch.validation import check_text
 
 __all__ = ["agencies", "users", "share", "COMMANDS"]
 
@@ -47,8 +49,9 @@ def agencies_add(ctx, name, actor):
     Example:
       facematch agencies add north-police
     """
+    name = check_text("agency name", name, "id")
     _accounts(ctx).add_agency(name, actor=actor or default_user())
-    click.echo(f"agency {name} created with collection {name}-custody")
+    click.echo(render.safe(f"agency {name} created with collection {name}-custody"))
 
 
 @agencies.command("list", context_settings=CONTEXT)
@@ -62,7 +65,7 @@ def agencies_list(ctx):
       facematch agencies list
     """
     for agency in _accounts(ctx).agencies():
-        click.echo(f"{agency['name']}\t(created {agency['created_at']})")
+        click.echo(f"{render.safe(agency['name'])}\t(created {agency['created_at']})")
 
 
 @click.group(context_settings=CONTEXT)
@@ -93,16 +96,18 @@ def users_add(ctx, username, agency, roles, password_file, token, actor):
     Example:
       facematch users add alice --agency north-police --role investigator --role reviewer
     """
+    username = check_text("username", username, "name")
     if password_file:
-        password = password_file.read_text().splitlines()[0] if password_file.read_text() else ""
+        lines = password_file.read_text().splitlines()
+        password = lines[0] if lines else ""
     else:
         password = click.prompt("password", hide_input=True, confirmation_prompt=True)
     accounts = _accounts(ctx)
     user = accounts.add_user(username, password, agency=agency, roles=list(roles), actor=actor or default_user())
-    click.echo(f"user {user.username} ({user.agency}: {', '.join(sorted(user.roles))}) created")
+    click.echo(render.safe(f"user {user.username} ({user.agency}: {', '.join(sorted(user.roles))}) created"))
     if token:
         token_id, secret = accounts.create_token(user, "created with the user")
-        click.echo(f"API token {token_id} (shown only now, keep it secret): {secret}")
+        click.echo(render.safe(f"API token {token_id} (shown only now, keep it secret): {secret}"))
 
 
 @users.command("list", context_settings=CONTEXT)
@@ -116,7 +121,7 @@ def users_list(ctx):
       facematch users list
     """
     for user in _accounts(ctx).users():
-        click.echo(f"{user.username}\t{user.agency}\t{','.join(sorted(user.roles))}")
+        click.echo("\t".join(render.safe(v) for v in (user.username, user.agency, ",".join(sorted(user.roles)))))
 
 
 @click.group(context_settings=CONTEXT)
@@ -146,7 +151,8 @@ def share_grant(ctx, collection, agency, until, actor):
       facematch share grant north-police-custody south-police --until 2026-12-31
     """
     share_id = _accounts(ctx).share(collection, agency, actor=actor or default_user(), until=until)
-    click.echo(f"sharing agreement {share_id}: {agency} may search {collection}" + (f" until {until}" if until else ""))
+    click.echo(render.safe(f"sharing agreement {share_id}: {agency} may search {collection}"
+                           + (f" until {until}" if until else "")))
 
 
 @share.command("revoke", context_settings=CONTEXT)
@@ -162,7 +168,7 @@ def share_revoke(ctx, share_id, actor):
       facematch share revoke 3
     """
     _accounts(ctx).revoke_share(share_id, actor=actor or default_user())
-    click.echo(f"sharing agreement {share_id} revoked")
+    click.echo(render.safe(f"sharing agreement {share_id} revoked"))
 
 
 @share.command("list", context_settings=CONTEXT)
@@ -182,8 +188,9 @@ def share_list(ctx, as_json):
         return
     for r in rows:
         state = "valid" if r["valid"] else ("revoked" if r["revoked_at"] else "expired")
-        click.echo(f"{r['id']}\t{r['collection']} ({r['owner']}) -> {r['agency']}\t{state}\t"
-                   f"granted by {r['granted_by']} at {r['granted_at']}\tuntil {r['valid_until'] or 'revoked'}")
+        fields = (r["id"], f"{r['collection']} ({r['owner']}) -> {r['agency']}", state,
+                  f"granted by {r['granted_by']} at {r['granted_at']}", f"until {r['valid_until'] or 'revoked'}")
+        click.echo("\t".join(render.safe(v) for v in fields))
 
 
 #: Every command of this module, for ``cli.add_command``.
