@@ -108,3 +108,14 @@ def test_flip_averages_the_mirrored_chip(pipeline, astronaut):
     flipped = chip_descriptors(models, chips, flip=True)
     np.testing.assert_allclose(flipped, (plain + mirrored) / 2, atol=1e-6)
     assert 0.0 < np.linalg.norm(plain - mirrored) < 0.4  # the same face, seen in a mirror
+
+
+def test_load_models_loads_what_the_settings_use_before_any_image():
+    from facematch.faces.pipeline import FacePipeline
+    from facematch.settings import Settings
+
+    pipeline = FacePipeline(Settings())
+    pipeline.load_models()
+    loaded = {k for k in vars(pipeline._models) if not k.startswith("_")}
+    assert {"hog_detector", "cnn_detector", "encoder", "landmarks_5", "mtcnn"} <= loaded
+    assert "landmarks_68" not in loaded

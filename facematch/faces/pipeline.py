@@ -37,6 +37,15 @@ class FacePipeline:
         self._models = models if models is not None else DlibModels()
         self._lock = threading.Lock()
 
+    def load_models(self) -> None:
+        """Load every model this pipeline's settings use now, not on the first image (a service's warm-up)."""
+        with self._lock:
+            models, detection = self._models, self.settings.detection
+            _ = models.hog_detector, models.cnn_detector, models.encoder
+            _ = models.landmarks_68 if detection.landmarks == "68" else models.landmarks_5
+            if detection.mtcnn:
+                _ = models.mtcnn
+
     def analyse(self, pixels: np.ndarray, *, purpose: str, box: FaceBox | None = None) -> list[FaceRecord]:
         """All faces of an image (``purpose`` "custody" or "probe"), largest first.
 

@@ -32,8 +32,7 @@ def make_pool(settings: Settings, workers: int) -> ProcessPoolExecutor:
 
 def warm_up() -> str:
     """Load the models now rather than on the first search."""
-    _ = _FM.pipeline
-    _FM.pipeline.analyse  # noqa: B018 - attribute access only
+    _FM.pipeline.load_models()
     return "ready"
 
 
