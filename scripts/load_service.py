@@ -97,7 +97,7 @@ async def _login(client, tally, last, name: str, password: str) -> dict | None:
     return None
 
 
-async def _searcher(base, timeout, name, stills, tally: Tally):
+async def _searcher(base, timeout, name, stills, tally: Tally, think: float):
     last = [time.monotonic()]
     async with _client(base, timeout) as client:
         headers = await _login(client, tally, last, name, PASSWORD)
@@ -111,6 +111,8 @@ async def _searcher(base, timeout, name, stills, tally: Tally):
                 await asyncio.sleep(0.5)
             elif r.status_code == 201:
                 tally.searches.append((time.monotonic() - tally.started, time.perf_counter() - t))
+                if think:  # the investigator reads the list before the next search (exponential, mean `think`)
+                    await asyncio.sleep(min(random.expovariate(1 / think), 5 * think))
             else:
                 tally.error(f"HTTP {r.status_code}", 0.0)
                 await asyncio.sleep(float(r.headers.get("retry-after", 1)) if r.status_code == 429 else 0.5)
@@ -152,11 +154,11 @@ async def _ingest(base, timeout, ingest_root, tally: Tally):
                 tally.ingest.append((time.monotonic() - tally.started, job))
 
 
-async def _run(base, users, seconds, stills, ingest_root, page, timeout) -> tuple[Tally, float]:
+async def _run(base, users, seconds, stills, ingest_root, page, timeout, think) -> tuple[Tally, float]:
     started = time.monotonic()
     tally = Tally(started, started + seconds)
     await asyncio.gather(_ingest(base, timeout, ingest_root, tally),
-                         *[_searcher(base, timeout, f"load{i:02d}", stills, tally) for i in range(users)],
+                         *[_searcher(base, timeout, f"load{i:02d}", stills, tally, think) for i in range(users)],
                          _pages(base, timeout, page, tally))
     return tally, time.monotonic() - started
 
@@ -166,7 +168,8 @@ def _report(tally: Tally, args, drained: float) -> bool:
     within = [lat for at, lat in tally.searches if at <= window]
     lat = [lat for _, lat in tally.searches]
     kinds = Counter(kind for kind, _, _ in tally.errors)
-    print(f"{args.users} users, {window:.0f} s window (+{drained - window:.0f} s to drain), {args.workers} workers: "
+    pace = f"think time {args.think:g} s (mean)" if args.think else "back to back"
+    print(f"{args.users} users ({pace}), {window:.0f} s window (+{drained - window:.0f} s to drain), {args.workers} workers: "
           f"{len(within)} searches completed within the window ({len(within) / window:.2f}/s), {len(lat)} in all")
     print(f"search latency p50 {_pct(lat, 0.5):.2f} s, p95 {_pct(lat, 0.95):.2f} s, max {max(lat, default=0):.2f} s")
     print(f"errors: {len(tally.errors)} {dict(kinds)}")
@@ -198,6 +201,8 @@ def main() -> None:
     parser.add_argument("--ingest-subjects", default="061,062,063,064",
                         help="frmdb-dev mugshot folders the operator ingests (not in the demo gallery)")
     parser.add_argument("--page", default=f"/cases/{CASE}", help="server-rendered page polled meanwhile")
+    parser.add_argument("--think", type=float, default=0.0,
+                        help="mean seconds a user reads the results before the next search (0: back to back)")
     parser.add_argument("--timeout", type=float, default=120, help="client timeout per request, seconds")
     args = parser.parse_args()
     if not (1 <= args.users <= 50 and 1 <= args.seconds <= 300):
@@ -236,7 +241,7 @@ def main() -> None:
         print(f"{len(stills)} CCTV stills of {len(DEMO_SUBJECTS)} enrolled subjects; ingesting "
               f"{sum(1 for _ in ingest_root.rglob('*.*'))} mugshots from {ingest_root}", flush=True)
         tally, drained = asyncio.run(_run(f"http://127.0.0.1:{port}", args.users, args.seconds, stills, ingest_root,
-                                          args.page, args.timeout))
+                                          args.page, args.timeout, args.think))
         alive = server.poll() is None
         failed = _report(tally, args, drained) or not alive
         print(f"server {'still running' if alive else f'exited with {server.returncode}'} at the end")
