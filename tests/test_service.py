@@ -406,6 +406,30 @@ def test_agency_admin_never_reaches_another_agency(service):
     assert client(app, "adam").get("/api/admin/users").status_code == 200
 
 
+def test_admin_page_shows_and_changes_only_own_agency(service):
+    app, fm = service
+    adam, sara = client(app, "adam"), client(app, "sara")
+    page = adam.get("/admin")
+    assert page.status_code == 200 and ">nina<" in page.text and ">sam<" not in page.text and ">sara<" not in page.text
+    assert ">adam<" not in sara.get("/admin").text
+    assert client(app, "nina").get("/admin", headers={"Accept": "text/html"}).status_code == 403
+    r = adam.post("/admin/users", data={"username": "nell", "password": PASSWORD, "roles": ["reviewer", "supervisor"],
+                                        "reason": "new reviewer"}, follow_redirects=False)
+    assert r.status_code == 303 and ">nell<" in adam.get("/admin").text
+    assert client(app, "nell").get("/api/queue").status_code == 200
+    r = adam.post("/admin/users/nell/disable", data={"reason": "suspended pending inquiry"}, follow_redirects=False)
+    assert r.status_code == 303 and "disabled" in adam.get("/admin").text
+    assert client(app, "nell").get("/api/queue").status_code == 401
+    assert adam.post("/admin/users/nell/enable", data={"reason": "inquiry closed"}, follow_redirects=False
+                     ).status_code == 303
+    assert adam.post("/admin/users/sam/disable", data={"reason": "x"}).status_code == 404
+    assert adam.post("/admin/shares", data={"collection": "north-custody", "agency": "south", "until": "",
+                                            "reason": ""}).status_code == 422
+    assert client(app, "sam").get("/api/me").status_code == 200
+    entries = [e for e in admin_audit(fm, "admin.user_disable") if e["details"]["user"] == "nell"]
+    assert [(e["actor"], e["details"]["reason"]) for e in entries] == [("adam", "suspended pending inquiry")]
+
+
 def _wait(c: TestClient, job_id: int) -> dict:
     import time
     for _ in range(600):

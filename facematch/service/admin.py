@@ -1,22 +1,23 @@
 """Agency administration over HTTP (/api/admin/...): an admin manages their own agency's users, tokens and shares.
 
-Thin routes over ``facematch.store.administration.AgencyAdmin``: the role check here, the agency scoping
+Thin routes (and the /admin page: users and sharing agreements) over ``facematch.store.administration.AgencyAdmin``: the role check here, the agency scoping
 (another agency's user, token, collection or agreement answers 404) and the audit there. Every change
 carries a ``reason``, audited with the admin's name. Agencies are created with the command line only.
 """
 
 from __future__ import annotations
 
-from fastapi import Body, Depends, FastAPI
+from fastapi import Body, Depends, FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel
 
 from facematch.errors import NotFound
 from facematch.service.auth import require
-from facematch.store.accounts import User
+from facematch.store.accounts import ROLES, User
 from facematch.store.administration import AgencyAdmin
 from facematch.validation import check_text
 
-__all__ = ["add_admin_routes", "agency_admin", "NewUser", "NewShare"]
+__all__ = ["add_admin_routes", "add_admin_pages", "agency_admin", "NewUser", "NewShare"]
 
 
 class NewUser(BaseModel):
@@ -126,3 +127,46 @@ def add_admin_routes(app: FastAPI, state, current) -> None:
         """End an agreement on one of your agency's collections."""
         agency_admin(state, user, body.reason).revoke(share_id, reason=body.reason)
         return {"revoked": share_id}
+
+
+def add_admin_pages(app: FastAPI, state, render, page_user) -> None:
+    """The /admin page: the agency's users (add, roles, disable/enable) and its sharing agreements."""
+
+    def back() -> RedirectResponse:
+        return RedirectResponse("/admin", status_code=303)
+
+    @app.get("/admin", response_class=HTMLResponse, include_in_schema=False)
+    def admin_page(request: Request, user=Depends(page_user)):
+        admin = agency_admin(state, user)
+        return render(request, "admin.html", user, users=admin.users(), shares=admin.shares(), roles=ROLES,
+                      collections=admin.collections(), others=admin.agencies())
+
+    @app.post("/admin/users", include_in_schema=False)
+    def page_add_user(username: str = Form(...), password: str = Form(...), roles: list[str] = Form([]),
+                      reason: str = Form(...), user=Depends(page_user)):
+        agency_admin(state, user, reason).add_user(
+            check_text("username", username, "name", state.settings.text_limits), password, roles, reason=reason)
+        return back()
+
+    @app.post("/admin/users/{username}/roles", include_in_schema=False)
+    def page_roles(username: str, roles: list[str] = Form([]), reason: str = Form(...), user=Depends(page_user)):
+        agency_admin(state, user, reason).set_roles(username, roles, reason=reason)
+        return back()
+
+    @app.post("/admin/users/{username}/{change}", include_in_schema=False)
+    def page_active(username: str, change: str, reason: str = Form(...), user=Depends(page_user)):
+        if change not in ("disable", "enable"):
+            raise NotFound(f"no page /admin/users/{username}/{change}")
+        agency_admin(state, user, reason).set_active(username, change == "enable", reason=reason)
+        return back()
+
+    @app.post("/admin/shares", include_in_schema=False)
+    def page_grant(collection: str = Form(...), agency: str = Form(...), until: str = Form(""),
+                   reason: str = Form(...), user=Depends(page_user)):
+        agency_admin(state, user, reason).grant(collection, agency, until=until or None, reason=reason)
+        return back()
+
+    @app.post("/admin/shares/{share_id}/revoke", include_in_schema=False)
+    def page_revoke(share_id: int, reason: str = Form(...), user=Depends(page_user)):
+        agency_admin(state, user, reason).revoke(share_id, reason=reason)
+        return back()
