@@ -458,6 +458,8 @@ def test_operator_ingests_crime_scene_images_for_own_agency_only(service):
     assert state["state"] == "finished", state
     assert state["summary"]["total"] == 2 and state["done"] == 2 and state["summary"]["faces_stored"] >= 2, state
     assert sam.get(f"/api/ingest/{job.json()['id']}").status_code == 404
+    assert "case OP-HARBOUR: finished 2/2" in otto.get("/ingest").text
+    assert "OP-HARBOUR" not in sam.get("/ingest").text
     owners = fm.catalogue.conn.execute("""SELECT DISTINCT a.name FROM image_owners o JOIN cases k ON k.id = o.case_id
         JOIN agencies a ON a.id = k.agency_id JOIN images i ON i.id = o.image_id WHERE i.run_id = ?""",
                                        (state["summary"]["run_id"],)).fetchall()
