@@ -375,9 +375,10 @@ def test_agency_admin_manages_own_users_and_tokens(service):
                            ("admin.token_revoke", "script retired"), ("admin.user_disable", "left the unit")]:
         entries = [e for e in admin_audit(fm, action) if e["details"].get("user") == "nora"]
         assert [(e["actor"], e["details"]["reason"]) for e in entries] == [("adam", reason)], action
-    seen = {e["action"] for e in client(app, "sue").get("/api/audit").json() if e["actor"] == "adam"}
+    why = {"reason": "check the admin changes"}
+    seen = {e["action"] for e in client(app, "sue").get("/api/audit", params=why).json() if e["actor"] == "adam"}
     assert {"admin.user_add", "admin.user_disable", "admin.token_create"} <= seen  # north's supervisor sees them
-    assert not any(e["actor"] == "adam" for e in client(app, "sam").get("/api/audit").json())
+    assert not any(e["actor"] == "adam" for e in client(app, "sam").get("/api/audit", params=why).json())
 
 
 def test_agency_admin_never_reaches_another_agency(service):
@@ -440,6 +441,9 @@ def _wait(c: TestClient, job_id: int) -> dict:
     raise AssertionError(f"ingest job {job_id} still running: {state}")
 
 
+LOOK = {"reason": "compare the crime-scene face"}
+
+
 def scene_faces(doc: dict) -> list[dict]:
     return [cand for p in doc["probes"] for cand in p["scene_faces"]]
 
@@ -469,13 +473,14 @@ def test_operator_ingests_crime_scene_images_for_own_agency_only(service):
     north = search(client(app, "nina"), "043", case="OP-HARBOUR").json()
     found = [c for c in scene_faces(north) if c["case_ref"] == "OP-HARBOUR"]
     assert found, north["probes"][0]["scene_faces"]
-    assert client(app, "nina").get(found[0]["face_url"]).status_code == 200
+    scene_face = f"/api/faces/{found[0]['face_id']}/face.jpg"
+    assert client(app, "nina").get(scene_face, params=LOOK).status_code == 200
     # south sees nothing of it: not in its search, not its face images, not its cases
     south = sam.post("/api/searches", files=[probe("043")], data={"case": "OP-HARBOUR", "reason": "same still",
                                                                   "top": "20"})
     assert south.status_code == 201
     assert not {c["face_id"] for c in scene_faces(south.json())} & {c["face_id"] for c in found}
-    assert sam.get(found[0]["face_url"]).status_code == 404
+    assert sam.get(scene_face, params=LOOK).status_code == 404
 
 
 def test_uploaded_scene_images_join_the_uploading_agencys_case(service):
@@ -494,8 +499,8 @@ def test_uploaded_scene_images_join_the_uploading_agencys_case(service):
         JOIN agencies a ON a.id = k.agency_id WHERE i.run_id = ?""", (state["summary"]["run_id"],)).fetchall()
     assert [r[1] for r in rows] == ["south"]  # south's own OP-HARBOUR, whatever north calls its cases
     face_id = rows[0][0]
-    assert sam.get(f"/api/faces/{face_id}/face.jpg").status_code == 200
-    assert nina.get(f"/api/faces/{face_id}/face.jpg").status_code == 404
+    assert sam.get(f"/api/faces/{face_id}/face.jpg", params=LOOK).status_code == 200
+    assert nina.get(f"/api/faces/{face_id}/face.jpg", params=LOOK).status_code == 404
     south = sam.post("/api/searches", files=[probe("043")], data={"case": "OP-HARBOUR", "reason": "harbour still",
                                                                   "top": "20"})
     assert face_id in {c["face_id"] for c in scene_faces(south.json())}, south.json()["probes"][0]["scene_faces"]
