@@ -31,7 +31,7 @@ USERS = {  # username: (agency, roles)
     "sara": ("south", ["admin"]),
 }
 ADMINS = {"adam", "sara"}
-WHY = "staff change approved by the unit head"
+ADMIN_WHY = "staff change approved by the unit head"
 
 
 @pytest.fixture(scope="module")
@@ -176,8 +176,8 @@ ROLE_MATRIX = [  # (method, path template, allowed users, forbidden users); anyo
 
 #: Admin writes: (method, path, JSON body) for a user of north; north's admin may, south's gets 404, others 403.
 ADMIN_WRITES = [
-    ("PUT", "/api/admin/users/nina/roles", {"roles": ["investigator"], "reason": WHY}),
-    ("POST", "/api/admin/users/nina/enable", {"reason": WHY}),
+    ("PUT", "/api/admin/users/nina/roles", {"roles": ["investigator"], "reason": ADMIN_WHY}),
+    ("POST", "/api/admin/users/nina/enable", {"reason": ADMIN_WHY}),
     ("GET", "/api/admin/users/nina/tokens", None),
 ]
 
@@ -204,11 +204,11 @@ def test_role_matrix_for_writes(service, north_search):
     decision = {"probe": 1, "rank": 2, "decision": "inconclusive", "note": "profile view only"}
     assert client(app, "nina").post(f"/api/searches/{sid}/decisions", json=decision).status_code == 403
     assert search(client(app, "rita"), "041").status_code == 403
-    new_user = {"username": "eve", "password": PASSWORD, "roles": ["admin"], "reason": WHY}
+    new_user = {"username": "eve", "password": PASSWORD, "roles": ["admin"], "reason": ADMIN_WHY}
     for name in set(USERS) - ADMINS:
         assert client(app, name).post("/api/admin/users", json=new_user).status_code == 403, name
         assert client(app, name).post("/api/admin/shares", json={"collection": "north-custody", "agency": "south",
-                                                                 "reason": WHY}).status_code == 403, name
+                                                                 "reason": ADMIN_WHY}).status_code == 403, name
     for method, path, body in ADMIN_WRITES:
         assert client(app, "nina").request(method, path, json=body).status_code == 403
         assert client(app, "sara").request(method, path, json=body).status_code == 404, path
@@ -343,14 +343,14 @@ def test_agency_admin_manages_own_users_and_tokens(service):
                                                "reason": " "}).status_code == 422  # a reason is required
     nora = client(app, "nora", fresh=True)
     assert nora.get("/api/searches").status_code == 200
-    r = adam.put("/api/admin/users/nora/roles", json={"roles": ["reviewer", "bogus"], "reason": WHY})
+    r = adam.put("/api/admin/users/nora/roles", json={"roles": ["reviewer", "bogus"], "reason": ADMIN_WHY})
     assert r.status_code == 422
-    assert adam.put("/api/admin/users/nora/roles", json={"roles": ["reviewer"], "reason": WHY}).json()["roles"] == [
+    assert adam.put("/api/admin/users/nora/roles", json={"roles": ["reviewer"], "reason": ADMIN_WHY}).json()["roles"] == [
         "reviewer"]
     assert nora.get("/api/queue").status_code == 200  # roles are read per request
     assert search(nora, "041").status_code == 403
 
-    issued = adam.post("/api/admin/users/nora/tokens", json={"label": "batch script", "reason": WHY})
+    issued = adam.post("/api/admin/users/nora/tokens", json={"label": "batch script", "reason": ADMIN_WHY})
     assert issued.status_code == 201
     bearer = TestClient(app, headers={"Authorization": f"Bearer {issued.json()['token']}"})
     assert bearer.get("/api/me").json()["user"] == "nora"
@@ -360,7 +360,7 @@ def test_agency_admin_manages_own_users_and_tokens(service):
     assert r.status_code == 200
     assert bearer.get("/api/me").status_code == 401
 
-    second = adam.post("/api/admin/users/nora/tokens", json={"label": "second", "reason": WHY}).json()
+    second = adam.post("/api/admin/users/nora/tokens", json={"label": "second", "reason": ADMIN_WHY}).json()
     r = adam.post("/api/admin/users/nora/disable", json={"reason": "left the unit"})
     assert r.status_code == 200 and r.json()["sessions_ended"] == 1 and r.json()["tokens_revoked"] == 1
     assert nora.get("/api/me").status_code == 401
@@ -371,7 +371,7 @@ def test_agency_admin_manages_own_users_and_tokens(service):
     assert adam.post("/api/admin/users/nora/enable", json={"reason": "back from secondment"}).status_code == 200
     assert client(app, "nora", fresh=True).get("/api/me").status_code == 200
 
-    for action, reason in [("admin.user_add", "joined the north intelligence unit"), ("admin.user_roles", WHY),
+    for action, reason in [("admin.user_add", "joined the north intelligence unit"), ("admin.user_roles", ADMIN_WHY),
                            ("admin.token_revoke", "script retired"), ("admin.user_disable", "left the unit")]:
         entries = [e for e in admin_audit(fm, action) if e["details"].get("user") == "nora"]
         assert [(e["actor"], e["details"]["reason"]) for e in entries] == [("adam", reason)], action
@@ -385,14 +385,14 @@ def test_agency_admin_never_reaches_another_agency(service):
     app, _ = service
     adam, sara = client(app, "adam"), client(app, "sara")
     sams_token = client(app, "sam", fresh=True).post("/api/tokens", data={"label": "own"}).json()
-    because = {"reason": WHY}
-    assert adam.put("/api/admin/users/sam/roles", json={"roles": ["admin"], "reason": WHY}).status_code == 404
+    because = {"reason": ADMIN_WHY}
+    assert adam.put("/api/admin/users/sam/roles", json={"roles": ["admin"], "reason": ADMIN_WHY}).status_code == 404
     assert adam.post("/api/admin/users/sam/disable", json=because).status_code == 404
     assert adam.get("/api/admin/users/sam/tokens").status_code == 404
-    assert adam.post("/api/admin/users/sam/tokens", json={"label": "x", "reason": WHY}).status_code == 404
+    assert adam.post("/api/admin/users/sam/tokens", json={"label": "x", "reason": ADMIN_WHY}).status_code == 404
     assert adam.request("DELETE", f"/api/admin/tokens/{sams_token['id']}", json=because).status_code == 404
     r = adam.post("/api/admin/users", json={"username": "mole", "password": PASSWORD, "roles": ["investigator"],
-                                            "agency": "south", "reason": WHY})
+                                            "agency": "south", "reason": ADMIN_WHY})
     assert r.status_code == 404
     assert client(app, "sam").get("/api/me").json()["roles"] == ["investigator", "operator", "reviewer", "supervisor"]
     bearer = TestClient(app, headers={"Authorization": f"Bearer {sams_token['token']}"})
@@ -402,7 +402,7 @@ def test_agency_admin_never_reaches_another_agency(service):
     assert {s["owner"] for s in sara.get("/api/admin/shares").json() if s["direction"] == "granted"} <= {"south"}
     assert adam.get("/api/admin/agencies").json()["collections"] == ["north-custody"]
     # an agency never loses its last active admin
-    assert adam.put("/api/admin/users/adam/roles", json={"roles": ["supervisor"], "reason": WHY}).status_code == 409
+    assert adam.put("/api/admin/users/adam/roles", json={"roles": ["supervisor"], "reason": ADMIN_WHY}).status_code == 409
     assert adam.post("/api/admin/users/adam/disable", json=because).status_code == 409
     assert client(app, "adam").get("/api/admin/users").status_code == 200
 
