@@ -50,7 +50,7 @@ class IngestJob:
                 "percent": round(100 * self.done / self.total, 1) if self.total else (100.0 if self.state != "running" else 0.0)}
 
 
-def _ingest_process(settings: Settings, job: IngestJob, agency: str, workers: int, out) -> None:
+def _ingest_process(settings: Settings, job: IngestJob, agency: str | None, workers: int, out) -> None:
     """The child: one ingest (custody into ``job.collection``, or scene into ``agency``'s ``job.case``),
     reporting ("progress", done, total), then ("finished", summary) or ("failed", message) on ``out``."""
     fm = Facematch(settings=settings)
