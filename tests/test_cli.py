@@ -92,3 +92,46 @@ def test_ingest_search_review_decide_delete_workflow(tmp_path):
     head = _run(["audit", "head"], tmp_path).output.strip()
     r = _run(["audit", "verify", "--head", head], tmp_path)
     assert r.exit_code == 0 and r.output.startswith("ok: ") and head in r.output
+
+
+def test_account_commands_record_who_and_why(tmp_path):
+    """The command line is the system-level administration: agencies, any agency's admin, any sharing."""
+    password = tmp_path / "pw.txt"
+    password.write_text("correct horse battery\n")
+    assert _run(["agencies", "add", "north"], tmp_path).exit_code == 0
+    assert _run(["agencies", "add", "south"], tmp_path).exit_code == 0
+    r = _run(["users", "add", "adam", "--agency", "north", "--role", "admin", "--password-file", str(password),
+              "--user", "root", "--reason", "first admin of north"], tmp_path)
+    assert r.exit_code == 0, r.output
+    r = _run(["share", "grant", "north-custody", "south", "--user", "root", "--reason", "joint operation"], tmp_path)
+    assert r.exit_code == 0 and "sharing agreement 1" in r.output
+    assert _run(["share", "revoke", "1", "--user", "root", "--reason", "operation\x07closed"], tmp_path).exit_code != 0
+    assert _run(["share", "revoke", "1", "--user", "root", "--reason", "operation closed"], tmp_path).exit_code == 0
+    from facematch.api import Facematch
+    from facematch.settings import Settings
+
+    with Facematch(settings=Settings(data_dir=tmp_path / "data", index_dir=tmp_path / "indexes")) as fm:
+        entries = {e["action"]: e for e in fm.audit(limit=20, reason="test: read the account changes")}
+    assert entries["admin.user_add"]["actor"] == "root"
+    assert entries["admin.user_add"]["details"]["reason"] == "first admin of north"
+    assert entries["share.grant"]["details"]["reason"] == "joint operation"
+    assert entries["share.revoke"]["details"]["reason"] == "operation closed"
+
+
+def test_ingest_scene_with_agency_makes_the_case_that_agencys(tmp_path):
+    """`ingest scene --agency`: the images' case belongs to that agency, so the service shows them to it alone."""
+    stills = tmp_path / "stills"
+    stills.mkdir()
+    shutil.copy(require_data("frmdb-dev", "cctv_crops", "043", "Img_01.jpg"), stills / "a.jpg")
+    assert _run(["agencies", "add", "north"], tmp_path).exit_code == 0
+    r = _run(["ingest", "scene", str(stills), "--case", "OP-1", "--agency", "nowhere"], tmp_path)
+    assert r.exit_code == 1 and r.output == "error: no agency 'nowhere'\n"
+    r = _run(["ingest", "scene", str(stills), "--case", "OP-1", "--agency", "north", "--json"], tmp_path)
+    assert r.exit_code == 0, r.output
+    from facematch.api import Facematch
+    from facematch.settings import Settings
+
+    with Facematch(settings=Settings(data_dir=tmp_path / "data", index_dir=tmp_path / "indexes")) as fm:
+        owners = fm.catalogue.conn.execute("""SELECT k.reference, a.name FROM image_owners o
+            JOIN cases k ON k.id = o.case_id JOIN agencies a ON a.id = k.agency_id""").fetchall()
+    assert [tuple(r) for r in owners] == [("OP-1", "north")]

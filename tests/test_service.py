@@ -1,7 +1,9 @@
-"""The shared service over a real catalogue: every role x endpoint, cross-agency leakage, sharing, two-person review.
+"""The shared service over a real catalogue: every role x endpoint, cross-agency leakage, sharing, two-person review,
+agency-scoped administration and crime-scene ingest.
 
 The catalogue is the ``frmdb_gallery`` fixture (12 real frmdb-dev subjects x 3 mugshots) copied, split
-between two agencies: north owns subjects 040-045, south 046-051. Probes are real CCTV crops.
+between two agencies: north owns subjects 040-045, south 046-051. Probes and crime-scene images are real
+CCTV crops.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ USERS = {  # username: (agency, roles)
     "nina": ("north", ["investigator"]), "rita": ("north", ["reviewer"]), "ravi": ("north", ["reviewer"]),
     "sue": ("north", ["supervisor"]), "otto": ("north", ["operator"]), "adam": ("north", ["admin"]),
     "sam": ("south", ["investigator", "reviewer", "supervisor", "operator"]),
+    "sara": ("south", ["admin"]),
 }
+ADMINS = {"adam", "sara"}
+ADMIN_WHY = "staff change approved by the unit head"
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +55,12 @@ def service(frmdb_gallery, tmp_path_factory):
     (ingest_root / "052").mkdir(parents=True)
     for view in ("Img_33.jpg", "Img_23.jpg"):
         shutil.copy(require_data("frmdb-dev", "mugshots", "052", view), ingest_root / "052" / view)
-    app = create_app(fm.settings, ServiceSettings(ingest_roots=(ingest_root,)))
-    app.state.ingest_root = ingest_root
+    scene_root = home.parent / "scene-root"  # crime-scene stills of subject 043, for north's case
+    (scene_root / "harbour").mkdir(parents=True)
+    for view in ("Img_01.jpg", "Img_02.jpg"):
+        shutil.copy(require_data("frmdb-dev", "cctv_crops", "043", view), scene_root / "harbour" / view)
+    app = create_app(fm.settings, ServiceSettings(ingest_roots=(ingest_root, scene_root)))
+    app.state.ingest_root, app.state.scene_root = ingest_root, scene_root
     yield app, fm
     fm.close()
 
@@ -111,19 +120,27 @@ def test_probe_of_other_agencys_subject_finds_nothing_of_theirs(service):
 
 def test_shared_collection_appears_only_while_agreement_valid(service):
     app, fm = service
-    nina, adam = client(app, "nina"), client(app, "adam")
-    share = adam.post("/api/admin/shares", json={"collection": "south-custody", "agency": "north"})
+    nina, adam, sara = client(app, "nina"), client(app, "adam"), client(app, "sara")
+    grant = {"collection": "south-custody", "agency": "north", "reason": "joint operation HARBOUR"}
+    assert adam.post("/api/admin/shares", json=grant).status_code == 404  # not north's collection
+    share = sara.post("/api/admin/shares", json=grant)
     assert share.status_code == 201
+    share_id = share.json()["id"]
     with_share = search(nina, "047").json()
     assert subjects_of(with_share) & set(SOUTH)
     assert with_share["gallery_subjects"] == 12
-    assert adam.delete(f"/api/admin/shares/{share.json()['id']}").status_code == 200
+    assert [s["direction"] for s in adam.get("/api/admin/shares").json() if s["id"] == share_id] == ["received"]
+    because = {"reason": "operation closed"}
+    assert adam.request("DELETE", f"/api/admin/shares/{share_id}", json=because).status_code == 404  # grantee
+    assert sara.request("DELETE", f"/api/admin/shares/{share_id}", json={}).status_code == 422  # no reason
+    assert sara.request("DELETE", f"/api/admin/shares/{share_id}", json=because).status_code == 200
     assert subjects_of(search(nina, "047").json()) <= set(NORTH)
-    expired = adam.post("/api/admin/shares", json={"collection": "south-custody", "agency": "north",
-                                                   "until": "2000-01-01"})
+    expired = sara.post("/api/admin/shares", json={**grant, "until": "2000-01-01"})
     assert expired.status_code == 201
     assert subjects_of(search(nina, "047").json()) <= set(NORTH)
-    assert any(e["action"] == "share.revoke" for e in fm.audit(limit=50, reason="test: check the revocation was recorded"))
+    revoked = [e for e in fm.audit(limit=50, reason="test: check the revocation was recorded")
+               if e["action"] == "share.revoke" and e["details"]["share_id"] == share_id]
+    assert [(e["actor"], e["details"]["reason"]) for e in revoked] == [("sara", "operation closed")]
 
 
 def test_other_agency_cannot_read_review_decide_or_see_images(service, north_search):
@@ -141,16 +158,27 @@ def test_other_agency_cannot_read_review_decide_or_see_images(service, north_sea
     assert sam.get("/api/queue").json() == [] or all(q["search_id"] != sid for q in sam.get("/api/queue").json())
 
 
-ROLE_MATRIX = [  # (method, path template, allowed users, forbidden users)
+ROLE_MATRIX = [  # (method, path template, allowed users, forbidden users); anyone else: 404 (another agency's)
     ("GET", "/api/me", set(USERS), set()),
-    ("GET", "/api/searches", {"nina", "rita", "ravi", "sue", "sam"}, {"otto", "adam"}),
-    ("GET", "/api/searches/{sid}", {"nina", "rita", "ravi", "sue"}, {"otto", "adam"}),
-    ("GET", "/api/searches/{sid}/probes/1/face.jpg", {"nina", "rita", "ravi", "sue"}, {"otto", "adam"}),
-    ("GET", "/api/faces/{fid}/face.jpg", {"nina", "rita", "ravi", "sue"}, {"otto", "adam"}),
-    ("GET", "/api/queue", {"rita", "ravi", "sam"}, {"nina", "sue", "otto", "adam"}),
-    ("GET", "/api/audit", {"sue", "sam"}, {"nina", "rita", "ravi", "otto", "adam"}),
-    ("GET", "/api/admin/shares", {"adam"}, {"nina", "rita", "ravi", "sue", "otto", "sam"}),
-    ("GET", "/api/ingest/999", set(), {"nina", "rita", "ravi", "sue", "adam"}),
+    ("GET", "/api/searches", {"nina", "rita", "ravi", "sue", "sam"}, {"otto", "adam", "sara"}),
+    ("GET", "/api/searches/{sid}", {"nina", "rita", "ravi", "sue"}, {"otto", "adam", "sara"}),
+    ("GET", "/api/searches/{sid}/probes/1/face.jpg", {"nina", "rita", "ravi", "sue"}, {"otto", "adam", "sara"}),
+    ("GET", "/api/faces/{fid}/face.jpg", {"nina", "rita", "ravi", "sue"}, {"otto", "adam", "sara"}),
+    ("GET", "/api/queue", {"rita", "ravi", "sam"}, {"nina", "sue", "otto", "adam", "sara"}),
+    ("GET", "/api/audit", {"sue", "sam"}, {"nina", "rita", "ravi", "otto", "adam", "sara"}),
+    ("GET", "/api/admin/shares", ADMINS, set(USERS) - ADMINS),
+    ("GET", "/api/admin/agencies", ADMINS, set(USERS) - ADMINS),
+    ("GET", "/api/admin/users", ADMINS, set(USERS) - ADMINS),
+    ("GET", "/api/admin/users/nina/tokens", {"adam"}, set(USERS) - ADMINS),  # sara: 404, not her agency's
+    ("GET", "/api/admin/users/sam/tokens", {"sara"}, set(USERS) - ADMINS),
+    ("GET", "/api/ingest/999", set(), {"nina", "rita", "ravi", "sue", "adam", "sara"}),
+]
+
+#: Admin writes: (method, path, JSON body) for a user of north; north's admin may, south's gets 404, others 403.
+ADMIN_WRITES = [
+    ("PUT", "/api/admin/users/nina/roles", {"roles": ["investigator"], "reason": ADMIN_WHY}),
+    ("POST", "/api/admin/users/nina/enable", {"reason": ADMIN_WHY}),
+    ("GET", "/api/admin/users/nina/tokens", None),
 ]
 
 
@@ -176,7 +204,16 @@ def test_role_matrix_for_writes(service, north_search):
     decision = {"probe": 1, "rank": 2, "decision": "inconclusive", "note": "profile view only"}
     assert client(app, "nina").post(f"/api/searches/{sid}/decisions", json=decision).status_code == 403
     assert search(client(app, "rita"), "041").status_code == 403
-    assert client(app, "nina").post("/api/admin/agencies", data={"name": "east"}).status_code == 403
+    new_user = {"username": "eve", "password": PASSWORD, "roles": ["admin"], "reason": ADMIN_WHY}
+    for name in set(USERS) - ADMINS:
+        assert client(app, name).post("/api/admin/users", json=new_user).status_code == 403, name
+        assert client(app, name).post("/api/admin/shares", json={"collection": "north-custody", "agency": "south",
+                                                                 "reason": ADMIN_WHY}).status_code == 403, name
+    for method, path, body in ADMIN_WRITES:
+        assert client(app, "nina").request(method, path, json=body).status_code == 403
+        assert client(app, "sara").request(method, path, json=body).status_code == 404, path
+        assert client(app, "adam").request(method, path, json=body).status_code == 200, path
+    assert client(app, "adam").post("/api/admin/agencies", data={"name": "east"}).status_code == 405  # CLI only
     assert client(app, "nina").post("/api/ingest", data={"folder": "/"}).status_code == 403
     assert client(app, "otto").post("/api/ingest", data={"folder": "/etc"}).status_code == 403  # not an ingest root
     assert TestClient(app).post("/api/searches", data={"case": "x", "reason": "y"}).status_code == 401
@@ -289,6 +326,187 @@ def test_operator_ingests_a_server_folder_with_progress(service, tmp_path, monke
                                       "JOIN subjects s ON s.id = i.subject_id WHERE s.reference = '052' "
                                       "AND o.collection_id = ?", (north,)).fetchone()[0]
     assert owned == 2
+
+
+def admin_audit(fm, action: str) -> list[dict]:
+    return [e for e in fm.audit(action=action, limit=200, reason="test: check the admin change was recorded")]
+
+
+def test_agency_admin_manages_own_users_and_tokens(service):
+    app, fm = service
+    adam = client(app, "adam")
+    made = adam.post("/api/admin/users", json={"username": "nora", "password": PASSWORD, "roles": ["investigator"],
+                                               "reason": "joined the north intelligence unit"})
+    assert made.status_code == 201, made.text
+    assert made.json() == {"user": "nora", "agency": "north", "roles": ["investigator"]}
+    assert adam.post("/api/admin/users", json={"username": "nell", "password": PASSWORD, "roles": ["reviewer"],
+                                               "reason": " "}).status_code == 422  # a reason is required
+    nora = client(app, "nora", fresh=True)
+    assert nora.get("/api/searches").status_code == 200
+    r = adam.put("/api/admin/users/nora/roles", json={"roles": ["reviewer", "bogus"], "reason": ADMIN_WHY})
+    assert r.status_code == 422
+    assert adam.put("/api/admin/users/nora/roles", json={"roles": ["reviewer"], "reason": ADMIN_WHY}).json()["roles"] == [
+        "reviewer"]
+    assert nora.get("/api/queue").status_code == 200  # roles are read per request
+    assert search(nora, "041").status_code == 403
+
+    issued = adam.post("/api/admin/users/nora/tokens", json={"label": "batch script", "reason": ADMIN_WHY})
+    assert issued.status_code == 201
+    bearer = TestClient(app, headers={"Authorization": f"Bearer {issued.json()['token']}"})
+    assert bearer.get("/api/me").json()["user"] == "nora"
+    listed = adam.get("/api/admin/users/nora/tokens").json()
+    assert [t["label"] for t in listed] == ["batch script"] and "token" not in listed[0]
+    r = adam.request("DELETE", f"/api/admin/tokens/{issued.json()['id']}", json={"reason": "script retired"})
+    assert r.status_code == 200
+    assert bearer.get("/api/me").status_code == 401
+
+    second = adam.post("/api/admin/users/nora/tokens", json={"label": "second", "reason": ADMIN_WHY}).json()
+    r = adam.post("/api/admin/users/nora/disable", json={"reason": "left the unit"})
+    assert r.status_code == 200 and r.json()["sessions_ended"] == 1 and r.json()["tokens_revoked"] == 1
+    assert nora.get("/api/me").status_code == 401
+    assert TestClient(app, headers={"Authorization": f"Bearer {second['token']}"}).get("/api/me").status_code == 401
+    assert TestClient(app).post("/api/login", json={"username": "nora", "password": PASSWORD}).status_code == 401
+    assert {"username": "nora", "active": False}.items() <= next(
+        u for u in adam.get("/api/admin/users").json() if u["username"] == "nora").items()
+    assert adam.post("/api/admin/users/nora/enable", json={"reason": "back from secondment"}).status_code == 200
+    assert client(app, "nora", fresh=True).get("/api/me").status_code == 200
+
+    for action, reason in [("admin.user_add", "joined the north intelligence unit"), ("admin.user_roles", ADMIN_WHY),
+                           ("admin.token_revoke", "script retired"), ("admin.user_disable", "left the unit")]:
+        entries = [e for e in admin_audit(fm, action) if e["details"].get("user") == "nora"]
+        assert [(e["actor"], e["details"]["reason"]) for e in entries] == [("adam", reason)], action
+    why = {"reason": "check the admin changes"}
+    seen = {e["action"] for e in client(app, "sue").get("/api/audit", params=why).json() if e["actor"] == "adam"}
+    assert {"admin.user_add", "admin.user_disable", "admin.token_create"} <= seen  # north's supervisor sees them
+    assert not any(e["actor"] == "adam" for e in client(app, "sam").get("/api/audit", params=why).json())
+
+
+def test_agency_admin_never_reaches_another_agency(service):
+    app, _ = service
+    adam, sara = client(app, "adam"), client(app, "sara")
+    sams_token = client(app, "sam", fresh=True).post("/api/tokens", data={"label": "own"}).json()
+    because = {"reason": ADMIN_WHY}
+    assert adam.put("/api/admin/users/sam/roles", json={"roles": ["admin"], "reason": ADMIN_WHY}).status_code == 404
+    assert adam.post("/api/admin/users/sam/disable", json=because).status_code == 404
+    assert adam.get("/api/admin/users/sam/tokens").status_code == 404
+    assert adam.post("/api/admin/users/sam/tokens", json={"label": "x", "reason": ADMIN_WHY}).status_code == 404
+    assert adam.request("DELETE", f"/api/admin/tokens/{sams_token['id']}", json=because).status_code == 404
+    r = adam.post("/api/admin/users", json={"username": "mole", "password": PASSWORD, "roles": ["investigator"],
+                                            "agency": "south", "reason": ADMIN_WHY})
+    assert r.status_code == 404
+    assert client(app, "sam").get("/api/me").json()["roles"] == ["investigator", "operator", "reviewer", "supervisor"]
+    bearer = TestClient(app, headers={"Authorization": f"Bearer {sams_token['token']}"})
+    assert bearer.get("/api/me").status_code == 200  # adam's attempts changed nothing
+    listed = {u["username"] for u in adam.get("/api/admin/users").json()}
+    assert listed >= {"nina", "adam"} and not listed & {"sam", "sara"}
+    assert {s["owner"] for s in sara.get("/api/admin/shares").json() if s["direction"] == "granted"} <= {"south"}
+    assert adam.get("/api/admin/agencies").json()["collections"] == ["north-custody"]
+    # an agency never loses its last active admin
+    assert adam.put("/api/admin/users/adam/roles", json={"roles": ["supervisor"], "reason": ADMIN_WHY}).status_code == 409
+    assert adam.post("/api/admin/users/adam/disable", json=because).status_code == 409
+    assert client(app, "adam").get("/api/admin/users").status_code == 200
+
+
+def test_admin_page_shows_and_changes_only_own_agency(service):
+    app, fm = service
+    adam, sara = client(app, "adam"), client(app, "sara")
+    page = adam.get("/admin")
+    assert page.status_code == 200 and ">nina<" in page.text and ">sam<" not in page.text and ">sara<" not in page.text
+    assert ">adam<" not in sara.get("/admin").text
+    assert client(app, "nina").get("/admin", headers={"Accept": "text/html"}).status_code == 403
+    r = adam.post("/admin/users", data={"username": "nell", "password": PASSWORD, "roles": ["reviewer", "supervisor"],
+                                        "reason": "new reviewer"}, follow_redirects=False)
+    assert r.status_code == 303 and ">nell<" in adam.get("/admin").text
+    assert client(app, "nell").get("/api/queue").status_code == 200
+    r = adam.post("/admin/users/nell/disable", data={"reason": "suspended pending inquiry"}, follow_redirects=False)
+    assert r.status_code == 303 and "disabled" in adam.get("/admin").text
+    assert client(app, "nell").get("/api/queue").status_code == 401
+    assert adam.post("/admin/users/nell/enable", data={"reason": "inquiry closed"}, follow_redirects=False
+                     ).status_code == 303
+    assert adam.post("/admin/users/sam/disable", data={"reason": "x"}).status_code == 404
+    assert adam.post("/admin/shares", data={"collection": "north-custody", "agency": "south", "until": "",
+                                            "reason": ""}).status_code == 422
+    assert client(app, "sam").get("/api/me").status_code == 200
+    entries = [e for e in admin_audit(fm, "admin.user_disable") if e["details"]["user"] == "nell"]
+    assert [(e["actor"], e["details"]["reason"]) for e in entries] == [("adam", "suspended pending inquiry")]
+
+
+def _wait(c: TestClient, job_id: int) -> dict:
+    import time
+    for _ in range(600):
+        state = c.get(f"/api/ingest/{job_id}").json()
+        if state["state"] != "running":
+            return state
+        time.sleep(0.5)
+    raise AssertionError(f"ingest job {job_id} still running: {state}")
+
+
+LOOK = {"reason": "compare the crime-scene face"}
+
+
+def scene_faces(doc: dict) -> list[dict]:
+    return [cand for p in doc["probes"] for cand in p["scene_faces"]]
+
+
+def test_operator_ingests_crime_scene_images_for_own_agency_only(service):
+    app, fm = service
+    otto, sam = client(app, "otto"), client(app, "sam")
+    assert client(app, "nina").post("/api/ingest/scene", data={"case": "OP-HARBOUR",
+                                                               "folder": str(app.state.scene_root)}).status_code == 403
+    assert otto.post("/api/ingest/scene", data={"case": "OP-HARBOUR", "folder": "/etc"}).status_code == 403
+    assert otto.post("/api/ingest/scene", data={"case": "OP-HARBOUR"}).status_code == 422
+    job = otto.post("/api/ingest/scene", data={"case": "OP-HARBOUR", "folder": str(app.state.scene_root)})
+    assert job.status_code == 202, job.text
+    assert job.json()["kind"] == "scene" and job.json()["case"] == "OP-HARBOUR"
+    state = _wait(otto, job.json()["id"])
+    assert state["state"] == "finished", state
+    assert state["summary"]["total"] == 2 and state["done"] == 2 and state["summary"]["faces_stored"] >= 2, state
+    assert sam.get(f"/api/ingest/{job.json()['id']}").status_code == 404
+    assert "case OP-HARBOUR: finished 2/2" in otto.get("/ingest").text
+    assert "OP-HARBOUR" not in sam.get("/ingest").text
+    owners = fm.catalogue.conn.execute("""SELECT DISTINCT a.name FROM image_owners o JOIN cases k ON k.id = o.case_id
+        JOIN agencies a ON a.id = k.agency_id JOIN images i ON i.id = o.image_id WHERE i.run_id = ?""",
+                                       (state["summary"]["run_id"],)).fetchall()
+    assert [r[0] for r in owners] == ["north"]
+
+    # north's investigator searching another still of 043 sees the scene faces of north's case
+    north = search(client(app, "nina"), "043", case="OP-HARBOUR").json()
+    found = [c for c in scene_faces(north) if c["case_ref"] == "OP-HARBOUR"]
+    assert found, north["probes"][0]["scene_faces"]
+    scene_face = f"/api/faces/{found[0]['face_id']}/face.jpg"
+    assert client(app, "nina").get(scene_face, params=LOOK).status_code == 200
+    # south sees nothing of it: not in its search, not its face images, not its cases
+    south = sam.post("/api/searches", files=[probe("043")], data={"case": "OP-HARBOUR", "reason": "same still",
+                                                                  "top": "20"})
+    assert south.status_code == 201
+    assert not {c["face_id"] for c in scene_faces(south.json())} & {c["face_id"] for c in found}
+    assert sam.get(scene_face, params=LOOK).status_code == 404
+
+
+def test_uploaded_scene_images_join_the_uploading_agencys_case(service):
+    """South uploads a still of 043 (a north subject) for its own OP-HARBOUR: north's case of the same name,
+    searches and face images never show it, and south's never show north's."""
+    app, fm = service
+    sam, nina = client(app, "sam"), client(app, "nina")
+    still = require_data("frmdb-dev", "cctv_crops", "043", "Img_05.jpg")
+    job = sam.post("/api/ingest/scene", data={"case": "OP-HARBOUR"},
+                   files=[("files", (still.name, still.read_bytes(), "image/jpeg"))])
+    assert job.status_code == 202, job.text
+    state = _wait(sam, job.json()["id"])
+    assert state["state"] == "finished" and state["summary"]["faces_stored"] == 1, state
+    rows = fm.catalogue.conn.execute("""SELECT f.id, a.name FROM faces f JOIN images i ON i.id = f.image_id
+        JOIN image_owners o ON o.image_id = i.id JOIN cases k ON k.id = o.case_id
+        JOIN agencies a ON a.id = k.agency_id WHERE i.run_id = ?""", (state["summary"]["run_id"],)).fetchall()
+    assert [r[1] for r in rows] == ["south"]  # south's own OP-HARBOUR, whatever north calls its cases
+    face_id = rows[0][0]
+    assert sam.get(f"/api/faces/{face_id}/face.jpg", params=LOOK).status_code == 200
+    assert nina.get(f"/api/faces/{face_id}/face.jpg", params=LOOK).status_code == 404
+    south = sam.post("/api/searches", files=[probe("043")], data={"case": "OP-HARBOUR", "reason": "harbour still",
+                                                                  "top": "20"})
+    assert face_id in {c["face_id"] for c in scene_faces(south.json())}, south.json()["probes"][0]["scene_faces"]
+    north = search(nina, "043", case="OP-HARBOUR").json()
+    assert face_id not in {c["face_id"] for c in scene_faces(north)}
+    assert {c["case_ref"] for c in scene_faces(north)} <= {"OP-HARBOUR"}  # at most north's own case
 
 
 def _children(pid: int) -> set[int]:

@@ -94,3 +94,40 @@ def test_search_review_twice_and_audit_in_chromium(base_url):
         page.screenshot(path="/tmp/facematch-browser-4-audit.png", full_page=True)
         assert "review.first" in audit and "review.second" in audit and "rita" in audit and "ravi" in audit
         browser.close()
+
+
+def test_agency_admin_page_and_crime_scene_ingest_in_chromium(base_url):
+    """North's admin adds and disables a user on /admin (reasons required) and sees none of south's people;
+    north's operator ingests a crime-scene still for a case from the ingest page and watches it finish."""
+    still = require_data("frmdb-dev", "cctv_crops", "044", "Img_02.jpg")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM)
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        _login(page, base_url, "adam")
+        page.click("text=Admin")
+        form = page.locator("#adduser")
+        form.locator("input[name=username]").fill("nadia")
+        form.locator("input[name=password]").fill(PASSWORD)
+        form.locator("input[value=investigator]").check()
+        form.locator("input[name=reason]").fill("joined north CID")
+        form.locator("button").click()
+        page.wait_for_url("**/admin")
+        row = page.locator("tr", has_text="nadia")
+        row.locator("form[action$='/disable'] input[name=reason]").fill("on leave")
+        row.locator("form[action$='/disable'] button").click()
+        page.wait_for_url("**/admin")
+        page.screenshot(path="/tmp/facematch-browser-5-admin.png", full_page=True)
+        text = page.inner_text("main")
+        assert "nadia" in text and "disabled" in page.locator("tr", has_text="nadia").inner_text()
+        assert "sam" not in text.split() and "sara" not in text.split()
+        page.click("#logout")
+        _login(page, base_url, "otto")
+        page.goto(f"{base_url}/ingest")
+        page.check("input[name=kind][value=scene]")
+        page.fill("#case", "OP-BROWSER-SCENE")
+        page.set_input_files("input[name=files]", str(still))
+        page.click("#startingest")
+        playwright.expect(page.locator("#jobtext")).to_contain_text("finished", timeout=180_000)  # no eval: CSP
+        page.screenshot(path="/tmp/facematch-browser-6-scene-ingest.png", full_page=True)
+        assert "1 of 1 images" in page.inner_text("#jobtext")
+        browser.close()

@@ -1,5 +1,8 @@
 """Accounts from the command line, for whoever runs the server (no login): agencies, users, sharing.
 
+This is the system-level administration: it alone creates agencies and an agency's first admin, and it
+may act on any agency. In the service an admin administers their own agency only (docs/service.md).
+
 Registered on the main group like the evaluation commands. Each command is one call to
 ``Facematch.accounts`` (facematch/store/accounts.py); every change is audited with ``--user`` as actor.
 """
@@ -21,6 +24,11 @@ from facematch.validation import check_text
 __all__ = ["agencies", "users", "share", "COMMANDS"]
 
 _ACTOR = click.option("--user", "actor", help="Who makes the change (audited) [default: OS user].")
+_REASON = click.option("--reason", help="Why the change is made (audited with it).")
+
+
+def _reason(reason: str | None) -> str | None:
+    return None if reason is None else check_text("reason", reason, "note")
 
 
 def _accounts(ctx: click.Context):
@@ -87,9 +95,10 @@ def users():
               help="Read the password from this file's first line [default: prompt].")
 @click.option("--token", is_flag=True, help="Also create an API token and print it (shown only once).")
 @_ACTOR
+@_REASON
 @click.pass_context
 @_fail_cleanly
-def users_add(ctx, username, agency, roles, password_file, token, actor):
+def users_add(ctx, username, agency, roles, password_file, token, actor, reason):
     """Create USERNAME in an agency with roles (the password is stored as an argon2 hash).
 
     \b
@@ -103,7 +112,8 @@ def users_add(ctx, username, agency, roles, password_file, token, actor):
     else:
         password = click.prompt("password", hide_input=True, confirmation_prompt=True)
     accounts = _accounts(ctx)
-    user = accounts.add_user(username, password, agency=agency, roles=list(roles), actor=actor or default_user())
+    user = accounts.add_user(username, password, agency=agency, roles=list(roles), actor=actor or default_user(),
+                             reason=_reason(reason))
     click.echo(render.safe(f"user {user.username} ({user.agency}: {', '.join(sorted(user.roles))}) created"))
     if token:
         token_id, secret = accounts.create_token(user, "created with the user")
@@ -141,16 +151,18 @@ def share():
 @click.argument("agency")
 @click.option("--until", help="Last moment of the agreement (ISO date or date-time, UTC) [default: until revoked].")
 @_ACTOR
+@_REASON
 @click.pass_context
 @_fail_cleanly
-def share_grant(ctx, collection, agency, until, actor):
+def share_grant(ctx, collection, agency, until, actor, reason):
     """Let AGENCY search COLLECTION (recorded with who granted it and when).
 
     \b
     Example:
       facematch share grant north-police-custody south-police --until 2026-12-31
     """
-    share_id = _accounts(ctx).share(collection, agency, actor=actor or default_user(), until=until)
+    share_id = _accounts(ctx).share(collection, agency, actor=actor or default_user(), until=until,
+                                    reason=_reason(reason))
     click.echo(render.safe(f"sharing agreement {share_id}: {agency} may search {collection}"
                            + (f" until {until}" if until else "")))
 
@@ -158,16 +170,17 @@ def share_grant(ctx, collection, agency, until, actor):
 @share.command("revoke", context_settings=CONTEXT)
 @click.argument("share_id", type=int)
 @_ACTOR
+@_REASON
 @click.pass_context
 @_fail_cleanly
-def share_revoke(ctx, share_id, actor):
+def share_revoke(ctx, share_id, actor, reason):
     """End sharing agreement SHARE_ID now (kept, marked revoked).
 
     \b
     Example:
       facematch share revoke 3
     """
-    _accounts(ctx).revoke_share(share_id, actor=actor or default_user())
+    _accounts(ctx).revoke_share(share_id, actor=actor or default_user(), reason=_reason(reason))
     click.echo(render.safe(f"sharing agreement {share_id} revoked"))
 
 

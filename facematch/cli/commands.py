@@ -123,20 +123,22 @@ def ingest_custody(ctx, source, collection, workers, batch_size, user, as_json, 
 @ingest.command("scene", context_settings=CONTEXT)
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--case", help="Case reference for every image of a folder (manifests may carry case_ref).")
+@click.option("--agency", help="Agency whose cases the images join (created when new; see `facematch agencies "
+              "add`); without it the service shows them to nobody.")
 @_ingest_options
 @click.pass_context
 @_fail_cleanly
-def ingest_scene(ctx, source, case, workers, batch_size, user, as_json):
+def ingest_scene(ctx, source, case, agency, workers, batch_size, user, as_json):
     """Store every face of crime-scene images from SOURCE (a folder tree, or a CSV manifest
     path,case_ref[,captured_at,source]) as unidentified faces.
 
     \b
     Example:
-      facematch ingest scene ./stills --case OP-HARBOUR
+      facematch ingest scene ./stills --case OP-HARBOUR --agency north
     """
     fm = _open(ctx)
     summary = _progress_and_run(lambda p: fm.ingest_scene(
-        source, case=case, workers=workers, batch_size=batch_size, user=user, progress=p), as_json)
+        source, case=case, workers=workers, batch_size=batch_size, user=user, progress=p, agency=agency), as_json)
     _print_summary(summary, as_json)
 
 

@@ -35,11 +35,13 @@ from facematch.errors import (
     SourceNotFound,
 )
 from facematch.service import worker
+from facematch.service.admin import add_admin_routes
 from facematch.service.auth import RateLimited, RateLimiter, authenticate, check_csrf, require
 from facematch.service.jobs import IngestJobs
 from facematch.service.uploads import face_crop, keep_probe, sniff
 from facematch.settings import ServiceSettings, Settings
 from facematch.store.accounts import User
+from facematch.validation import check_text
 
 __all__ = ["create_app", "ServiceState", "STATUS", "search_view", "audit_rows", "parse_boxes"]
 
@@ -74,19 +76,6 @@ class Decision(BaseModel):
 class Login(BaseModel):
     username: str
     password: str
-
-
-class NewUser(BaseModel):
-    username: str
-    password: str
-    agency: str
-    roles: list[str]
-
-
-class NewShare(BaseModel):
-    collection: str
-    agency: str
-    until: str | None = None
 
 
 def parse_boxes(text: str, n: int) -> list:
@@ -163,6 +152,7 @@ def create_app(settings: Settings, service: ServiceSettings | None = None, *,
     _search_routes(app, state, current)
     _review_routes(app, state, current)
     _ingest_routes(app, state, current)
+    add_admin_routes(app, state, current)
     if web:
         from facematch.service.web import add_web_routes
 
@@ -253,34 +243,6 @@ def _account_routes(app: FastAPI, state: ServiceState, current) -> None:
     def revoke_token(token_id: int, user: User = Depends(current)):
         accounts().revoke_token(user, token_id)
         return {"revoked": token_id}
-
-    @app.post("/api/admin/users", tags=["admin"], status_code=201)
-    def add_user(body: NewUser, user: User = Depends(current)):
-        require(user, "admin")
-        made = accounts().add_user(body.username, body.password, agency=body.agency, roles=body.roles,
-                                   actor=user.username)
-        return {"user": made.username, "agency": made.agency, "roles": sorted(made.roles)}
-
-    @app.post("/api/admin/agencies", tags=["admin"], status_code=201)
-    def add_agency(name: str = Form(...), user: User = Depends(current)):
-        require(user, "admin")
-        return {"agency": name, "id": accounts().add_agency(name, actor=user.username)}
-
-    @app.get("/api/admin/shares", tags=["admin"])
-    def shares(user: User = Depends(current)):
-        require(user, "admin")
-        return accounts().shares()
-
-    @app.post("/api/admin/shares", tags=["admin"], status_code=201)
-    def grant(body: NewShare, user: User = Depends(current)):
-        require(user, "admin")
-        return {"id": accounts().share(body.collection, body.agency, actor=user.username, until=body.until)}
-
-    @app.delete("/api/admin/shares/{share_id}", tags=["admin"])
-    def revoke(share_id: int, user: User = Depends(current)):
-        require(user, "admin")
-        accounts().revoke_share(share_id, actor=user.username)
-        return {"revoked": share_id}
 
 
 def set_session_cookie(response: Response, cookie: str, state: ServiceState) -> None:
@@ -414,6 +376,20 @@ def _ingest_routes(app: FastAPI, state: ServiceState, current) -> None:
             raise NotFound(f"no collection {collection!r} of your agency")
         source = _ingest_source(state, folder) if folder else await _uploaded_source(state, subject, files or [])
         job = state.jobs.start(source, collection=coll["name"], user=user.username, agency_id=user.agency_id)
+        return job.to_dict()
+
+    @app.post("/api/ingest/scene", tags=["ingest"], status_code=202)
+    async def start_scene_ingest(case: str = Form(..., description="your agency's case the images belong to"),
+                                 folder: str = Form("", description="a folder under a configured ingest root"),
+                                 files: list[UploadFile] | None = File(None), user: User = Depends(current)):
+        """Ingest crime-scene images into a case of your agency (created when new; only your agency sees
+        its faces); poll /api/ingest/{id}."""
+        require(user, "operator")
+        case = check_text("case reference", case, "id", state.settings.text_limits)
+        if not folder and not files:
+            raise InvalidArgument("give a server folder under an ingest root, or upload the scene images")
+        source = _ingest_source(state, folder) if folder else await _uploaded_source(state, "scene", files or [])
+        job = state.jobs.start(source, case=case, agency=user.agency, user=user.username, agency_id=user.agency_id)
         return job.to_dict()
 
     @app.get("/api/ingest/{job_id}", tags=["ingest"])

@@ -1,5 +1,8 @@
 """Ingest jobs started by operators: each runs in its own spawned process, with progress the page polls.
 
+A job ingests custody images into an agency collection, or crime-scene images into a case of the
+operator's agency (``kind="scene"``): the case, created when new, is that agency's alone.
+
 The analysis (detection, descriptors) never runs in the web process: native model calls hold the GIL
 for tenths of a second each, which would stall the server's event loop and every page and API answer
 behind it while an ingest runs. A thread in the web process only relays the child's progress.
@@ -31,7 +34,9 @@ class IngestJob:
     agency_id: int
     user: str
     source: str
-    collection: str
+    collection: str | None
+    kind: str = "custody"      # custody (into ``collection``) or scene (into ``case`` of the agency)
+    case: str | None = None
     done: int = 0
     total: int = 0
     state: str = "running"     # running, finished, failed
@@ -39,18 +44,24 @@ class IngestJob:
     summary: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "user": self.user, "collection": self.collection, "done": self.done,
+        return {"id": self.id, "kind": self.kind, "user": self.user, "collection": self.collection,
+                "case": self.case, "done": self.done,
                 "total": self.total, "state": self.state, "error": self.error, "summary": self.summary,
                 "percent": round(100 * self.done / self.total, 1) if self.total else (100.0 if self.state != "running" else 0.0)}
 
 
-def _ingest_process(settings: Settings, source: str, collection: str, user: str, workers: int, out) -> None:
-    """The child: one ingest into ``collection``, reporting ("progress", done, total), then
-    ("finished", summary) or ("failed", message) on ``out``."""
+def _ingest_process(settings: Settings, job: IngestJob, agency: str | None, workers: int, out) -> None:
+    """The child: one ingest (custody into ``job.collection``, or scene into ``agency``'s ``job.case``),
+    reporting ("progress", done, total), then ("finished", summary) or ("failed", message) on ``out``."""
     fm = Facematch(settings=settings)
+    progress = lambda done, total: out.put(("progress", done, total))  # noqa: E731
     try:
-        summary = fm.ingest_custody(Path(source), workers=workers, user=user, collection=collection,
-                                    progress=lambda done, total: out.put(("progress", done, total)))
+        if job.kind == "scene":
+            summary = fm.ingest_scene(Path(job.source), case=job.case, workers=workers, user=job.user,
+                                      agency=agency, progress=progress)
+        else:
+            summary = fm.ingest_custody(Path(job.source), workers=workers, user=job.user,
+                                        collection=job.collection, progress=progress)
         out.put(("finished", summary.to_dict()))
     except FacematchError as exc:
         out.put(("failed", str(exc)))
@@ -61,7 +72,7 @@ def _ingest_process(settings: Settings, source: str, collection: str, user: str,
 
 
 class IngestJobs:
-    """Runs custody ingests into an agency collection: one spawned process per job (``workers`` analysis
+    """Runs ingests into an agency's collection or case: one spawned process per job (``workers`` analysis
     processes inside it: 1 analyses in that process), one relay thread per job in this process."""
 
     def __init__(self, fm: Facematch, workers: int):
@@ -72,11 +83,16 @@ class IngestJobs:
         self._lock = threading.Lock()
         self._context = multiprocessing.get_context("spawn")  # the server has threads: never fork
 
-    def start(self, source: Path, *, collection: str, user: str, agency_id: int) -> IngestJob:
-        job = IngestJob(next(self._ids), agency_id, user, str(source), collection)
+    def start(self, source: Path, *, collection: str | None = None, user: str, agency_id: int,
+              case: str | None = None, agency: str | None = None) -> IngestJob:
+        """A custody job (``collection``) or, with ``case`` and ``agency`` (its name), a crime-scene job."""
+        kind = "scene" if case else "custody"
+        if kind == "scene" and not agency:
+            raise ValueError("a crime-scene job needs the agency that owns the case")
+        job = IngestJob(next(self._ids), agency_id, user, str(source), collection, kind=kind, case=case)
         with self._lock:
             self.jobs[job.id] = job
-        threading.Thread(target=self._run, args=(job,), daemon=True, name=f"ingest-{job.id}").start()
+        threading.Thread(target=self._run, args=(job, agency), daemon=True, name=f"ingest-{job.id}").start()
         return job
 
     def get(self, job_id: int, agency_id: int) -> IngestJob | None:
@@ -86,13 +102,12 @@ class IngestJobs:
     def for_agency(self, agency_id: int) -> list[IngestJob]:
         return [j for j in self.jobs.values() if j.agency_id == agency_id]
 
-    def _run(self, job: IngestJob) -> None:
+    def _run(self, job: IngestJob, agency: str | None) -> None:
         out = self._context.Queue()
         try:
             with _single_threaded_children():  # one native thread per analysis process
                 child = self._context.Process(target=_ingest_process, name=f"facematch-ingest-{job.id}", daemon=True,
-                                              args=(self.settings, job.source, job.collection, job.user,
-                                                    self.workers, out))
+                                              args=(self.settings, job, agency, self.workers, out))
                 child.start()
             while job.state == "running":
                 try:

@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 
 from facematch.errors import AuthenticationFailed
 from facematch.search.bands import one_in
+from facematch.service.admin import add_admin_pages
 from facematch.service.app import ServiceState, audit_csv, audit_rows, run_search, search_view, set_session_cookie
 from facematch.service.auth import SESSION_COOKIE, authenticate, check_csrf, require
 
@@ -135,6 +136,8 @@ def add_web_routes(app: FastAPI, state: ServiceState, current) -> None:
                             headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
         return render(request, "audit.html", user, rows=rows,
                       filters={"action": action, "actor": actor, "since": since, "until": until})
+
+    add_admin_pages(app, state, render, page_user)
 
     @app.get("/ingest", response_class=HTMLResponse, include_in_schema=False)
     def ingest_page(request: Request, user=Depends(page_user)):

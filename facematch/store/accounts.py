@@ -26,7 +26,8 @@ from facematch.store.catalogue import Catalogue, utc_now
 __all__ = ["ROLES", "User", "SearchScope", "Accounts", "normalise_until"]
 
 #: operator: ingests; investigator: searches for the cases of their agency; reviewer: records decisions;
-#: supervisor: reads the audit trail of their agency; admin: users, agencies and sharing agreements.
+#: supervisor: reads the audit trail of their agency; admin: the users of their own agency and the sharing
+#: agreements of its collections (facematch/store/administration.py). Agencies come from the command line.
 ROLES = ("operator", "investigator", "reviewer", "supervisor", "admin")
 _HASHER = PasswordHasher()
 _MIN_PASSWORD = 8
@@ -106,7 +107,8 @@ class Accounts:
     def agencies(self) -> list[dict]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM agencies ORDER BY name")]
 
-    def add_user(self, username: str, password: str, *, agency: str, roles: list[str], actor: str) -> User:
+    def add_user(self, username: str, password: str, *, agency: str, roles: list[str], actor: str,
+                 reason: str | None = None) -> User:
         """Create a user of ``agency`` holding ``roles`` (the password is stored as an argon2id hash)."""
         if not username or not username.strip() or any(c.isspace() for c in username):
             raise InvalidArgument("a username is one word without spaces")
@@ -124,7 +126,7 @@ class Accounts:
                 (username, agency_id, _HASHER.hash(password), utc_now())).lastrowid
             self.conn.executemany("INSERT INTO user_roles VALUES (?, ?)", [(user_id, r) for r in set(roles)])
             self.catalogue.audit(actor, "admin.user_add", {"user": username, "agency": agency,
-                                                          "roles": sorted(set(roles))})
+                                                          "roles": sorted(set(roles)), "reason": reason})
         return self.user(user_id)
 
     def user(self, user_id: int) -> User:
@@ -225,7 +227,8 @@ class Accounts:
             self.catalogue.audit(actor, "admin.collection_add", {"collection": name, "agency": agency})
         return cid
 
-    def share(self, collection: str, agency: str, *, actor: str, until: str | None = None) -> int:
+    def share(self, collection: str, agency: str, *, actor: str, until: str | None = None,
+              reason: str | None = None) -> int:
         """Let ``agency`` search ``collection`` (until ``until``, ISO, or until revoked); audited."""
         coll, grantee, until = self.collection(collection), self.agency_id(agency), normalise_until(until)
         if coll["agency_id"] == grantee:
@@ -235,16 +238,17 @@ class Accounts:
                 "INSERT INTO shares (collection_id, agency_id, granted_by, granted_at, valid_until) "
                 "VALUES (?, ?, ?, ?, ?)", (coll["id"], grantee, actor, utc_now(), until)).lastrowid
             self.catalogue.audit(actor, "share.grant", {"share_id": share_id, "collection": collection,
-                                                       "owner": coll["agency"], "agency": agency, "until": until})
+                                                       "owner": coll["agency"], "agency": agency, "until": until,
+                                                       "reason": reason})
         return share_id
 
-    def revoke_share(self, share_id: int, *, actor: str) -> None:
+    def revoke_share(self, share_id: int, *, actor: str, reason: str | None = None) -> None:
         with self.catalogue.atomic():
             n = self.conn.execute("UPDATE shares SET revoked_at = ?, revoked_by = ? WHERE id = ? "
                                   "AND revoked_at IS NULL", (utc_now(), actor, share_id)).rowcount
             if not n:
                 raise NotFound(f"no active sharing agreement {share_id}")
-            self.catalogue.audit(actor, "share.revoke", {"share_id": share_id})
+            self.catalogue.audit(actor, "share.revoke", {"share_id": share_id, "reason": reason})
 
     def shares(self) -> list[dict]:
         now = utc_now()

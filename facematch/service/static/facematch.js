@@ -86,7 +86,8 @@ function setUpIngest() {
     e.preventDefault();
     const data = new FormData(form);
     const csrf = document.getElementById("csrf").value;
-    const reply = await fetch("/api/ingest", { method: "POST", body: data, headers: { "X-CSRF-Token": csrf } });
+    const url = data.get("kind") === "scene" ? "/api/ingest/scene" : "/api/ingest";  // crime-scene images: a case
+    const reply = await fetch(url, { method: "POST", body: data, headers: { "X-CSRF-Token": csrf } });
     const job = await reply.json();
     const text = document.getElementById("jobtext");
     document.getElementById("job").hidden = false;
