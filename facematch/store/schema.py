@@ -10,7 +10,7 @@ import sqlite3
 
 from facematch.errors import CatalogueError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+__all__ = ["ERASED_NOTE_PREFIX", "MIGRATIONS", "SCHEMA_VERSION", "migrate"]
 
 _V1 = [
     """CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -286,8 +286,22 @@ _V7_RUN_STATUS = [
     "UPDATE ingest_runs SET status = 'finished' WHERE finished_at IS NOT NULL",
 ]
 
+#: Version 8: erasure reaches the notes of two-person reviews. A review row stays as recorded, except
+#: that deleting its candidate's data under retention replaces its note with ``ERASED_NOTE_PREFIX``...
+#: (the deletion's chained entry restates the row's digest); any other update is still refused.
+ERASED_NOTE_PREFIX = "note erased under retention"
+_V8_REVIEW_ERASURE = [
+    "DROP TRIGGER reviews_no_update",
+    f"""CREATE TRIGGER reviews_no_update BEFORE UPDATE ON reviews
+       WHEN NOT (NEW.id = OLD.id AND NEW.candidate_id = OLD.candidate_id AND NEW.stage = OLD.stage
+                 AND NEW.reviewer = OLD.reviewer AND NEW.decision = OLD.decision
+                 AND NEW.decided_at = OLD.decided_at AND substr(NEW.note, 1, {len(ERASED_NOTE_PREFIX)}) = '{ERASED_NOTE_PREFIX}')
+       BEGIN SELECT RAISE(ABORT, 'reviews are kept as recorded'); END""",
+]
+
 #: Migrations in order: MIGRATIONS[i] takes the schema from version i to i + 1.
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4_ACCOUNTS, _V5_RETENTION, _V6_PERSON, _V7_RUN_STATUS]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4_ACCOUNTS, _V5_RETENTION, _V6_PERSON, _V7_RUN_STATUS,
+                               _V8_REVIEW_ERASURE]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
