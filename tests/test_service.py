@@ -136,19 +136,26 @@ def test_other_agency_cannot_read_review_decide_or_see_images(service, north_sea
                                                             "note": "x"}).status_code == 404
     assert sam.get(f"/api/searches/{sid}/probes/1/face.jpg").status_code == 404
     assert sam.get(f"/api/faces/{face_id}/face.jpg").status_code == 404
-    assert all(USERS.get(e["actor"], ("south",))[0] == "south" for e in sam.get("/api/audit").json())
+    why = {"reason": "checking another agency's search"}
+    for url in (f"/api/searches/{sid}", f"/api/searches/{sid}/probes/1/face.jpg", f"/api/faces/{face_id}/face.jpg"):
+        assert sam.get(url, params=why).status_code == 404, url  # a stated reason opens nothing of theirs
+        assert sam.get(url, params={"consultation": north_search["consultation"]}).status_code == 404, url
+    assert all(USERS.get(e["actor"], ("south",))[0] == "south" for e in sam.get("/api/audit", params=AUDIT).json())
     assert sid not in [s["id"] for s in sam.get("/api/searches").json()]
     assert sam.get("/api/queue").json() == [] or all(q["search_id"] != sid for q in sam.get("/api/queue").json())
 
 
+AUDIT = {"reason": "monthly supervision of searches"}
 ROLE_MATRIX = [  # (method, path template, allowed users, forbidden users)
     ("GET", "/api/me", set(USERS), set()),
     ("GET", "/api/searches", {"nina", "rita", "ravi", "sue", "sam"}, {"otto", "adam"}),
-    ("GET", "/api/searches/{sid}", {"nina", "rita", "ravi", "sue"}, {"otto", "adam"}),
-    ("GET", "/api/searches/{sid}/probes/1/face.jpg", {"nina", "rita", "ravi", "sue"}, {"otto", "adam"}),
-    ("GET", "/api/faces/{fid}/face.jpg", {"nina", "rita", "ravi", "sue"}, {"otto", "adam"}),
+    ("GET", "/api/searches/{sid}?reason=second+review", {"nina", "rita", "ravi", "sue"}, {"otto", "adam"}),
+    ("GET", "/api/searches/{sid}/probes/1/face.jpg?reason=compare+the+probe",
+     {"nina", "rita", "ravi", "sue"}, {"otto", "adam"}),
+    ("GET", "/api/faces/{fid}/face.jpg?reason=compare+the+candidate", {"nina", "rita", "ravi", "sue"}, {"otto", "adam"}),
     ("GET", "/api/queue", {"rita", "ravi", "sam"}, {"nina", "sue", "otto", "adam"}),
-    ("GET", "/api/audit", {"sue", "sam"}, {"nina", "rita", "ravi", "otto", "adam"}),
+    ("GET", "/api/audit?reason=supervision", {"sue", "sam"}, {"nina", "rita", "ravi", "otto", "adam"}),
+    ("GET", "/api/audit?reason=supervision&format=csv", {"sue", "sam"}, {"nina", "rita", "ravi", "otto", "adam"}),
     ("GET", "/api/admin/shares", {"adam"}, {"nina", "rita", "ravi", "sue", "otto", "sam"}),
     ("GET", "/api/ingest/999", set(), {"nina", "rita", "ravi", "sue", "adam"}),
 ]
@@ -199,6 +206,9 @@ def test_bearer_token_works_and_is_revocable(service):
     assert bearer.get("/api/me").status_code == 401
 
 
+WHY = {"reason": "two-person review of the candidates"}
+
+
 def test_two_person_review_blind_then_lead(service, north_search):
     app, fm = service
     sid = north_search["search_id"]
@@ -207,15 +217,15 @@ def test_two_person_review_blind_then_lead(service, north_search):
     assert rita.post(f"/api/searches/{sid}/decisions", json={**first, "note": " "}).status_code == 422
     assert rita.post(f"/api/searches/{sid}/decisions", json=first).status_code == 201
     assert rita.post(f"/api/searches/{sid}/decisions", json=first).status_code == 409  # not twice by one person
-    seen = ravi.get(f"/api/searches/{sid}").json()["probes"][0]["subjects"][0]["review"]
+    seen = ravi.get(f"/api/searches/{sid}", params=WHY).json()["probes"][0]["subjects"][0]["review"]
     assert seen["reviews"] == [] and seen["hidden_reviews"] == 1 and seen["outcome"] == "awaiting second review"
     assert any(q["rank"] == 1 and q["awaiting"] == "second review" for q in ravi.get("/api/queue").json())
     assert ravi.post(f"/api/searches/{sid}/decisions", json={**first, "note": "agree: ear shape"}).status_code == 201
-    seen = rita.get(f"/api/searches/{sid}").json()["probes"][0]["subjects"][0]["review"]
+    seen = rita.get(f"/api/searches/{sid}", params=WHY).json()["probes"][0]["subjects"][0]["review"]
     assert seen["outcome"] == "investigative lead" and len(seen["reviews"]) == 2
-    actions = [e["action"] for e in client(app, "sue").get("/api/audit").json()]
+    actions = [e["action"] for e in client(app, "sue").get("/api/audit", params=AUDIT).json()]
     assert "review.first" in actions and "review.second" in actions
-    assert "text/csv" in client(app, "sue").get("/api/audit?format=csv").headers["content-type"]
+    assert "text/csv" in client(app, "sue").get("/api/audit", params={**AUDIT, "format": "csv"}).headers["content-type"]
 
 
 def test_disagreement_is_kept(service, north_search):
@@ -225,7 +235,7 @@ def test_disagreement_is_kept(service, north_search):
     assert client(app, "rita").post(f"/api/searches/{sid}/decisions", json=one).status_code == 201
     assert client(app, "ravi").post(f"/api/searches/{sid}/decisions",
                                     json={**one, "decision": "not a match", "note": "jaw differs"}).status_code == 201
-    review = client(app, "rita").get(f"/api/searches/{sid}").json()["probes"][0]["subjects"][3]["review"]
+    review = client(app, "rita").get(f"/api/searches/{sid}", params=WHY).json()["probes"][0]["subjects"][3]["review"]
     assert review["outcome"] == "disagreement" and [r["decision"] for r in review["reviews"]] == [
         "possible match", "not a match"]
 
@@ -354,3 +364,50 @@ def test_serve_stops_its_worker_processes_on_sigterm(tmp_path):
         for pid in children:
             if _running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _entries(fm, action: str) -> list[dict]:
+    return fm.catalogue.audit_entries(action=action, limit=10_000)
+
+
+def test_consultations_need_the_users_own_reason_and_record_it(service, north_search):
+    """DPA 2018 s.62: each view of a search, its images and the audit log records who, when and why."""
+    app, fm = service
+    sid = north_search["search_id"]
+    nina, rita, ravi, sue = (client(app, n) for n in ("nina", "rita", "ravi", "sue"))
+    r = rita.get(f"/api/searches/{sid}")
+    assert r.status_code == 422 and "reason" in r.json()["error"]
+    assert rita.get(f"/api/searches/{sid}", params={"reason": "  "}).status_code == 422
+
+    own = nina.get(f"/api/searches/{sid}")  # the author: recorded with the case and the search's justification
+    assert own.status_code == 200
+    entry = _entries(fm, "review")[0]
+    assert entry["id"] == own.json()["consultation"] and entry["actor"] == "nina"
+    assert entry["details"] == {"search_id": sid, "reason_stated": False, "reason":
+                                "own search in case OP-NORTH-1; its justification: robbery at the harbour, CCTV still"}
+
+    doc = rita.get(f"/api/searches/{sid}", headers={"X-Reason": "first review, queue item"}).json()
+    entry = _entries(fm, "review")[0]
+    assert (entry["id"], entry["actor"], entry["details"]) == (
+        doc["consultation"], "rita", {"search_id": sid, "reason": "first review, queue item"})
+    cand = doc["probes"][0]["subjects"][0]
+    views = len(_entries(fm, "view.image"))
+    assert rita.get(cand["face_url"]).status_code == 200  # inside her consultation: no new entry
+    assert rita.get(doc["probes"][0]["face_url"]).status_code == 200
+    assert len(_entries(fm, "view.image")) == views
+    assert rita.get(f"/api/searches/{sid}", params={"consultation": doc["consultation"]}).status_code == 200
+    assert _entries(fm, "review")[0]["id"] == doc["consultation"]
+    assert ravi.get(cand["face_url"]).status_code == 422  # someone else's consultation covers nothing
+    assert ravi.get(f"/api/searches/{sid}", params={"consultation": doc["consultation"]}).status_code == 422
+    bare = f"/api/faces/{cand['face_id']}/face.jpg"
+    assert ravi.get(bare).status_code == 422
+    assert ravi.get(bare, params={"reason": "compare with the custody photo"}).status_code == 200
+    seen = _entries(fm, "view.image")[0]
+    assert (seen["actor"], seen["details"]) == ("ravi", {"face_id": cand["face_id"],
+                                                         "reason": "compare with the custody photo"})
+
+    assert sue.get("/api/audit").status_code == 422
+    assert sue.get("/api/audit", params={"format": "csv"}).status_code == 422
+    assert sue.get("/api/audit", headers={"X-Reason": "complaint 2026/14 about a search"}).status_code == 200
+    read = _entries(fm, "audit.read")[0]
+    assert read["actor"] == "sue" and read["details"]["reason"] == "complaint 2026/14 about a search"

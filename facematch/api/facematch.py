@@ -153,6 +153,33 @@ class Facematch(DataLifecycle, Measurement):
         reason = self._optional("reason", reason, "note")
         return _review.review_search(self.catalogue, search_id, user=self._user(user), reason=reason)
 
+    def consult(self, search_id: int, *, user: str, reason: str, stated: bool = True) -> tuple[SearchResult, int]:
+        """A stored search, its consultation audited with ``reason`` (``stated=False``: a reason composed for
+        the user, marked so); returns it and the consultation's audit entry id."""
+        check_int("search id", search_id)
+        return _review.consult_search(self.catalogue, search_id, user=self._text("user", user, "name"),
+                                      reason=self._optional("reason", reason, "note"), stated=stated)
+
+    def continue_consultation(self, search_id: int, consultation: int, *, user: str, since: str) -> SearchResult:
+        """A stored search that ``user`` consulted (audit entry ``consultation``, made at or after ``since``),
+        without a new entry. Raises ``InvalidArgument`` when that entry is not such a consultation."""
+        check_int("consultation", consultation)
+        if _review.consultation_search(self.catalogue, consultation, user=user, since=since) != search_id:
+            raise InvalidArgument(f"consultation {consultation} is not yours, is over, or is of another search: "
+                                  "state a reason for viewing this search")
+        return _review.load_search(self.catalogue, search_id)
+
+    def consultation_search(self, consultation: int, *, user: str, since: str) -> int | None:
+        """The search ``user``'s consultation (audit entry id) made at or after ``since`` covers, else None."""
+        check_int("consultation", consultation)
+        return _review.consultation_search(self.catalogue, consultation, user=user, since=since)
+
+    def record_image_view(self, *, user: str, reason: str, **image: int | str) -> int:
+        """Audit one image fetched with its own ``reason`` (``image``: its ids, e.g. search_id, probe_no,
+        face_id, probe_sha256); returns the entry id."""
+        return _review.record_image_view(self.catalogue, user=self._text("user", user, "name"),
+                                         reason=self._optional("reason", reason, "note"), **image)
+
     def export(self, search_id: int, *, output: str | Path, recipient: str | None = None,
                reason: str | None = None, user: str | None = None) -> dict:
         """Disclose a stored search: write it with its decisions as JSON to ``output`` (mode 0600), audited
