@@ -16,17 +16,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from facematch.errors import AuthenticationFailed
+from facematch.errors import AuthenticationFailed, NotFound
 from facematch.search.bands import one_in
-from facematch.errors import NotFound
-from facematch.service.app import (
-    ServiceState,
-    audit_csv,
-    audit_rows,
-    run_search,
-    search_view,
-    set_session_cookie,
-)
+from facematch.service.app import ServiceState, audit_csv, audit_rows, run_search, search_view, set_session_cookie
 from facematch.service.auth import SESSION_COOKIE, authenticate, check_csrf, require
 
 __all__ = ["add_web_routes", "safe_next"]
