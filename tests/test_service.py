@@ -411,3 +411,113 @@ def test_consultations_need_the_users_own_reason_and_record_it(service, north_se
     assert sue.get("/api/audit", headers={"X-Reason": "complaint 2026/14 about a search"}).status_code == 200
     read = _entries(fm, "audit.read")[0]
     assert read["actor"] == "sue" and read["details"]["reason"] == "complaint 2026/14 about a search"
+
+
+def test_audit_view_filters_and_pages_in_sql(tmp_path, monkeypatch):
+    """3,000 synthetic entries over three months: every filter and page the supervisor gets is exactly what a
+    plain scan of the log selects, the CSV export streams all of it, and the filters use the indexes."""
+    import csv
+    import datetime as dt
+    import io
+    import json
+    import random
+
+    from facematch.store import catalogue as catalogue_module
+    from facematch.store.audit_query import AuditFilter
+
+    fm = make_facematch(tmp_path)
+    accounts = fm.accounts
+    for agency in ("north", "south"):
+        accounts.add_agency(agency, actor="setup")
+    for name, agency, roles in (("sue", "north", ["supervisor"]), ("nina", "north", ["investigator"]),
+                                ("rita", "north", ["reviewer"]), ("sam", "south", ["investigator", "supervisor"])):
+        accounts.add_user(name, PASSWORD, agency=agency, roles=roles, actor="setup")
+    users = {u.username: u for u in accounts.users()}
+    case_of = {sid: ("OP-1", "OP-2", "OP-S")[sid % 3] for sid in range(1, 31)}
+    with fm.catalogue.atomic() as conn:
+        for sid, ref in case_of.items():
+            owner = users["sam" if ref == "OP-S" else "nina"]
+            case_id = accounts.case_id(owner.agency_id, ref, create=True)
+            conn.execute("INSERT INTO searches (id, created_at, user, case_ref, reason, params, bands, "
+                         "gallery_subjects, gallery_faces) VALUES (?, '2026-01-01', ?, ?, 'x', '{}', '{}', 0, 0)",
+                         (sid, owner.username, ref))
+            conn.execute("INSERT INTO search_owners VALUES (?, ?, ?, ?, '[]')",
+                         (sid, owner.id, owner.agency_id, case_id))
+    start, tick = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), iter(range(10**6))
+    monkeypatch.setattr(catalogue_module, "utc_now", lambda: (start + dt.timedelta(minutes=47 * next(tick))).isoformat())
+    rng = random.Random(14)
+    with fm.catalogue.atomic():
+        for _ in range(3000):
+            action = rng.choice(["search", "review", "review.first", "decision", "login"])
+            details = {} if action == "login" else {"search_id": rng.randint(1, 30)}
+            if action == "search" and rng.random() < 0.2:
+                details["case_ref"] = "OP-2"
+            fm.catalogue.audit(rng.choice(["nina", "rita", "sue", "sam", "setup"]), action, details)
+    monkeypatch.undo()
+    log = fm.catalogue.conn.execute("SELECT id, at, actor, action, details FROM audit_log ORDER BY id DESC").fetchall()
+    last = log[0]["id"]
+    assert log[2999]["at"] < "2026-01-02" and log[0]["at"] > "2026-04-01"  # the synthetic entries' span
+
+    def expected(members, actor=None, action=None, case=None, since=None, until=None):
+        """The reference: a plain scan in Python (dates compared as text: since/until dates are whole days).
+        A case is one of the members' agency: OP-S is south's (sam's), OP-1 and OP-2 north's."""
+        out = []
+        for r in log:
+            d = json.loads(r["details"])
+            own_case = (case == "OP-S") == ("sam" in members)
+            in_case = own_case and case_of.get(d.get("search_id")) == case or d.get("case_ref") == case
+            if r["actor"] in members and (not actor or r["actor"] == actor) and (not action or r["action"] == action) \
+                    and (not case or in_case) and (not since or r["at"][:len(since)] >= since) \
+                    and (not until or r["at"][:len(until)] <= until):
+                out.append(r["id"])
+        return out
+
+    app = create_app(fm.settings, ServiceSettings(), web=True)
+    sue, sam = client(app, "sue"), client(app, "sam")
+
+    def fetch(who, **params):
+        ids, url, pages = [], "/api/audit", 0
+        query = {"reason": "synthetic audit check", "limit": 250, **params}
+        while url:
+            r = who.get(url, params=query if not pages else None)
+            assert r.status_code == 200, r.text
+            ids += [e["id"] for e in r.json()]
+            link = r.headers.get("link")
+            url, pages = (link[1:link.index(">")] if link else None), pages + 1
+        assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids)
+        return [i for i in ids if i <= last], pages
+
+    north = {"nina", "rita", "sue"}
+    for filters in ({}, {"actor": "rita"}, {"action": "review.first"}, {"case": "OP-1"}, {"case": "OP-2"},
+                    {"case": "OP-S"}, {"actor": "sam"}, {"since": "2026-02-01", "until": "2026-02-28"},
+                    {"actor": "nina", "action": "search", "case": "OP-2", "since": "2026-01-15",
+                     "until": "2026-03-01T12:00:00"}):
+        want = expected(north, **filters)
+        got, pages = fetch(sue, **filters)
+        assert got == want, filters
+        assert pages == len(want) // 250 + 1 or pages == (len(want) + 1) // 250 + 1, (filters, pages, len(want))
+    assert len(expected(north)) > 1500 and expected(north, case="OP-S") == [] and expected(north, actor="sam") == []
+    assert fetch(sam)[0] == expected({"sam"}) and fetch(sam, case="OP-S")[0] == expected({"sam"}, case="OP-S")
+    read = fm.catalogue.audit_entries(action="audit.read", limit=1)[0]
+    assert read["actor"] == "sam" and read["details"]["filters"] == {"case": "OP-S"}
+
+    for bad in ({"since": "last tuesday"}, {"limit": 0}, {"limit": 5000}):
+        assert sue.get("/api/audit", params={"reason": "x", **bad}).status_code == 422, bad
+    export = sue.get("/api/audit", params={"reason": "export for the DPO", "format": "csv"})
+    assert export.status_code == 200 and export.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(export.text)))
+    assert [int(r["id"]) for r in rows if int(r["id"]) <= last] == expected(north)  # all of it, past one page
+    assert rows[0]["action"] == "audit.export" and json.loads(rows[0]["details"])["reason"] == "export for the DPO"
+    page = sue.get("/audit", params={"reason": "synthetic audit check", "case": "OP-1", "action": "review"})
+    assert page.status_code == 200 and 'id="older"' in page.text and "before=" in page.text
+
+    plans = {}
+    for name, where in (("actor", AuditFilter(1, actor="rita")), ("action", AuditFilter(1, action="review.first")),
+                        ("case", AuditFilter(1, case="OP-1")), ("since", AuditFilter(1, since="2026-03-01"))):
+        sql, args = where.where(fm.catalogue.conn)
+        plans[name] = " | ".join(r[3] for r in fm.catalogue.conn.execute(
+            f"EXPLAIN QUERY PLAN SELECT id FROM audit_log WHERE {sql} ORDER BY id DESC LIMIT 100", args))
+    assert "audit_log_actor" in plans["actor"] and "audit_log_action" in plans["action"], plans
+    assert "audit_log_search" in plans["case"] and "audit_log_case" in plans["case"], plans
+    assert "audit_log_at" in plans["since"], plans
+    fm.close()

@@ -8,7 +8,7 @@ writes (the catalogue is in WAL mode; the index is caught up from the catalogue,
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from facematch.search.person import read_boxes_csv
 from facematch.search.ranking import SearchResult
 from facematch.search.run import search as _search
 from facematch.store.accounts import SearchScope
+from facematch.store.audit_query import MAX_PAGE, AuditFilter, audit_page
 from facematch.types import EMBEDDING_DIM, IMAGE_KINDS, FaceBox
 from facematch.validation import check_int
 
@@ -241,3 +242,25 @@ class Facematch(DataLifecycle, Measurement):
             finally:
                 lock.release()
         return self.catalogue.audit_entries(action=action, limit=limit)
+
+    def audit_trail(self, where: AuditFilter, *, user: str, reason: str, before: int | None = None,
+                    limit: int = 100) -> tuple[list[dict], int | None]:
+        """One page of the entries ``where`` selects, newest first (filtered in SQL), and the ``before`` of
+        the next page (None: last page). The reading is audited first, with ``reason`` and the filters."""
+        reason = _review.require_text(self._optional("reason", reason, "note"), "a reason for reading the audit log")
+        self.catalogue.audit(self._user(user), "audit.read", {"reason": reason, "filters": where.to_dict(),
+                                                              "before": before, "limit": limit})
+        return audit_page(self.catalogue.conn, where, before=before, limit=limit)
+
+    def audit_export(self, where: AuditFilter, *, user: str, reason: str) -> Iterator[dict]:
+        """Every entry ``where`` selects, newest first, read a page at a time as the iterator is consumed
+        (in whichever thread: each page uses that thread's connection). The export is audited at once, before
+        anything is read; the entries are those up to and including that record."""
+        reason = _review.require_text(self._optional("reason", reason, "note"), "a reason for exporting the audit log")
+        entry = self.catalogue.audit(self._user(user), "audit.export", {"reason": reason, "filters": where.to_dict()})
+        return self._audit_pages(where, entry + 1)
+
+    def _audit_pages(self, where: AuditFilter, before: int | None) -> Iterator[dict]:
+        while before is not None:
+            page, before = audit_page(self.catalogue.conn, where, before=before, limit=MAX_PAGE)
+            yield from page

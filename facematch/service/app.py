@@ -23,7 +23,7 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -46,9 +46,10 @@ from facematch.service.jobs import IngestJobs
 from facematch.service.uploads import face_crop, keep_probe, sniff
 from facematch.settings import ServiceSettings, Settings
 from facematch.store.accounts import User
+from facematch.store.audit_query import MAX_PAGE, AuditFilter
 
-__all__ = ["create_app", "ServiceState", "STATUS", "search_view", "audit_rows", "parse_boxes", "stated_reason",
-    "own_search_reason"]
+__all__ = ["create_app", "ServiceState", "STATUS", "search_view", "audit_filter", "audit_csv_response", "parse_boxes",
+    "stated_reason", "own_search_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -193,20 +194,15 @@ def image_access(state: ServiceState, user: User, request: Request, reason: str 
     state.fm.record_image_view(user=user.username, reason=reason, **ids)
 
 
-def audit_rows(state: ServiceState, user: User, *, reason: str | None, action: str | None = None,
-               actor: str | None = None, since: str | None = None, until: str | None = None,
-               limit: int = 500) -> list[dict]:
-    """Audit entries made by the users of ``user``'s agency, newest first, filtered; the reading is
-    recorded with ``reason`` (required: ``InvalidArgument`` without)."""
+def audit_filter(user: User, reason: str | None, *, action: str | None = None, actor: str | None = None,
+                 case: str | None = None, since: str | None = None, until: str | None = None) -> AuditFilter:
+    """The entries of ``user``'s agency that a supervisor asked for (filtered in SQL: facematch.store.audit_query).
+    ``InvalidArgument`` without a reason (reading the audit log is itself recorded) or with a bad date."""
     if not reason:
         raise InvalidArgument("state a reason for reading the audit log (query parameter reason or header "
                               "X-Reason); it is recorded in the audit log")
-    members = set(state.fm.accounts.agency_usernames(user.agency_id))
-    rows = [r for r in state.fm.audit(action=action or None, limit=20_000, user=user.username, reason=reason)
-            if r["actor"] in members]
-    rows = [r for r in rows if (not actor or r["actor"] == actor) and (not since or r["at"] >= since)
-            and (not until or r["at"] <= until)]
-    return rows[:limit]
+    return AuditFilter(user.agency_id, actor=actor or None, action=action or None, case=case or None,
+                       since=since or None, until=until or None)
 
 
 def create_app(settings: Settings, service: ServiceSettings | None = None, *,
@@ -461,27 +457,42 @@ def _review_routes(app: FastAPI, state: ServiceState, current) -> None:
         return state.fm.review_queue(user.agency_id, reviewer=user.username)
 
     @app.get("/api/audit", tags=["audit"])
-    def audit(request: Request, action: str | None = None, actor: str | None = None, since: str | None = None,
-              until: str | None = None, format: str = "json", reason: str | None = _REASON,
-              user: User = Depends(current)):
-        """Audit entries of your agency's users (supervisor); ``format=csv`` for a spreadsheet. Your
-        ``reason`` (or header X-Reason) is required and recorded."""
+    def audit(request: Request, action: str | None = None, actor: str | None = None,
+              case: str | None = Query(None, description="entries about this case of your agency's"),
+              since: str | None = Query(None, description="YYYY-MM-DD or ISO date and time (UTC), inclusive"),
+              until: str | None = Query(None, description="YYYY-MM-DD (the whole day) or ISO date and time, inclusive"),
+              before: int | None = Query(None, description="the next page: the Link rel=next of the previous one"),
+              limit: int = Query(state.service.audit_page_size, ge=1, le=MAX_PAGE), format: str = "json",
+              reason: str | None = _REASON, user: User = Depends(current)):
+        """Audit entries of your agency's users (supervisor), newest first, a page at a time (header ``Link``
+        rel="next" while more match); ``format=csv`` streams every matching entry. Your ``reason`` (or header
+        X-Reason) is required and recorded."""
         require(user, "supervisor")
-        rows = audit_rows(state, user, reason=stated_reason(request, reason), action=action, actor=actor,
-                          since=since, until=until)
-        if format != "csv":
-            return rows
-        return Response(audit_csv(rows), media_type="text/csv",
-                        headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
+        reason = stated_reason(request, reason)
+        where = audit_filter(user, reason, action=action, actor=actor, case=case, since=since, until=until)
+        if format == "csv":
+            return audit_csv_response(state.fm.audit_export(where, user=user.username, reason=reason))
+        rows, after = state.fm.audit_trail(where, user=user.username, reason=reason, before=before, limit=limit)
+        headers = {"Link": f'<{request.url.include_query_params(before=after)}>; rel="next"'} if after else None
+        return JSONResponse(rows, headers=headers)
 
 
-def audit_csv(rows: list[dict]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["id", "at", "actor", "action", "details"])
-    for r in rows:
-        writer.writerow([r["id"], r["at"], r["actor"], r["action"], json.dumps(r["details"], sort_keys=True)])
-    return out.getvalue()
+def audit_csv_response(entries) -> StreamingResponse:
+    """A CSV download streamed as the entries are read (one page of the log at a time, never all at once)."""
+    def lines():
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["id", "at", "actor", "action", "details"])
+        for n, r in enumerate(entries, start=1):
+            writer.writerow([r["id"], r["at"], r["actor"], r["action"], json.dumps(r["details"], sort_keys=True)])
+            if n % 500 == 0:
+                yield out.getvalue()
+                out.seek(0)
+                out.truncate()
+        yield out.getvalue()
+
+    return StreamingResponse(lines(), media_type="text/csv",
+                             headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
 
 
 def _ingest_routes(app: FastAPI, state: ServiceState, current) -> None:

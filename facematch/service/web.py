@@ -12,13 +12,14 @@ from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from facematch.errors import AuthenticationFailed, NotFound
 from facematch.search.bands import one_in
-from facematch.service.app import ServiceState, audit_csv, audit_rows, run_search, search_view, set_session_cookie
+from facematch.service.app import (ServiceState, audit_csv_response, audit_filter, run_search, search_view,
+                                   set_session_cookie)
 from facematch.service.auth import SESSION_COOKIE, authenticate, check_csrf, require
 
 __all__ = ["add_web_routes", "safe_next"]
@@ -139,18 +140,22 @@ def add_web_routes(app: FastAPI, state: ServiceState, current) -> None:
         return render(request, "queue.html", user, rows=state.fm.review_queue(user.agency_id, reviewer=user.username))
 
     @app.get("/audit", include_in_schema=False)
-    def audit(request: Request, action: str = "", actor: str = "", since: str = "", until: str = "",
-              format: str = "html", reason: str = "", user=Depends(page_user)):
-        """Nothing is shown (or exported) until the supervisor states why they read the trail."""
+    def audit(request: Request, action: str = "", actor: str = "", case: str = "", since: str = "", until: str = "",
+              before: int | None = None, format: str = "html", reason: str = "", user=Depends(page_user)):
+        """Nothing is shown (or exported) until the supervisor states why they read the trail; a page of
+        entries at a time (filtered in SQL), "older entries" for the next."""
         require(user, "supervisor")
-        filters = {"action": action, "actor": actor, "since": since, "until": until}
+        filters = {"action": action, "actor": actor, "case": case, "since": since, "until": until}
         if not reason.strip():
             return render(request, "audit.html", user, rows=None, filters=filters, reason="")
-        rows = audit_rows(state, user, reason=reason.strip(), action=action, actor=actor, since=since, until=until)
+        where = audit_filter(user, reason.strip(), **filters)
         if format == "csv":
-            return Response(audit_csv(rows), media_type="text/csv",
-                            headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
-        return render(request, "audit.html", user, rows=rows, filters=filters, reason=reason.strip())
+            return audit_csv_response(state.fm.audit_export(where, user=user.username, reason=reason.strip()))
+        rows, after = state.fm.audit_trail(where, user=user.username, reason=reason.strip(), before=before,
+                                           limit=state.service.audit_page_size)
+        nxt = request.url.include_query_params(before=after)
+        older = f"{nxt.path}?{nxt.query}" if after else None
+        return render(request, "audit.html", user, rows=rows, filters=filters, reason=reason.strip(), older=older)
 
     @app.get("/ingest", response_class=HTMLResponse, include_in_schema=False)
     def ingest_page(request: Request, user=Depends(page_user)):

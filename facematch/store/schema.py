@@ -299,9 +299,20 @@ _V8_REVIEW_ERASURE = [
        BEGIN SELECT RAISE(ABORT, 'reviews are kept as recorded'); END""",
 ]
 
+#: Version 9: the supervisor's audit view filters in SQL (facematch.store.audit_query): indexes on who,
+#: what and when, on the search and case an entry's details name, and on the searches of a case.
+_V9_AUDIT_INDEXES = [
+    "CREATE INDEX audit_log_actor ON audit_log(actor, id)",
+    "CREATE INDEX audit_log_action ON audit_log(action, id)",
+    "CREATE INDEX audit_log_at ON audit_log(at)",
+    "CREATE INDEX audit_log_search ON audit_log(json_extract(details, '$.search_id'))",
+    "CREATE INDEX audit_log_case ON audit_log(json_extract(details, '$.case_ref'))",
+    "CREATE INDEX search_owners_case ON search_owners(case_id)",
+]
+
 #: Migrations in order: MIGRATIONS[i] takes the schema from version i to i + 1.
 MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4_ACCOUNTS, _V5_RETENTION, _V6_PERSON, _V7_RUN_STATUS,
-                               _V8_REVIEW_ERASURE]
+                               _V8_REVIEW_ERASURE, _V9_AUDIT_INDEXES]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
