@@ -341,3 +341,18 @@ def test_reviews_are_checked_against_the_chain_old_entries_included(copy):
     assert _verify(root).findings == ["review 1: its stored rows were changed after it was audited",
                                       "review 2: its stored rows were changed after it was audited",
                                       "review 3 has no verified audit entry: inserted outside facematch"]
+
+
+def test_an_entry_that_is_not_json_neither_breaks_the_audit_indexes_nor_hides(copy):
+    """Schema v9 indexes values inside the details: an entry written outside facematch with details that are
+    not JSON must not stop the catalogue from opening or the next entry from being written."""
+    root, _ = copy
+    conn = _raw(root)
+    last = conn.execute("SELECT MAX(id) FROM audit_log").fetchone()[0]
+    conn.execute("INSERT INTO audit_log (id, at, actor, action, details) VALUES (?, '2026-01-01', 'x', 'y', 'no json')",
+                 (last + 1,))
+    conn.close()
+    with make_facematch(root) as fm:
+        fm.review(1, user="sgt-brown", reason="after the odd entry")
+        findings = fm.verify_audit().findings
+    assert findings == [f"entry {last + 1} has no MAC: inserted outside facematch"]

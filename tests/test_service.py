@@ -398,6 +398,12 @@ def test_consultations_need_the_users_own_reason_and_record_it(service, north_se
     assert rita.get(f"/api/searches/{sid}", params={"consultation": doc["consultation"]}).status_code == 200
     assert _entries(fm, "review")[0]["id"] == doc["consultation"]
     assert ravi.get(cand["face_url"]).status_code == 422  # someone else's consultation covers nothing
+    shown = {c["face_id"] for c in doc["probes"][0]["subjects"]}
+    other = fm.catalogue.conn.execute(  # a face rita may see, but not one this search shows
+        f"SELECT f.id FROM faces f JOIN subjects s ON s.id = f.subject_id WHERE s.reference = ? "
+        f"AND f.id NOT IN ({','.join('?' * len(shown))})", (cand["subject"], *shown)).fetchone()[0]
+    assert rita.get(f"/api/faces/{other}/face.jpg", params={"consultation": doc["consultation"]}).status_code == 422
+    assert rita.get(f"/api/faces/{other}/face.jpg", params={"reason": "other views of the candidate"}).status_code == 200
     assert ravi.get(f"/api/searches/{sid}", params={"consultation": doc["consultation"]}).status_code == 422
     bare = f"/api/faces/{cand['face_id']}/face.jpg"
     assert ravi.get(bare).status_code == 422

@@ -18,6 +18,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from facematch.errors import InvalidArgument
+from facematch.store.schema import AUDIT_CASE_REF, AUDIT_SEARCH_ID
 
 __all__ = ["MAX_PAGE", "AuditFilter", "parse_bound", "audit_page"]
 
@@ -67,9 +68,9 @@ class AuditFilter:
             searches = [r[0] for r in conn.execute(
                 """SELECT o.search_id FROM search_owners o JOIN cases k ON k.id = o.case_id
                    WHERE k.agency_id = ? AND k.reference = ?""", (self.agency_id, self.case))]
-            clauses.append(f"""id IN (SELECT id FROM audit_log WHERE json_extract(details, '$.search_id') IN
+            clauses.append(f"""id IN (SELECT id FROM audit_log WHERE {AUDIT_SEARCH_ID} IN
                                         ({','.join('?' * len(searches)) or 'NULL'})
-                                      UNION SELECT id FROM audit_log WHERE json_extract(details, '$.case_ref') = ?)""")
+                                      UNION SELECT id FROM audit_log WHERE {AUDIT_CASE_REF} = ?)""")
             args += [*searches, self.case]
         if self.since or self.until:  # likewise from the index on the time
             bounds = [("at >= ?", parse_bound(self.since, "since")), ("at < ?", parse_bound(self.until, "until"))]
@@ -109,5 +110,13 @@ def audit_page(conn: sqlite3.Connection, where: AuditFilter, *, before: int | No
         sql, args = sql + " AND id < ?", args + [before]
     rows = conn.execute(f"SELECT id, at, actor, action, details FROM audit_log WHERE {sql} ORDER BY id DESC LIMIT ?",
                         (*args, limit + 1)).fetchall()
-    page = [dict(r) | {"details": json.loads(r["details"])} for r in rows[:limit]]
+    page = [dict(r) | {"details": _details(r["details"])} for r in rows[:limit]]
     return page, (page[-1]["id"] if len(rows) > limit else None)
+
+
+def _details(text: str):
+    """An entry's details; one written outside facematch may not be JSON: shown as it is, never an error."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {"not_json": text}

@@ -10,7 +10,7 @@ import sqlite3
 
 from facematch.errors import CatalogueError
 
-__all__ = ["ERASED_NOTE_PREFIX", "MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+__all__ = ["ERASED_NOTE_PREFIX", "AUDIT_SEARCH_ID", "AUDIT_CASE_REF", "MIGRATIONS", "SCHEMA_VERSION", "migrate"]
 
 _V1 = [
     """CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -301,12 +301,17 @@ _V8_REVIEW_ERASURE = [
 
 #: Version 9: the supervisor's audit view filters in SQL (facematch.store.audit_query): indexes on who,
 #: what and when, on the search and case an entry's details name, and on the searches of a case.
+#: The indexed expressions (a query must repeat them exactly to use the index). ``json_valid`` first: an
+#: entry whose details are not JSON (written outside facematch) must not make the migration, or the next
+#: entry, fail; ``audit verify`` reports such an entry anyway.
+AUDIT_SEARCH_ID = "CASE WHEN json_valid(details) THEN json_extract(details, '$.search_id') END"
+AUDIT_CASE_REF = "CASE WHEN json_valid(details) THEN json_extract(details, '$.case_ref') END"
 _V9_AUDIT_INDEXES = [
     "CREATE INDEX audit_log_actor ON audit_log(actor, id)",
     "CREATE INDEX audit_log_action ON audit_log(action, id)",
     "CREATE INDEX audit_log_at ON audit_log(at)",
-    "CREATE INDEX audit_log_search ON audit_log(json_extract(details, '$.search_id'))",
-    "CREATE INDEX audit_log_case ON audit_log(json_extract(details, '$.case_ref'))",
+    f"CREATE INDEX audit_log_search ON audit_log({AUDIT_SEARCH_ID})",
+    f"CREATE INDEX audit_log_case ON audit_log({AUDIT_CASE_REF})",
     "CREATE INDEX search_owners_case ON search_owners(case_id)",
 ]
 
