@@ -303,6 +303,7 @@ class ServiceSettings:
     ``max_upload_bytes``: one request's body; ``max_probe_pixels``: one probe image (width x height);
     ``searches_per_minute``/``logins_per_minute``: per user (per client address for logins).
     ``ingest_roots``: server folders an operator may ingest from (none: uploads only).
+    ``audit_page_size``: entries per page of the supervisor's audit view (the API's default ``limit``).
     """
 
     host: str = "127.0.0.1"
@@ -315,6 +316,7 @@ class ServiceSettings:
     logins_per_minute: int = 10
     session_hours: float = 8.0
     ingest_roots: tuple[Path, ...] = ()
+    audit_page_size: int = 100
 
 
 @dataclass(frozen=True)

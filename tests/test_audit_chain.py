@@ -312,3 +312,47 @@ def test_a_key_is_never_replaced_and_modes_are_only_narrowed(tmp_path):
     key_file.chmod(0o444)
     restrict_file(key_file)
     assert key_file.stat().st_mode & 0o777 == 0o400  # read-only stays read-only: group/other bits removed only
+
+
+def test_reviews_are_checked_against_the_chain_old_entries_included(copy):
+    """A review entry holds its row's digest; one written before that (note in clear) vouches for its row's
+    reviewer, decision and note. Either way an edited or inserted review row is found."""
+    root, head = copy
+    with make_facematch(root) as fm:
+        fm.review_candidate(1, 1, 1, reviewer="PC3", decision="possible match", note="same ears")
+        cat = fm.catalogue
+        with cat.atomic():  # what record_review wrote before reviews had a digest
+            cand = cat.conn.execute("SELECT id FROM candidates WHERE search_id = 2 AND rank = 1").fetchone()[0]
+            cat.conn.execute("INSERT INTO reviews (candidate_id, stage, reviewer, decision, note, decided_at) "
+                             "VALUES (?, 1, 'PC4', 'inconclusive', 'profile only', '2026-11-01T00:00:00+00:00')",
+                             (cand,))
+            cat.audit("PC4", "review.first", {"search_id": 2, "probe": 1, "list": "custody", "rank": 1,
+                                              "candidate": "eileen-collins", "decision": "inconclusive",
+                                              "note": "profile only", "outcome": "awaiting second review"})
+        assert "note" not in cat.audit_entries(action="review.first")[1]["details"]
+        assert fm.verify_audit().ok
+    conn = sqlite3.connect(root / "data" / CATALOGUE_FILENAME, isolation_level=None)
+    conn.execute("DROP TRIGGER reviews_no_update")
+    conn.execute("UPDATE reviews SET note = 'same ears, confirmed' WHERE reviewer = 'PC3'")
+    conn.execute("UPDATE reviews SET decision = 'possible match' WHERE reviewer = 'PC4'")
+    conn.execute("INSERT INTO reviews (candidate_id, stage, reviewer, decision, note, decided_at) "
+                 "VALUES (?, 2, 'PC5', 'possible match', 'x', '2026-11-01T00:00:00+00:00')", (cand,))
+    conn.close()
+    assert _verify(root).findings == ["review 1: its stored rows were changed after it was audited",
+                                      "review 2: its stored rows were changed after it was audited",
+                                      "review 3 has no verified audit entry: inserted outside facematch"]
+
+
+def test_an_entry_that_is_not_json_neither_breaks_the_audit_indexes_nor_hides(copy):
+    """Schema v9 indexes values inside the details: an entry written outside facematch with details that are
+    not JSON must not stop the catalogue from opening or the next entry from being written."""
+    root, _ = copy
+    conn = _raw(root)
+    last = conn.execute("SELECT MAX(id) FROM audit_log").fetchone()[0]
+    conn.execute("INSERT INTO audit_log (id, at, actor, action, details) VALUES (?, '2026-01-01', 'x', 'y', 'no json')",
+                 (last + 1,))
+    conn.close()
+    with make_facematch(root) as fm:
+        fm.review(1, user="sgt-brown", reason="after the odd entry")
+        findings = fm.verify_audit().findings
+    assert findings == [f"entry {last + 1} has no MAC: inserted outside facematch"]

@@ -1,6 +1,7 @@
 """Deletion under retention removes every trace, past searches keep a marked record, and it can be proved."""
 
 import datetime as dt
+import json
 import shutil
 
 import cv2
@@ -187,3 +188,45 @@ def test_face_ids_sqlite_reuses_after_a_deletion_are_not_traces(gallery, tmp_pat
     assert new_id <= top  # the deleted face's id was given to the new face
     proof = fm.verify_deletion("subject", owner, cache_dir=tmp_path / "c")
     assert proof["ok"], proof
+
+
+def test_erasing_a_subject_erases_review_notes_and_the_chain_still_verifies(gallery, tmp_path):
+    """Two-person reviews and decisions keep their notes out of the chained log, so erasure can reach them."""
+    from facematch.store.schema import ERASED_NOTE_PREFIX
+
+    fm, _ = gallery
+    probe = require_data("frmdb-dev", "mugshots", "040", "Img_32.jpg")
+    search = fm.search([probe], top=5, user="dc1", reason="test")
+    rank = next(c.rank for c in search.probes[0].subjects if c.subject == "040")
+    notes = {"rita": "NOTE-RITA-7731 scar above the left eye", "ravi": "NOTE-RAVI-8842 agree: ear shape"}
+    for reviewer, note in notes.items():
+        fm.review_candidate(search.search_id, 1, rank, reviewer=reviewer, decision="possible match", note=note)
+    fm.decide(search.search_id, rank, decision="confirmed", reviewer="PC1", probe=1, note="NOTE-DECIDE-9953")
+    entries = fm.catalogue.audit_entries(limit=20)
+    reviews = [e for e in entries if e["action"] in ("review.first", "review.second")]
+    assert [e["actor"] for e in reviews] == ["ravi", "rita"] and reviews[0]["details"]["outcome"] == "investigative lead"
+    for e in entries:  # the chain holds ids and digests: no note, no candidate
+        text = json.dumps(e["details"])
+        assert "NOTE-" not in text and '"040"' not in text and "candidate" not in e["details"], e
+    assert fm.verify_audit().ok
+
+    fm.delete_subject("040", user="records", reason="retention ended", cache_dir=tmp_path / "c")
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    conn = fm.catalogue.conn
+    kept = conn.execute("SELECT reviewer, decision, note FROM reviews ORDER BY stage").fetchall()
+    assert [tuple(r) for r in kept] == [(name, "possible match", f"{ERASED_NOTE_PREFIX} on {today}")
+                                        for name in ("rita", "ravi")]
+    assert conn.execute("SELECT note FROM decisions").fetchone()[0] == f"{ERASED_NOTE_PREFIX} on {today}"
+    report = fm.verify_audit()
+    assert report.ok, report.findings
+    assert fm.verify_deletion("subject", "040", cache_dir=tmp_path / "c")["ok"]
+    for path in fm.settings.data_dir.glob("catalogue.sqlite3*"):  # secure_delete: not even in freed pages
+        data = path.read_bytes()
+        assert b"NOTE-RITA" not in data and b"NOTE-RAVI" not in data and b"NOTE-DECIDE" not in data, path
+    with pytest.raises(DataDeleted):
+        fm.review_candidate(search.search_id, 1, rank, reviewer="rosa", decision="not a match", note="late")
+
+    conn.execute("UPDATE reviews SET note = ? WHERE reviewer = 'rita'", (f"{ERASED_NOTE_PREFIX} on 1999-01-01",))
+    assert fm.verify_audit().findings == ["review 1: its stored rows were changed after it was audited"]
+    with pytest.raises(Exception, match="reviews are kept as recorded"):
+        conn.execute("UPDATE reviews SET decision = 'not a match' WHERE reviewer = 'ravi'")

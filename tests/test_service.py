@@ -153,19 +153,26 @@ def test_other_agency_cannot_read_review_decide_or_see_images(service, north_sea
                                                             "note": "x"}).status_code == 404
     assert sam.get(f"/api/searches/{sid}/probes/1/face.jpg").status_code == 404
     assert sam.get(f"/api/faces/{face_id}/face.jpg").status_code == 404
-    assert all(USERS.get(e["actor"], ("south",))[0] == "south" for e in sam.get("/api/audit").json())
+    why = {"reason": "checking another agency's search"}
+    for url in (f"/api/searches/{sid}", f"/api/searches/{sid}/probes/1/face.jpg", f"/api/faces/{face_id}/face.jpg"):
+        assert sam.get(url, params=why).status_code == 404, url  # a stated reason opens nothing of theirs
+        assert sam.get(url, params={"consultation": north_search["consultation"]}).status_code == 404, url
+    assert all(USERS.get(e["actor"], ("south",))[0] == "south" for e in sam.get("/api/audit", params=AUDIT).json())
     assert sid not in [s["id"] for s in sam.get("/api/searches").json()]
     assert sam.get("/api/queue").json() == [] or all(q["search_id"] != sid for q in sam.get("/api/queue").json())
 
 
+AUDIT = {"reason": "monthly supervision of searches"}
 ROLE_MATRIX = [  # (method, path template, allowed users, forbidden users); anyone else: 404 (another agency's)
     ("GET", "/api/me", set(USERS), set()),
     ("GET", "/api/searches", {"nina", "rita", "ravi", "sue", "sam"}, {"otto", "adam", "sara"}),
-    ("GET", "/api/searches/{sid}", {"nina", "rita", "ravi", "sue"}, {"otto", "adam", "sara"}),
-    ("GET", "/api/searches/{sid}/probes/1/face.jpg", {"nina", "rita", "ravi", "sue"}, {"otto", "adam", "sara"}),
-    ("GET", "/api/faces/{fid}/face.jpg", {"nina", "rita", "ravi", "sue"}, {"otto", "adam", "sara"}),
+    ("GET", "/api/searches/{sid}?reason=second+review", {"nina", "rita", "ravi", "sue"}, {"otto", "adam", "sara"}),
+    ("GET", "/api/searches/{sid}/probes/1/face.jpg?reason=compare+the+probe",
+     {"nina", "rita", "ravi", "sue"}, {"otto", "adam", "sara"}),
+    ("GET", "/api/faces/{fid}/face.jpg?reason=compare+the+candidate", {"nina", "rita", "ravi", "sue"}, {"otto", "adam", "sara"}),
     ("GET", "/api/queue", {"rita", "ravi", "sam"}, {"nina", "sue", "otto", "adam", "sara"}),
-    ("GET", "/api/audit", {"sue", "sam"}, {"nina", "rita", "ravi", "otto", "adam", "sara"}),
+    ("GET", "/api/audit?reason=supervision", {"sue", "sam"}, {"nina", "rita", "ravi", "otto", "adam", "sara"}),
+    ("GET", "/api/audit?reason=supervision&format=csv", {"sue", "sam"}, {"nina", "rita", "ravi", "otto", "adam", "sara"}),
     ("GET", "/api/admin/shares", ADMINS, set(USERS) - ADMINS),
     ("GET", "/api/admin/agencies", ADMINS, set(USERS) - ADMINS),
     ("GET", "/api/admin/users", ADMINS, set(USERS) - ADMINS),
@@ -236,6 +243,9 @@ def test_bearer_token_works_and_is_revocable(service):
     assert bearer.get("/api/me").status_code == 401
 
 
+WHY = {"reason": "two-person review of the candidates"}
+
+
 def test_two_person_review_blind_then_lead(service, north_search):
     app, fm = service
     sid = north_search["search_id"]
@@ -244,15 +254,15 @@ def test_two_person_review_blind_then_lead(service, north_search):
     assert rita.post(f"/api/searches/{sid}/decisions", json={**first, "note": " "}).status_code == 422
     assert rita.post(f"/api/searches/{sid}/decisions", json=first).status_code == 201
     assert rita.post(f"/api/searches/{sid}/decisions", json=first).status_code == 409  # not twice by one person
-    seen = ravi.get(f"/api/searches/{sid}").json()["probes"][0]["subjects"][0]["review"]
+    seen = ravi.get(f"/api/searches/{sid}", params=WHY).json()["probes"][0]["subjects"][0]["review"]
     assert seen["reviews"] == [] and seen["hidden_reviews"] == 1 and seen["outcome"] == "awaiting second review"
     assert any(q["rank"] == 1 and q["awaiting"] == "second review" for q in ravi.get("/api/queue").json())
     assert ravi.post(f"/api/searches/{sid}/decisions", json={**first, "note": "agree: ear shape"}).status_code == 201
-    seen = rita.get(f"/api/searches/{sid}").json()["probes"][0]["subjects"][0]["review"]
+    seen = rita.get(f"/api/searches/{sid}", params=WHY).json()["probes"][0]["subjects"][0]["review"]
     assert seen["outcome"] == "investigative lead" and len(seen["reviews"]) == 2
-    actions = [e["action"] for e in client(app, "sue").get("/api/audit").json()]
+    actions = [e["action"] for e in client(app, "sue").get("/api/audit", params=AUDIT).json()]
     assert "review.first" in actions and "review.second" in actions
-    assert "text/csv" in client(app, "sue").get("/api/audit?format=csv").headers["content-type"]
+    assert "text/csv" in client(app, "sue").get("/api/audit", params={**AUDIT, "format": "csv"}).headers["content-type"]
 
 
 def test_disagreement_is_kept(service, north_search):
@@ -262,7 +272,7 @@ def test_disagreement_is_kept(service, north_search):
     assert client(app, "rita").post(f"/api/searches/{sid}/decisions", json=one).status_code == 201
     assert client(app, "ravi").post(f"/api/searches/{sid}/decisions",
                                     json={**one, "decision": "not a match", "note": "jaw differs"}).status_code == 201
-    review = client(app, "rita").get(f"/api/searches/{sid}").json()["probes"][0]["subjects"][3]["review"]
+    review = client(app, "rita").get(f"/api/searches/{sid}", params=WHY).json()["probes"][0]["subjects"][3]["review"]
     assert review["outcome"] == "disagreement" and [r["decision"] for r in review["reviews"]] == [
         "possible match", "not a match"]
 
@@ -572,3 +582,166 @@ def test_serve_stops_its_worker_processes_on_sigterm(tmp_path):
         for pid in children:
             if _running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _entries(fm, action: str) -> list[dict]:
+    return fm.catalogue.audit_entries(action=action, limit=10_000)
+
+
+def test_consultations_need_the_users_own_reason_and_record_it(service, north_search):
+    """DPA 2018 s.62: each view of a search, its images and the audit log records who, when and why."""
+    app, fm = service
+    sid = north_search["search_id"]
+    nina, rita, ravi, sue = (client(app, n) for n in ("nina", "rita", "ravi", "sue"))
+    r = rita.get(f"/api/searches/{sid}")
+    assert r.status_code == 422 and "reason" in r.json()["error"]
+    assert rita.get(f"/api/searches/{sid}", params={"reason": "  "}).status_code == 422
+
+    own = nina.get(f"/api/searches/{sid}")  # the author: recorded with the case and the search's justification
+    assert own.status_code == 200
+    entry = _entries(fm, "review")[0]
+    assert entry["id"] == own.json()["consultation"] and entry["actor"] == "nina"
+    assert entry["details"] == {"search_id": sid, "reason_stated": False, "reason":
+                                "own search in case OP-NORTH-1; its justification: robbery at the harbour, CCTV still"}
+
+    doc = rita.get(f"/api/searches/{sid}", headers={"X-Reason": "first review, queue item"}).json()
+    entry = _entries(fm, "review")[0]
+    assert (entry["id"], entry["actor"], entry["details"]) == (
+        doc["consultation"], "rita", {"search_id": sid, "reason": "first review, queue item"})
+    cand = doc["probes"][0]["subjects"][0]
+    views = len(_entries(fm, "view.image"))
+    assert rita.get(cand["face_url"]).status_code == 200  # inside her consultation: no new entry
+    assert rita.get(doc["probes"][0]["face_url"]).status_code == 200
+    assert len(_entries(fm, "view.image")) == views
+    assert rita.get(f"/api/searches/{sid}", params={"consultation": doc["consultation"]}).status_code == 200
+    assert _entries(fm, "review")[0]["id"] == doc["consultation"]
+    assert ravi.get(cand["face_url"]).status_code == 422  # someone else's consultation covers nothing
+    shown = {c["face_id"] for c in doc["probes"][0]["subjects"]}
+    other = fm.catalogue.conn.execute(  # a face rita may see, but not one this search shows
+        f"SELECT f.id FROM faces f JOIN subjects s ON s.id = f.subject_id WHERE s.reference = ? "
+        f"AND f.id NOT IN ({','.join('?' * len(shown))})", (cand["subject"], *shown)).fetchone()[0]
+    assert rita.get(f"/api/faces/{other}/face.jpg", params={"consultation": doc["consultation"]}).status_code == 422
+    assert rita.get(f"/api/faces/{other}/face.jpg", params={"reason": "other views of the candidate"}).status_code == 200
+    assert ravi.get(f"/api/searches/{sid}", params={"consultation": doc["consultation"]}).status_code == 422
+    bare = f"/api/faces/{cand['face_id']}/face.jpg"
+    assert ravi.get(bare).status_code == 422
+    assert ravi.get(bare, params={"reason": "compare with the custody photo"}).status_code == 200
+    seen = _entries(fm, "view.image")[0]
+    assert (seen["actor"], seen["details"]) == ("ravi", {"face_id": cand["face_id"],
+                                                         "reason": "compare with the custody photo"})
+
+    assert sue.get("/api/audit").status_code == 422
+    assert sue.get("/api/audit", params={"format": "csv"}).status_code == 422
+    assert sue.get("/api/audit", headers={"X-Reason": "complaint 2026/14 about a search"}).status_code == 200
+    read = _entries(fm, "audit.read")[0]
+    assert read["actor"] == "sue" and read["details"]["reason"] == "complaint 2026/14 about a search"
+
+
+def test_audit_view_filters_and_pages_in_sql(tmp_path, monkeypatch):
+    """3,000 synthetic entries over three months: every filter and page the supervisor gets is exactly what a
+    plain scan of the log selects, the CSV export streams all of it, and the filters use the indexes."""
+    import csv
+    import datetime as dt
+    import io
+    import json
+    import random
+
+    from facematch.store import catalogue as catalogue_module
+    from facematch.store.audit_query import AuditFilter
+
+    fm = make_facematch(tmp_path)
+    accounts = fm.accounts
+    for agency in ("north", "south"):
+        accounts.add_agency(agency, actor="setup")
+    for name, agency, roles in (("sue", "north", ["supervisor"]), ("nina", "north", ["investigator"]),
+                                ("rita", "north", ["reviewer"]), ("sam", "south", ["investigator", "supervisor"])):
+        accounts.add_user(name, PASSWORD, agency=agency, roles=roles, actor="setup")
+    users = {u.username: u for u in accounts.users()}
+    case_of = {sid: ("OP-1", "OP-2", "OP-S")[sid % 3] for sid in range(1, 31)}
+    with fm.catalogue.atomic() as conn:
+        for sid, ref in case_of.items():
+            owner = users["sam" if ref == "OP-S" else "nina"]
+            case_id = accounts.case_id(owner.agency_id, ref, create=True)
+            conn.execute("INSERT INTO searches (id, created_at, user, case_ref, reason, params, bands, "
+                         "gallery_subjects, gallery_faces) VALUES (?, '2026-01-01', ?, ?, 'x', '{}', '{}', 0, 0)",
+                         (sid, owner.username, ref))
+            conn.execute("INSERT INTO search_owners VALUES (?, ?, ?, ?, '[]')",
+                         (sid, owner.id, owner.agency_id, case_id))
+    start, tick = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), iter(range(10**6))
+    monkeypatch.setattr(catalogue_module, "utc_now", lambda: (start + dt.timedelta(minutes=47 * next(tick))).isoformat())
+    rng = random.Random(14)
+    with fm.catalogue.atomic():
+        for _ in range(3000):
+            action = rng.choice(["search", "review", "review.first", "decision", "login"])
+            details = {} if action == "login" else {"search_id": rng.randint(1, 30)}
+            if action == "search" and rng.random() < 0.2:
+                details["case_ref"] = "OP-2"
+            fm.catalogue.audit(rng.choice(["nina", "rita", "sue", "sam", "setup"]), action, details)
+    monkeypatch.undo()
+    log = fm.catalogue.conn.execute("SELECT id, at, actor, action, details FROM audit_log ORDER BY id DESC").fetchall()
+    last = log[0]["id"]
+    assert log[2999]["at"] < "2026-01-02" and log[0]["at"] > "2026-04-01"  # the synthetic entries' span
+
+    def expected(members, actor=None, action=None, case=None, since=None, until=None):
+        """The reference: a plain scan in Python (dates compared as text: since/until dates are whole days).
+        A case is one of the members' agency: OP-S is south's (sam's), OP-1 and OP-2 north's."""
+        out = []
+        for r in log:
+            d = json.loads(r["details"])
+            own_case = (case == "OP-S") == ("sam" in members)
+            in_case = own_case and case_of.get(d.get("search_id")) == case or d.get("case_ref") == case
+            if r["actor"] in members and (not actor or r["actor"] == actor) and (not action or r["action"] == action) \
+                    and (not case or in_case) and (not since or r["at"][:len(since)] >= since) \
+                    and (not until or r["at"][:len(until)] <= until):
+                out.append(r["id"])
+        return out
+
+    app = create_app(fm.settings, ServiceSettings(), web=True)
+    sue, sam = client(app, "sue"), client(app, "sam")
+
+    def fetch(who, **params):
+        ids, url, pages = [], "/api/audit", 0
+        query = {"reason": "synthetic audit check", "limit": 250, **params}
+        while url:
+            r = who.get(url, params=query if not pages else None)
+            assert r.status_code == 200, r.text
+            ids += [e["id"] for e in r.json()]
+            link = r.headers.get("link")
+            url, pages = (link[1:link.index(">")] if link else None), pages + 1
+        assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids)
+        return [i for i in ids if i <= last], pages
+
+    north = {"nina", "rita", "sue"}
+    for filters in ({}, {"actor": "rita"}, {"action": "review.first"}, {"case": "OP-1"}, {"case": "OP-2"},
+                    {"case": "OP-S"}, {"actor": "sam"}, {"since": "2026-02-01", "until": "2026-02-28"},
+                    {"actor": "nina", "action": "search", "case": "OP-2", "since": "2026-01-15",
+                     "until": "2026-03-01T12:00:00"}):
+        want = expected(north, **filters)
+        got, pages = fetch(sue, **filters)
+        assert got == want, filters
+        assert pages == len(want) // 250 + 1 or pages == (len(want) + 1) // 250 + 1, (filters, pages, len(want))
+    assert len(expected(north)) > 1500 and expected(north, case="OP-S") == [] and expected(north, actor="sam") == []
+    assert fetch(sam)[0] == expected({"sam"}) and fetch(sam, case="OP-S")[0] == expected({"sam"}, case="OP-S")
+    read = fm.catalogue.audit_entries(action="audit.read", limit=1)[0]
+    assert read["actor"] == "sam" and read["details"]["filters"] == {"case": "OP-S"}
+
+    for bad in ({"since": "last tuesday"}, {"limit": 0}, {"limit": 5000}):
+        assert sue.get("/api/audit", params={"reason": "x", **bad}).status_code == 422, bad
+    export = sue.get("/api/audit", params={"reason": "export for the DPO", "format": "csv"})
+    assert export.status_code == 200 and export.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(export.text)))
+    assert [int(r["id"]) for r in rows if int(r["id"]) <= last] == expected(north)  # all of it, past one page
+    assert rows[0]["action"] == "audit.export" and json.loads(rows[0]["details"])["reason"] == "export for the DPO"
+    page = sue.get("/audit", params={"reason": "synthetic audit check", "case": "OP-1", "action": "review"})
+    assert page.status_code == 200 and 'id="older"' in page.text and "before=" in page.text
+
+    plans = {}
+    for name, where in (("actor", AuditFilter(1, actor="rita")), ("action", AuditFilter(1, action="review.first")),
+                        ("case", AuditFilter(1, case="OP-1")), ("since", AuditFilter(1, since="2026-03-01"))):
+        sql, args = where.where(fm.catalogue.conn)
+        plans[name] = " | ".join(r[3] for r in fm.catalogue.conn.execute(
+            f"EXPLAIN QUERY PLAN SELECT id FROM audit_log WHERE {sql} ORDER BY id DESC LIMIT 100", args))
+    assert "audit_log_actor" in plans["actor"] and "audit_log_action" in plans["action"], plans
+    assert "audit_log_search" in plans["case"] and "audit_log_case" in plans["case"], plans
+    assert "audit_log_at" in plans["since"], plans
+    fm.close()

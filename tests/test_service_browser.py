@@ -1,6 +1,7 @@
 """The reviewer page in a real browser (Debian's chromium under Playwright): log in, search a real CCTV
 still with a box drawn by dragging, see the true person among the candidates, record first and second
-review, and see both in the supervisor's audit view. Screenshots: /tmp/facematch-browser-*.png."""
+review (each reviewer first states why they open another's search), and see both in the supervisor's audit
+view (after stating why they read it). Screenshots: /tmp/facematch-browser-*.png."""
 
 from __future__ import annotations
 
@@ -78,6 +79,9 @@ def test_search_review_twice_and_audit_in_chromium(base_url):
             page.click("#logout")
             _login(page, base_url, reviewer)
             page.goto(url)
+            page.fill("#consult-reason", f"two-person review by {reviewer}")  # another's search: a reason first
+            page.click("#consult")
+            page.wait_for_url("**/searches/*?reason=*")
             first = page.locator("#p1-custody-1")
             assert "possible match" not in first.locator("ul").inner_text()  # blind to the first review
             first.focus()
@@ -85,14 +89,22 @@ def test_search_review_twice_and_audit_in_chromium(base_url):
             page.keyboard.type(note)
             page.keyboard.press("Enter")
             page.wait_for_load_state()
+        page.wait_for_load_state("networkidle")
+        broken = page.evaluate("Array.from(document.images).filter(i => !i.complete || !i.naturalWidth)"
+                               ".map(i => i.src)")
+        assert not broken, broken  # the faces shown come within the reviewer's consultation
         page.screenshot(path="/tmp/facematch-browser-3-reviewed.png", full_page=True)
         assert "investigative lead" in page.locator("#p1-custody-1").inner_text()
         page.click("#logout")
         _login(page, base_url, "sue")
         page.goto(f"{base_url}/audit")
+        assert page.locator("#audit").count() == 0  # nothing shown before a reason is stated
+        page.fill("#audit-reason", "weekly check of two-person reviews")
+        page.click("#auditfilter")
         audit = page.inner_text("#audit")
         page.screenshot(path="/tmp/facematch-browser-4-audit.png", full_page=True)
         assert "review.first" in audit and "review.second" in audit and "rita" in audit and "ravi" in audit
+        assert "two-person review by rita" in audit and "weekly check of two-person reviews" in audit
         browser.close()
 
 

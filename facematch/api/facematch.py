@@ -8,7 +8,7 @@ writes (the catalogue is in WAL mode; the index is caught up from the catalogue,
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from facematch.search.person import read_boxes_csv
 from facematch.search.ranking import SearchResult
 from facematch.search.run import search as _search
 from facematch.store.accounts import SearchScope
+from facematch.store.audit_query import MAX_PAGE, AuditFilter, audit_page
 from facematch.types import EMBEDDING_DIM, IMAGE_KINDS, FaceBox
 from facematch.validation import check_int
 
@@ -153,6 +154,33 @@ class Facematch(DataLifecycle, Measurement):
         reason = self._optional("reason", reason, "note")
         return _review.review_search(self.catalogue, search_id, user=self._user(user), reason=reason)
 
+    def consult(self, search_id: int, *, user: str, reason: str, stated: bool = True) -> tuple[SearchResult, int]:
+        """A stored search, its consultation audited with ``reason`` (``stated=False``: a reason composed for
+        the user, marked so); returns it and the consultation's audit entry id."""
+        check_int("search id", search_id)
+        return _review.consult_search(self.catalogue, search_id, user=self._text("user", user, "name"),
+                                      reason=self._optional("reason", reason, "note"), stated=stated)
+
+    def continue_consultation(self, search_id: int, consultation: int, *, user: str, since: str) -> SearchResult:
+        """A stored search that ``user`` consulted (audit entry ``consultation``, made at or after ``since``),
+        without a new entry. Raises ``InvalidArgument`` when that entry is not such a consultation."""
+        check_int("consultation", consultation)
+        if _review.consultation_search(self.catalogue, consultation, user=user, since=since) != search_id:
+            raise InvalidArgument(f"consultation {consultation} is not yours, is over, or is of another search: "
+                                  "state a reason for viewing this search")
+        return _review.load_search(self.catalogue, search_id)
+
+    def consultation_search(self, consultation: int, *, user: str, since: str) -> int | None:
+        """The search ``user``'s consultation (audit entry id) made at or after ``since`` covers, else None."""
+        check_int("consultation", consultation)
+        return _review.consultation_search(self.catalogue, consultation, user=user, since=since)
+
+    def record_image_view(self, *, user: str, reason: str, **image: int | str) -> int:
+        """Audit one image fetched with its own ``reason`` (``image``: its ids, e.g. search_id, probe_no,
+        face_id, probe_sha256); returns the entry id."""
+        return _review.record_image_view(self.catalogue, user=self._text("user", user, "name"),
+                                         reason=self._optional("reason", reason, "note"), **image)
+
     def export(self, search_id: int, *, output: str | Path, recipient: str | None = None,
                reason: str | None = None, user: str | None = None) -> dict:
         """Disclose a stored search: write it with its decisions as JSON to ``output`` (mode 0600), audited
@@ -214,3 +242,25 @@ class Facematch(DataLifecycle, Measurement):
             finally:
                 lock.release()
         return self.catalogue.audit_entries(action=action, limit=limit)
+
+    def audit_trail(self, where: AuditFilter, *, user: str, reason: str, before: int | None = None,
+                    limit: int = 100) -> tuple[list[dict], int | None]:
+        """One page of the entries ``where`` selects, newest first (filtered in SQL), and the ``before`` of
+        the next page (None: last page). The reading is audited first, with ``reason`` and the filters."""
+        reason = _review.require_text(self._optional("reason", reason, "note"), "a reason for reading the audit log")
+        self.catalogue.audit(self._user(user), "audit.read", {"reason": reason, "filters": where.to_dict(),
+                                                              "before": before, "limit": limit})
+        return audit_page(self.catalogue.conn, where, before=before, limit=limit)
+
+    def audit_export(self, where: AuditFilter, *, user: str, reason: str) -> Iterator[dict]:
+        """Every entry ``where`` selects, newest first, read a page at a time as the iterator is consumed
+        (in whichever thread: each page uses that thread's connection). The export is audited at once, before
+        anything is read; the entries are those up to and including that record."""
+        reason = _review.require_text(self._optional("reason", reason, "note"), "a reason for exporting the audit log")
+        entry = self.catalogue.audit(self._user(user), "audit.export", {"reason": reason, "filters": where.to_dict()})
+        return self._audit_pages(where, entry + 1)
+
+    def _audit_pages(self, where: AuditFilter, before: int | None) -> Iterator[dict]:
+        while before is not None:
+            page, before = audit_page(self.catalogue.conn, where, before=before, limit=MAX_PAGE)
+            yield from page

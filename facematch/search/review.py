@@ -22,10 +22,14 @@ from facematch.store.audit_chain import decision_digest, search_digest
 from facematch.store.catalogue import Catalogue, utc_now
 from facematch.store.private_files import private_temp_beside
 
-__all__ = ["DECISIONS", "LISTS", "PERSON_PROBE_NO", "Decision", "deleted_marker", "require_text", "store_search",
-    "load_search", "review_search", "export_search", "decide", "decisions_for"]
+__all__ = ["DECISIONS", "LISTS", "PERSON_PROBE_NO", "CONSULT_ACTION", "IMAGE_VIEW_ACTION", "Decision", "deleted_marker",
+    "require_text", "store_search", "load_search", "consult_search", "consultation_search", "record_image_view",
+    "review_search", "export_search", "decide", "decisions_for"]
 
 DECISIONS = ("confirmed", "rejected", "inconclusive")
+#: audit actions: consulting a stored search (its candidates), and fetching one face image of it on its own
+CONSULT_ACTION = "review"
+IMAGE_VIEW_ACTION = "view.image"
 LISTS = ("custody", "scene")
 #: Probe row number of a person-level search's fused list (the stills are rows 1, 2, ...).
 PERSON_PROBE_NO = 0
@@ -141,13 +145,42 @@ def load_search(catalogue: Catalogue, search_id: int) -> SearchResult:
                         scene_bands=params.get("scene_bands"), person=person)
 
 
+def consult_search(catalogue: Catalogue, search_id: int, *, user: str, reason: str, stated: bool = True
+                   ) -> tuple[SearchResult, int]:
+    """A stored search, the consultation audited (who, when, why); returns it and the audit entry's id.
+
+    ``stated=False`` marks a reason the caller composed for the user (e.g. the search's own justification
+    when its author looks at it again): the entry says so (``reason_stated: false``).
+    """
+    reason = require_text(reason, "a reason for viewing the search")
+    result = load_search(catalogue, search_id)
+    details = {"search_id": search_id, "reason": reason} | ({} if stated else {"reason_stated": False})
+    return result, catalogue.audit(user, CONSULT_ACTION, details)
+
+
+def consultation_search(catalogue: Catalogue, entry_id: int, *, user: str, since: str) -> int | None:
+    """The search that audit entry ``entry_id`` records ``user`` consulting at or after ``since`` (ISO UTC),
+    else None: a consultation goes on (its face images, the page after a review) without a new reason."""
+    row = catalogue.conn.execute("SELECT actor, action, at, details FROM audit_log WHERE id = ?",
+                                 (entry_id,)).fetchone()
+    if row is None or row["actor"] != user or row["action"] != CONSULT_ACTION or row["at"] < since:
+        return None
+    search_id = json.loads(row["details"]).get("search_id")
+    return int(search_id) if isinstance(search_id, int) else None
+
+
+def record_image_view(catalogue: Catalogue, *, user: str, reason: str, **image: int | str) -> int:
+    """Audit one image fetched outside a consultation: who, which (``image``: ids such as search_id,
+    probe_no, face_id, probe_sha256), why; returns the entry id."""
+    reason = require_text(reason, "a reason for viewing the image")
+    return catalogue.audit(user, IMAGE_VIEW_ACTION, dict(image) | {"reason": reason})
+
+
 def review_search(catalogue: Catalogue, search_id: int, *, user: str, reason: str
                   ) -> tuple[SearchResult, list[Decision]]:
     """A stored search and its decisions, the viewing audited (consultation: who, when, why)."""
-    reason = require_text(reason, "a reason for viewing the search")
-    result, decisions = load_search(catalogue, search_id), decisions_for(catalogue, search_id)
-    catalogue.audit(user, "review", {"search_id": search_id, "reason": reason})
-    return result, decisions
+    result, _ = consult_search(catalogue, search_id, user=user, reason=reason)
+    return result, decisions_for(catalogue, search_id)
 
 
 def export_search(catalogue: Catalogue, search_id: int, output: str | Path, *, user: str, recipient: str,

@@ -4,14 +4,18 @@ each deciding without seeing the other's decision, both record "possible match".
 Each candidate takes at most two reviews (stage 1 and stage 2, by different people), each with a
 mandatory note; nothing is overwritten (the table refuses updates), so disagreements stay visible.
 Until a viewer has recorded their own review, they see that a first review exists but not what it said.
+The audit entry of a review holds ids, the decision, the outcome and the digest of the review row, never
+the candidate's identity or the note: those stay in the row, which erasure of the subject rewrites
+(facematch.store.deletion), so the hash-chained log never holds what retention must remove.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from facematch.errors import Conflict, InvalidArgument, NotFound
+from facematch.errors import Conflict, DataDeleted, InvalidArgument, NotFound
 from facematch.search.bands import BANDS
+from facematch.store.audit_chain import REVIEW_ACTIONS, review_digest
 from facematch.store.catalogue import Catalogue, utc_now
 
 __all__ = ["REVIEW_DECISIONS", "Review", "candidate_id", "record_review", "outcome", "reviews_by_candidate",
@@ -46,23 +50,26 @@ def record_review(catalogue: Catalogue, cand_id: int, *, reviewer: str, decision
     if not note or not note.strip():
         raise InvalidArgument("a note is required with every decision")
     with catalogue.atomic():
+        deleted = catalogue.conn.execute("SELECT deleted_at FROM candidates WHERE id = ?", (cand_id,)).fetchone()
+        if deleted is not None and deleted[0] is not None:
+            raise DataDeleted("this candidate's data was deleted under retention: no review can be recorded on it")
         done = catalogue.conn.execute("SELECT reviewer FROM reviews WHERE candidate_id = ?", (cand_id,)).fetchall()
         if reviewer in {r[0] for r in done}:
             raise Conflict("you have already reviewed this candidate: a second review must come from someone else")
         if len(done) >= 2:
             raise Conflict("this candidate already has its two reviews")
         stage, at = len(done) + 1, utc_now()
-        catalogue.conn.execute(
+        review_id = catalogue.conn.execute(
             "INSERT INTO reviews (candidate_id, stage, reviewer, decision, note, decided_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (cand_id, stage, reviewer, decision, note.strip(), at))
+            (cand_id, stage, reviewer, decision, note.strip(), at)).lastrowid
         cand = catalogue.conn.execute(
-            """SELECT c.search_id, c.list, c.rank, c.subject_ref, c.case_ref, p.probe_no FROM candidates c
+            """SELECT c.search_id, c.list, c.rank, p.probe_no FROM candidates c
                JOIN search_probes p ON p.id = c.probe_id WHERE c.id = ?""", (cand_id,)).fetchone()
         reviews = _reviews(catalogue, cand_id)
-        catalogue.audit(reviewer, f"review.{'first' if stage == 1 else 'second'}", {
+        catalogue.audit(reviewer, REVIEW_ACTIONS[stage - 1], {
             "search_id": cand["search_id"], "probe": cand["probe_no"], "list": cand["list"], "rank": cand["rank"],
-            "candidate": cand["subject_ref"] or cand["case_ref"], "decision": decision, "note": note.strip(),
-            "outcome": outcome(reviews)})
+            "candidate_id": cand_id, "review_id": review_id, "decision": decision, "outcome": outcome(reviews),
+            "digest": review_digest(catalogue.conn, review_id)})
     return Review(stage, reviewer, decision, note.strip(), at)
 
 

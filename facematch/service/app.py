@@ -2,12 +2,18 @@
 
 Every route authenticates (bearer token or session), checks the role, and answers 404 for anything of
 another agency (its existence is not revealed). Searches run in the worker pool (facematch/service/worker.py).
+
+Consultations are recorded with the user's own reason (DPA 2018 s.62): reading a stored search, one of
+its face images or the audit log takes ``reason`` (query parameter) or the ``X-Reason`` header. A search's
+reply carries its consultation's audit entry id; its face image URLs carry it (``consultation=ID``), so the
+images shown with a search are covered by that one entry. See docs/service.md "What is logged and why".
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import datetime as dt
 import io
 import json
 import logging
@@ -15,9 +21,9 @@ import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -42,8 +48,10 @@ from facematch.service.uploads import face_crop, keep_probe, sniff
 from facematch.settings import ServiceSettings, Settings
 from facematch.store.accounts import User
 from facematch.validation import check_text
+from facematch.store.audit_query import MAX_PAGE, AuditFilter
 
-__all__ = ["create_app", "ServiceState", "STATUS", "search_view", "audit_rows", "parse_boxes"]
+__all__ = ["create_app", "ServiceState", "STATUS", "search_view", "audit_filter", "audit_csv_response", "parse_boxes",
+    "stated_reason", "own_search_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -96,22 +104,61 @@ def parse_boxes(text: str, n: int) -> list:
     return boxes
 
 
-def search_view(state: ServiceState, user: User, search_id: int) -> dict:
-    """A stored search as its agency sees it: candidates, face image URLs, two-person reviews."""
-    if state.fm.accounts.search_agency(search_id) != user.agency_id:
+def stated_reason(request: Request, reason: str | None) -> str | None:
+    """The reason a request states: query parameter ``reason``, else header ``X-Reason``; None when blank."""
+    text = reason if reason is not None and reason.strip() else request.headers.get("x-reason")
+    return text.strip() if text and text.strip() else None
+
+
+def own_search_reason(found: dict) -> str:
+    """The reason recorded when a search's author looks at it again without stating one (documented)."""
+    return f"own search in case {found['case_ref']}; its justification: {found['reason']}"
+
+
+def consultation_since(state: ServiceState) -> str:
+    """A consultation covers its search's images and pages for as long as a session lasts."""
+    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=state.service.session_hours)
+    return since.replace(microsecond=0).isoformat()
+
+
+def _agency_search(state: ServiceState, user: User, search_id: int) -> dict:
+    found = state.fm.accounts.agency_search(user.agency_id, search_id)
+    if found is None:
         raise NotFound(f"no search with id {search_id}")
-    # the viewing is a consultation (DPA 2018 s.62): recorded with who and the search's own justification
-    result, _ = state.fm.review(search_id, user=user.username,
-                                reason=f"reviewing the candidates of search {search_id} in the service")
+    return found
+
+
+def search_view(state: ServiceState, user: User, search_id: int, *, reason: str | None = None,
+                consultation: int | None = None) -> dict:
+    """A stored search as its agency sees it: candidates, face image URLs, two-person reviews.
+
+    The viewing is a consultation (DPA 2018 s.62), recorded with ``reason``; without one, it goes on an
+    earlier ``consultation`` of the user's (no new entry), or, for the search's own author only, is recorded
+    with the search's case and justification (marked ``reason_stated: false``). Anyone else must state a
+    reason: ``InvalidArgument``.
+    """
+    found = _agency_search(state, user, search_id)
+    if consultation is not None:
+        result = state.fm.continue_consultation(search_id, consultation, user=user.username,
+                                                since=consultation_since(state))
+        entry = consultation
+    elif reason:
+        result, entry = state.fm.consult(search_id, user=user.username, reason=reason)
+    elif found["user"] == user.username:
+        result, entry = state.fm.consult(search_id, user=user.username, reason=own_search_reason(found), stated=False)
+    else:
+        raise InvalidArgument(f"state a reason for consulting search {search_id}, run by {found['user']} "
+                              "(query parameter reason or header X-Reason); it is recorded in the audit log")
     reviews = state.fm.candidate_reviews(search_id, viewer=user.username)
-    doc = result.to_dict()
+    doc = result.to_dict() | {"consultation": entry}
     for probe in doc["probes"]:
         probe.pop("path", None)
-        probe["face_url"] = f"/api/searches/{search_id}/probes/{probe['probe_no']}/face.jpg"
+        probe["face_url"] = f"/api/searches/{search_id}/probes/{probe['probe_no']}/face.jpg?consultation={entry}"
         for list_name, key in (("custody", "subjects"), ("scene", "scene_faces")):
             for cand in probe[key]:
                 cand.pop("image_path", None)
-                cand["face_url"] = f"/api/faces/{cand['face_id']}/face.jpg" if cand["face_id"] else None
+                cand["face_url"] = (f"/api/faces/{cand['face_id']}/face.jpg?consultation={entry}"
+                                    if cand["face_id"] else None)
                 seen = reviews.get((probe["probe_no"], list_name, cand["rank"]),
                                    {"outcome": "awaiting first review", "hidden": 0, "reviews": []})
                 cand["review"] = {"outcome": seen["outcome"], "hidden_reviews": seen["hidden"],
@@ -119,16 +166,32 @@ def search_view(state: ServiceState, user: User, search_id: int) -> dict:
     return doc
 
 
-def audit_rows(state: ServiceState, user: User, *, action: str | None = None, actor: str | None = None,
-               since: str | None = None, until: str | None = None, limit: int = 500) -> list[dict]:
-    """Audit entries made by the users of ``user``'s agency, newest first, filtered."""
-    members = set(state.fm.accounts.agency_usernames(user.agency_id))
-    rows = [r for r in state.fm.audit(action=action or None, limit=20_000, user=user.username,
-                                      reason=f"supervisor audit view of agency {user.agency_id}")
-            if r["actor"] in members]
-    rows = [r for r in rows if (not actor or r["actor"] == actor) and (not since or r["at"] >= since)
-            and (not until or r["at"] <= until)]
-    return rows[:limit]
+def image_access(state: ServiceState, user: User, request: Request, reason: str | None, consultation: int | None,
+                 *, covered, **ids) -> None:
+    """Let one face image through: within the user's ``consultation`` of a search that shows it
+    (``covered(search_id)``), or with a stated reason (recorded); else ``InvalidArgument``."""
+    if consultation is not None:
+        search_id = state.fm.consultation_search(consultation, user=user.username, since=consultation_since(state))
+        if search_id is None or not covered(search_id):
+            raise InvalidArgument(f"consultation {consultation} is not yours, is over, or does not show this image: "
+                                  "state a reason (query parameter reason or header X-Reason)")
+        return
+    reason = stated_reason(request, reason)
+    if reason is None:
+        raise InvalidArgument("state a reason for viewing this image (query parameter reason or header X-Reason), "
+                              "or give the consultation of the search it belongs to (consultation=ID)")
+    state.fm.record_image_view(user=user.username, reason=reason, **ids)
+
+
+def audit_filter(user: User, reason: str | None, *, action: str | None = None, actor: str | None = None,
+                 case: str | None = None, since: str | None = None, until: str | None = None) -> AuditFilter:
+    """The entries of ``user``'s agency that a supervisor asked for (filtered in SQL: facematch.store.audit_query).
+    ``InvalidArgument`` without a reason (reading the audit log is itself recorded) or with a bad date."""
+    if not reason:
+        raise InvalidArgument("state a reason for reading the audit log (query parameter reason or header "
+                              "X-Reason); it is recorded in the audit log")
+    return AuditFilter(user.agency_id, actor=actor or None, action=action or None, case=case or None,
+                       since=since or None, until=until or None)
 
 
 def create_app(settings: Settings, service: ServiceSettings | None = None, *,
@@ -293,34 +356,49 @@ def _search_routes(app: FastAPI, state: ServiceState, current) -> None:
         return state.fm.accounts.agency_searches(user.agency_id, case=case)
 
     @app.get("/api/searches/{search_id}", tags=["search"])
-    def get_search(search_id: int, user: User = Depends(current)):
-        """A stored search with its candidates and reviews (first reviews stay hidden from others)."""
+    def get_search(request: Request, search_id: int, reason: str | None = _REASON,
+                   consultation: int | None = _CONSULTATION, user: User = Depends(current)):
+        """A stored search with its candidates and reviews (first reviews stay hidden from others).
+
+        Recorded as a consultation with your ``reason`` (or header X-Reason), required unless you ran the
+        search (then its case and justification are recorded) or you continue an earlier ``consultation``."""
         _any_role(user, "investigator", "reviewer", "supervisor")
-        return search_view(state, user, search_id)
+        return search_view(state, user, search_id, reason=stated_reason(request, reason), consultation=consultation)
 
     @app.get("/api/searches/{search_id}/probes/{probe_no}/face.jpg", tags=["images"])
-    def probe_face(search_id: int, probe_no: int, user: User = Depends(current)):
+    def probe_face(request: Request, search_id: int, probe_no: int, reason: str | None = _REASON,
+                   consultation: int | None = _CONSULTATION, user: User = Depends(current)):
+        """One probe face; needs ``reason`` (recorded) or your ``consultation`` of this search."""
         _any_role(user, "investigator", "reviewer", "supervisor")
-        if state.fm.accounts.search_agency(search_id) != user.agency_id:
-            raise NotFound(f"no search with id {search_id}")
+        _agency_search(state, user, search_id)
         path, box, _ = state.fm.accounts.probe_location(search_id, probe_no)
+        image_access(state, user, request, reason, consultation, covered=lambda sid: sid == search_id,
+                     search_id=search_id, probe_no=probe_no)
         return _jpeg(face_crop(path, box))
 
     @app.get("/api/faces/{face_id}/face.jpg", tags=["images"])
-    def gallery_face(face_id: int, user: User = Depends(current)):
+    def gallery_face(request: Request, face_id: int, reason: str | None = _REASON,
+                     consultation: int | None = _CONSULTATION, user: User = Depends(current)):
+        """One gallery face; needs ``reason`` (recorded) or your ``consultation`` of a search showing it."""
         _any_role(user, "investigator", "reviewer", "supervisor")
         if not state.fm.accounts.face_visible(user, face_id):
             raise NotFound(f"no face {face_id}")
         path, box = state.fm.accounts.face_location(face_id)
+        image_access(state, user, request, reason, consultation, face_id=face_id,
+                     covered=lambda sid: state.fm.accounts.search_shows_face(sid, face_id))
         return _jpeg(face_crop(path, box))
 
     @app.get("/api/probes/{sha256}", tags=["images"])
-    def probe_image(sha256: str, user: User = Depends(current)):
-        """A whole probe image, by SHA-256, to the agency whose searches used it."""
+    def probe_image(request: Request, sha256: str, reason: str | None = _REASON,
+                    consultation: int | None = _CONSULTATION, user: User = Depends(current)):
+        """A whole probe image, by SHA-256, to the agency whose searches used it; needs ``reason`` or your
+        ``consultation`` of a search that used it."""
         _any_role(user, "investigator", "reviewer", "supervisor")
         found = list((state.settings.data_dir / "probes").glob(f"{sha256}.*")) if sha256.isalnum() else []
         if not found or not state.fm.accounts.probe_visible(user, sha256):
             raise NotFound("no such probe image")
+        image_access(state, user, request, reason, consultation, probe_sha256=sha256,
+                     covered=lambda sid: state.fm.accounts.search_used_probe(sid, sha256))
         return Response(found[0].read_bytes(), media_type="application/octet-stream",
                         headers={"Cache-Control": "private, no-store"})
 
@@ -330,8 +408,7 @@ def _review_routes(app: FastAPI, state: ServiceState, current) -> None:
     def decide(search_id: int, body: Decision, user: User = Depends(current)):
         """Record your independent review of one candidate (possible match | not a match | inconclusive)."""
         require(user, "reviewer")
-        if state.fm.accounts.search_agency(search_id) != user.agency_id:
-            raise NotFound(f"no search with id {search_id}")
+        _agency_search(state, user, search_id)
         review = state.fm.review_candidate(search_id, body.probe, body.rank, reviewer=user.username,
                                            decision=body.decision, note=body.note, candidate_list=body.list)
         return review.__dict__
@@ -342,24 +419,42 @@ def _review_routes(app: FastAPI, state: ServiceState, current) -> None:
         return state.fm.review_queue(user.agency_id, reviewer=user.username)
 
     @app.get("/api/audit", tags=["audit"])
-    def audit(action: str | None = None, actor: str | None = None, since: str | None = None,
-              until: str | None = None, format: str = "json", user: User = Depends(current)):
-        """Audit entries of your agency's users (supervisor); ``format=csv`` for a spreadsheet."""
+    def audit(request: Request, action: str | None = None, actor: str | None = None,
+              case: str | None = Query(None, description="entries about this case of your agency's"),
+              since: str | None = Query(None, description="YYYY-MM-DD or ISO date and time (UTC), inclusive"),
+              until: str | None = Query(None, description="YYYY-MM-DD (the whole day) or ISO date and time, inclusive"),
+              before: int | None = Query(None, description="the next page: the Link rel=next of the previous one"),
+              limit: int = Query(state.service.audit_page_size, ge=1, le=MAX_PAGE), format: str = "json",
+              reason: str | None = _REASON, user: User = Depends(current)):
+        """Audit entries of your agency's users (supervisor), newest first, a page at a time (header ``Link``
+        rel="next" while more match); ``format=csv`` streams every matching entry. Your ``reason`` (or header
+        X-Reason) is required and recorded."""
         require(user, "supervisor")
-        rows = audit_rows(state, user, action=action, actor=actor, since=since, until=until)
-        if format != "csv":
-            return rows
-        return Response(audit_csv(rows), media_type="text/csv",
-                        headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
+        reason = stated_reason(request, reason)
+        where = audit_filter(user, reason, action=action, actor=actor, case=case, since=since, until=until)
+        if format == "csv":
+            return audit_csv_response(state.fm.audit_export(where, user=user.username, reason=reason))
+        rows, after = state.fm.audit_trail(where, user=user.username, reason=reason, before=before, limit=limit)
+        headers = {"Link": f'<{request.url.include_query_params(before=after)}>; rel="next"'} if after else None
+        return JSONResponse(rows, headers=headers)
 
 
-def audit_csv(rows: list[dict]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["id", "at", "actor", "action", "details"])
-    for r in rows:
-        writer.writerow([r["id"], r["at"], r["actor"], r["action"], json.dumps(r["details"], sort_keys=True)])
-    return out.getvalue()
+def audit_csv_response(entries) -> StreamingResponse:
+    """A CSV download streamed as the entries are read (one page of the log at a time, never all at once)."""
+    def lines():
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["id", "at", "actor", "action", "details"])
+        for n, r in enumerate(entries, start=1):
+            writer.writerow([r["id"], r["at"], r["actor"], r["action"], json.dumps(r["details"], sort_keys=True)])
+            if n % 500 == 0:
+                yield out.getvalue()
+                out.seek(0)
+                out.truncate()
+        yield out.getvalue()
+
+    return StreamingResponse(lines(), media_type="text/csv",
+                             headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
 
 
 def _ingest_routes(app: FastAPI, state: ServiceState, current) -> None:
@@ -424,6 +519,11 @@ async def _uploaded_source(state: ServiceState, subject: str, files: list[Upload
         suffix, _, _ = sniff(data, upload.filename or "upload", state.service.max_probe_pixels)
         (folder / subject / f"{n:04d}{suffix}").write_bytes(data)
     return folder
+
+
+_REASON = Query(None, description="why you consult this (recorded in the audit log; or header X-Reason)")
+_CONSULTATION = Query(None, description="the audit entry id of your consultation of the search (its reply's "
+                                        "'consultation'): continues it without a new reason")
 
 
 def _any_role(user: User, *roles: str) -> None:

@@ -1,7 +1,9 @@
 """The reviewer web page: server-rendered Jinja2 templates, one small vendored script (static/facematch.js).
 
 The pages use the same checks as the API (roles, agency, CSRF on every form post). Wording follows the
-library's: candidates are leads for review, never "identified".
+library's: candidates are leads for review, never "identified". Opening another person's search, and the
+audit view, first ask for the reason that is recorded (DPA 2018 s.62); the results page then carries its
+consultation (``?c=ID``) through its images and review forms.
 """
 
 from __future__ import annotations
@@ -10,14 +12,15 @@ from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from facematch.errors import AuthenticationFailed
+from facematch.errors import AuthenticationFailed, NotFound
 from facematch.search.bands import one_in
 from facematch.service.admin import add_admin_pages
-from facematch.service.app import ServiceState, audit_csv, audit_rows, run_search, search_view, set_session_cookie
+from facematch.service.app import (ServiceState, audit_csv_response, audit_filter, run_search, search_view,
+                                   set_session_cookie)
 from facematch.service.auth import SESSION_COOKIE, authenticate, check_csrf, require
 
 __all__ = ["add_web_routes", "safe_next"]
@@ -106,20 +109,31 @@ def add_web_routes(app: FastAPI, state: ServiceState, current) -> None:
                                      collections=",".join(collections), top=10)
         return RedirectResponse(f"/searches/{search_id}", status_code=303)
 
+    def agency_search(user, search_id: int) -> dict:
+        found = state.fm.accounts.agency_search(user.agency_id, search_id)
+        if found is None:
+            raise NotFound(f"no search with id {search_id}")
+        return found
+
     @app.get("/searches/{search_id}", response_class=HTMLResponse, include_in_schema=False)
-    def results(request: Request, search_id: int, user=Depends(page_user)):
-        doc = search_view(state, user, search_id)
+    def results(request: Request, search_id: int, reason: str = "", c: int | None = None, user=Depends(page_user)):
+        """Another person's search asks for a reason first; its author's opens with the search's own."""
+        found = agency_search(user, search_id)
+        if c is None and not reason.strip() and found["user"] != user.username:
+            return render(request, "consult.html", user, search=found)
+        doc = search_view(state, user, search_id, reason=reason.strip() or None, consultation=c)
         return render(request, "results.html", user, doc=doc)
 
     @app.post("/searches/{search_id}/decide", include_in_schema=False)
     def decide(request: Request, search_id: int, probe: int = Form(...), rank: int = Form(...),
                decision: str = Form(...), note: str = Form(...), list_name: str = Form("custody", alias="list"),
-               user=Depends(page_user)):
+               c: int | None = Form(None), user=Depends(page_user)):
         require(user, "reviewer")
-        search_view(state, user, search_id)  # 404 for another agency's search
+        agency_search(user, search_id)  # 404 for another agency's search
         state.fm.review_candidate(search_id, probe, rank, reviewer=user.username, decision=decision, note=note,
                                   candidate_list=list_name)
-        return RedirectResponse(f"/searches/{search_id}#p{probe}-{list_name}-{rank}", status_code=303)
+        back = f"/searches/{search_id}" + (f"?c={c}" if c is not None else "")
+        return RedirectResponse(f"{back}#p{probe}-{list_name}-{rank}", status_code=303)
 
     @app.get("/queue", response_class=HTMLResponse, include_in_schema=False)
     def queue(request: Request, user=Depends(page_user)):
@@ -127,15 +141,22 @@ def add_web_routes(app: FastAPI, state: ServiceState, current) -> None:
         return render(request, "queue.html", user, rows=state.fm.review_queue(user.agency_id, reviewer=user.username))
 
     @app.get("/audit", include_in_schema=False)
-    def audit(request: Request, action: str = "", actor: str = "", since: str = "", until: str = "",
-              format: str = "html", user=Depends(page_user)):
+    def audit(request: Request, action: str = "", actor: str = "", case: str = "", since: str = "", until: str = "",
+              before: int | None = None, format: str = "html", reason: str = "", user=Depends(page_user)):
+        """Nothing is shown (or exported) until the supervisor states why they read the trail; a page of
+        entries at a time (filtered in SQL), "older entries" for the next."""
         require(user, "supervisor")
-        rows = audit_rows(state, user, action=action, actor=actor, since=since, until=until)
+        filters = {"action": action, "actor": actor, "case": case, "since": since, "until": until}
+        if not reason.strip():
+            return render(request, "audit.html", user, rows=None, filters=filters, reason="")
+        where = audit_filter(user, reason.strip(), **filters)
         if format == "csv":
-            return Response(audit_csv(rows), media_type="text/csv",
-                            headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
-        return render(request, "audit.html", user, rows=rows,
-                      filters={"action": action, "actor": actor, "since": since, "until": until})
+            return audit_csv_response(state.fm.audit_export(where, user=user.username, reason=reason.strip()))
+        rows, after = state.fm.audit_trail(where, user=user.username, reason=reason.strip(), before=before,
+                                           limit=state.service.audit_page_size)
+        nxt = request.url.include_query_params(before=after)
+        older = f"{nxt.path}?{nxt.query}" if after else None
+        return render(request, "audit.html", user, rows=rows, filters=filters, reason=reason.strip(), older=older)
 
     add_admin_pages(app, state, render, page_user)
 

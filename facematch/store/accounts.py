@@ -338,6 +338,22 @@ class Accounts:
             sql, args = sql + " AND s.case_ref = ?", args + [case]
         return [dict(r) for r in self.conn.execute(sql + " ORDER BY s.id DESC LIMIT ?", (*args, limit))]
 
+    def agency_search(self, agency_id: int, search_id: int) -> dict | None:
+        """Who ran a search of ``agency_id``, in which case and why; None for another agency's or none."""
+        row = self._one("""SELECT s.id, s.created_at, s.user, s.case_ref, s.reason FROM searches s
+                           JOIN search_owners o ON o.search_id = s.id WHERE s.id = ? AND o.agency_id = ?""",
+                        search_id, agency_id)
+        return dict(row) if row else None
+
+    def search_shows_face(self, search_id: int, face_id: int) -> bool:
+        """Whether ``face_id`` is among the candidates of ``search_id`` (an image its consultation covers)."""
+        return self._one("SELECT 1 FROM candidates WHERE search_id = ? AND face_id = ? LIMIT 1",
+                         search_id, face_id) is not None
+
+    def search_used_probe(self, search_id: int, sha256: str) -> bool:
+        return self._one("SELECT 1 FROM search_probes WHERE search_id = ? AND sha256 = ? LIMIT 1",
+                         search_id, sha256) is not None
+
     def face_visible(self, user: User, face_id: int) -> bool:
         """Whether ``user`` may see this face's image (custody: a visible collection; scene: own case)."""
         row = self._one("""SELECT o.collection_id, k.agency_id FROM faces f JOIN image_owners o

@@ -6,11 +6,16 @@ the SQLite file but not read the key cannot edit, delete, insert or reorder an e
 that follow. Removing the newest entries (truncation) leaves a valid shorter chain: it is found against a
 head (entry id and MAC) exported earlier with ``facematch audit head``.
 
-Searches and decisions are tied to the chain by digests of their stored rows (a search's entry holds the
-digest of its search, probe and candidate rows; a decision's entry the digest of its decision row), so a
-row edited after the fact no longer matches. An entry may restate digests under ``search_digests`` /
-``decision_digests`` (``{id: digest}``; ``None``: erased on purpose): a retention job that rewrites or
-removes stored search rows records their new state that way (``search_digest`` computes it).
+Searches, decisions and two-person reviews are tied to the chain by digests of their stored rows (a
+search's entry holds the digest of its search, probe and candidate rows; a decision's or review's entry
+the digest of its row), so a row edited after the fact no longer matches. The entries hold ids and
+digests, never a candidate's identity or a reviewer's note: those stay in the rows, which erasure can
+rewrite. An entry may restate digests under ``search_digests`` / ``decision_digests`` /
+``review_digests`` (``{id: digest}``; ``None``: erased on purpose): a retention job that rewrites or
+removes stored rows records their new state that way (``search_digest`` etc. compute it).
+
+Review entries written before reviews carried a digest (``review.first``/``review.second`` with the note
+in clear) still vouch for their row: its reviewer, decision and note must equal the entry's.
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ from pathlib import Path
 from facematch.errors import CatalogueError
 from facematch.store.private_files import ensure_private_dir, restrict_file, write_private_file
 
-__all__ = ["KEY_BYTES", "META_PENDING", "META_STARTED", "META_KEY_ID", "read_key", "create_key", "key_id",
-    "genesis_mac", "entry_mac", "search_digest", "decision_digest", "pseudonym", "format_head", "parse_head",
+__all__ = ["KEY_BYTES", "REVIEW_ACTIONS", "META_PENDING", "META_STARTED", "META_KEY_ID", "read_key", "create_key", "key_id",
+    "genesis_mac", "entry_mac", "search_digest", "decision_digest", "review_digest", "pseudonym", "format_head", "parse_head",
     "AuditVerification", "verify_chain"]
 
 KEY_BYTES = 32
@@ -41,6 +46,9 @@ _PROBE_COLS = "id, probe_no, path, sha256, face_no, box, detector, quality, qual
 # face_id is left out: deleting a gallery face sets it to NULL (ON DELETE SET NULL) without changing the lead
 _CANDIDATE_COLS = "id, probe_id, list, rank, subject_ref, case_ref, image_path, distance, score, band, est_fmr"
 _DECISION_COLS = "id, candidate_id, decision, reviewer, note, decided_at"
+_REVIEW_COLS = "id, candidate_id, stage, reviewer, decision, note, decided_at"
+#: the audit actions of the first and second review of a candidate (facematch.search.two_person)
+REVIEW_ACTIONS = ("review.first", "review.second")
 _MAX_FINDINGS = 50
 
 
@@ -117,6 +125,12 @@ def search_digest(conn: sqlite3.Connection, search_id: int) -> str | None:
 def decision_digest(conn: sqlite3.Connection, decision_id: int) -> str | None:
     """SHA-256 of a stored decision row, or None when it is not stored."""
     row = conn.execute(f"SELECT {_DECISION_COLS} FROM decisions WHERE id = ?", (decision_id,)).fetchone()
+    return None if row is None else _digest(list(row))
+
+
+def review_digest(conn: sqlite3.Connection, review_id: int) -> str | None:
+    """SHA-256 of a stored two-person review row, or None when it is not stored."""
+    row = conn.execute(f"SELECT {_REVIEW_COLS} FROM reviews WHERE id = ?", (review_id,)).fetchone()
     return None if row is None else _digest(list(row))
 
 
@@ -243,9 +257,14 @@ def _check_head(rows: list, head: tuple[int, str] | None) -> list[tuple[float, s
     return []
 
 
-def _expected_digests(good: list) -> tuple[dict[int, str | None], dict[int, str | None]]:
+def _expected_digests(good: list) -> tuple[dict[int, str | None], dict[int, str | None], dict[int, str | None],
+                                            dict[tuple, tuple]]:
+    """Digests the verified entries expect: per search, decision and review id, and legacy review entries
+    ``{(search_id, probe, list, rank, stage): (reviewer, decision, note)}``."""
     searches: dict[int, str | None] = {}
     decisions: dict[int, str | None] = {}
+    reviews: dict[int, str | None] = {}
+    legacy: dict[tuple, tuple] = {}
     for row in good:
         details = json.loads(row["details"])
         if not isinstance(details, dict):
@@ -254,21 +273,49 @@ def _expected_digests(good: list) -> tuple[dict[int, str | None], dict[int, str 
             searches[int(details["search_id"])] = details["digest"]
         if row["action"] == "decision" and "digest" in details:
             decisions[int(details["decision_id"])] = details["digest"]
+        if row["action"] in REVIEW_ACTIONS:
+            if "digest" in details:
+                reviews[int(details["review_id"])] = details["digest"]
+            elif "note" in details:
+                key = (details.get("search_id"), details.get("probe"), details.get("list"), details.get("rank"),
+                       REVIEW_ACTIONS.index(row["action"]) + 1)
+                legacy[key] = (row["actor"], details.get("decision"), details.get("note"))
         searches.update({int(k): v for k, v in (details.get("search_digests") or {}).items()})
         decisions.update({int(k): v for k, v in (details.get("decision_digests") or {}).items()})
-    return searches, decisions
+        reviews.update({int(k): v for k, v in (details.get("review_digests") or {}).items()})
+    return searches, decisions, reviews, legacy
+
+
+def _legacy_reviews(conn: sqlite3.Connection, legacy: dict[tuple, tuple]) -> dict[int, bool]:
+    """``{review id: whether its row still says what its legacy entry said}`` for reviews a legacy entry names."""
+    if not legacy:
+        return {}
+    rows = conn.execute("""SELECT r.id, r.stage, r.reviewer, r.decision, r.note, c.search_id, c.list, c.rank,
+                                  p.probe_no FROM reviews r JOIN candidates c ON c.id = r.candidate_id
+                           JOIN search_probes p ON p.id = c.probe_id""")
+    out = {}
+    for r in rows:
+        said = legacy.get((r["search_id"], r["probe_no"], r["list"], r["rank"], r["stage"]))
+        if said is not None:
+            out[r["id"]] = said == (r["reviewer"], r["decision"], r["note"])
+    return out
 
 
 def _check_rows(conn: sqlite3.Connection, good: list) -> list[tuple[float, str]]:
-    """Stored searches and decisions against the digests the verified entries hold."""
-    expected_searches, expected_decisions = _expected_digests(good)
+    """Stored searches, decisions and reviews against the digests the verified entries hold."""
+    expected_searches, expected_decisions, expected_reviews, legacy = _expected_digests(good)
+    legacy_ok = _legacy_reviews(conn, legacy)
     findings: list[tuple[float, str]] = []
     end = float("inf")
     for what, table, expected, digest in (("search", "searches", expected_searches, search_digest),
-                                          ("decision", "decisions", expected_decisions, decision_digest)):
+                                          ("decision", "decisions", expected_decisions, decision_digest),
+                                          ("review", "reviews", expected_reviews, review_digest)):
         stored = [r[0] for r in conn.execute(f"SELECT id FROM {table} ORDER BY id")]
         for row_id in stored:
-            if row_id not in expected:
+            if what == "review" and row_id not in expected and row_id in legacy_ok:
+                if not legacy_ok[row_id]:
+                    findings.append((end, f"review {row_id}: its stored rows were changed after it was audited"))
+            elif row_id not in expected:
                 findings.append((end, f"{what} {row_id} has no verified audit entry: inserted outside facematch"))
             elif expected[row_id] is None:
                 findings.append((end, f"{what} {row_id} was recorded as erased but its rows remain"))

@@ -2,7 +2,9 @@
 
 One transaction removes the images (those without a face too), their faces and embeddings, a subject
 left with no image, and clears the deleted faces from past searches' candidate rows, which stay as the
-accountable record ("deleted under retention on DATE (reason)") without subject, case, face or path.
+accountable record ("deleted under retention on DATE (reason)") without subject, case, face or path;
+the notes reviewers wrote on those candidates (decisions and two-person reviews: they may describe the
+person) are replaced by "note erased under retention on DATE", the decision itself kept.
 A ``deletion_records`` row keeps the face ids and *salted* digests of the image hashes (never an
 identifier in clear), so :mod:`facematch.store.verification` can later prove their absence. SQLite's
 ``secure_delete`` overwrites the freed pages and the WAL is checkpointed and truncated afterwards.
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from facematch.errors import NotFound
 from facematch.store import audit_chain as chain
 from facematch.store.catalogue import Catalogue, utc_now
+from facematch.store.schema import ERASED_NOTE_PREFIX
 
 __all__ = ["SCOPES", "Deletion", "salted_digest", "delete_subject", "delete_case", "delete_image",
            "delete_images", "is_sha256"]
@@ -99,7 +102,8 @@ def delete_images(catalogue: Catalogue, image_ids: list[int], *, scope: str, tar
         deletion = Deletion(scope, len(images), image_sha256=sorted({r["sha256"] for r in images}))
         for face in faces:
             deletion.face_ids.setdefault(face["kind"], []).append(face["id"])
-        searches = _mark_candidates(conn, [f["id"] for f in faces], scope, target, at, reason)
+        searches, candidates = _mark_candidates(conn, [f["id"] for f in faces], scope, target, at, reason)
+        decisions, reviews = _erase_notes(conn, candidates, at)
         conn.execute(f"DELETE FROM images WHERE id IN ({marks})", image_ids)
         subjects = sorted({r["subject_id"] for r in images if r["subject_id"] is not None})
         for sid in subjects:  # a subject with no image left is itself a trace
@@ -119,19 +123,24 @@ def delete_images(catalogue: Catalogue, image_ids: list[int], *, scope: str, tar
         catalogue.audit(actor, action, details | {"images": len(images), "faces": len(faces), "reason": reason,
                                                   "deletion_record": deletion.record_id,
                                                   "search_digests": {str(s): chain.search_digest(conn, s)
-                                                                     for s in searches}})
+                                                                     for s in searches},
+                                                  "decision_digests": {str(d): chain.decision_digest(conn, d)
+                                                                       for d in decisions},
+                                                  "review_digests": {str(r): chain.review_digest(conn, r)
+                                                                     for r in reviews}})
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no copy of the deleted pages left in the WAL
     return deletion
 
 
-def _mark_candidates(conn, face_ids: list[int], scope: str, target: str, at: str, reason: str) -> set[int]:
+def _mark_candidates(conn, face_ids: list[int], scope: str, target: str, at: str, reason: str
+                     ) -> tuple[set[int], set[int]]:
     """Past searches keep the candidate (rank, distance, band, decisions) but lose who and where it was.
 
-    Returns the ids of the searches whose candidate rows changed.
+    Returns the ids of the searches and of the candidate rows that changed.
     """
     clear = ("UPDATE candidates SET deleted_at = ?, deleted_reason = ?, subject_ref = NULL, case_ref = NULL, "
              "face_id = NULL, image_path = NULL WHERE ")
-    touched = "SELECT DISTINCT search_id FROM candidates WHERE "
+    touched = "SELECT id, search_id FROM candidates WHERE "
     conditions: list[tuple[str, tuple]] = []
     for start in range(0, len(face_ids), 500):
         chunk = face_ids[start:start + 500]
@@ -141,7 +150,28 @@ def _mark_candidates(conn, face_ids: list[int], scope: str, target: str, at: str
     elif scope == "case":
         conditions.append(("list = 'scene' AND case_ref = ?", (target,)))
     searches: set[int] = set()
+    candidates: set[int] = set()
     for where, args in conditions:
-        searches.update(r[0] for r in conn.execute(touched + where, args))
+        for cand_id, search_id in conn.execute(touched + where, args).fetchall():
+            candidates.add(cand_id)
+            searches.add(search_id)
         conn.execute(clear + where, (at, reason, *args))
-    return searches
+    return searches, candidates
+
+
+def _erase_notes(conn, candidates: set[int], at: str) -> tuple[list[int], list[int]]:
+    """Replace the notes of decisions and reviews on ``candidates``; returns the ids of the rows changed."""
+    marker = f"{ERASED_NOTE_PREFIX} on {at[:10]}"
+    ids = sorted(candidates)
+    decisions: list[int] = []
+    reviews: list[int] = []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        decisions += [r[0] for r in conn.execute(
+            f"SELECT id FROM decisions WHERE candidate_id IN ({marks}) AND note IS NOT NULL", chunk)]
+        reviews += [r[0] for r in conn.execute(f"SELECT id FROM reviews WHERE candidate_id IN ({marks})", chunk)]
+        conn.execute(f"UPDATE decisions SET note = ? WHERE candidate_id IN ({marks}) AND note IS NOT NULL",
+                     (marker, *chunk))
+        conn.execute(f"UPDATE reviews SET note = ? WHERE candidate_id IN ({marks})", (marker, *chunk))
+    return decisions, reviews

@@ -10,7 +10,7 @@ import sqlite3
 
 from facematch.errors import CatalogueError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+__all__ = ["ERASED_NOTE_PREFIX", "AUDIT_SEARCH_ID", "AUDIT_CASE_REF", "MIGRATIONS", "SCHEMA_VERSION", "migrate"]
 
 _V1 = [
     """CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)""",
@@ -286,8 +286,38 @@ _V7_RUN_STATUS = [
     "UPDATE ingest_runs SET status = 'finished' WHERE finished_at IS NOT NULL",
 ]
 
+#: Version 8: erasure reaches the notes of two-person reviews. A review row stays as recorded, except
+#: that deleting its candidate's data under retention replaces its note with ``ERASED_NOTE_PREFIX``...
+#: (the deletion's chained entry restates the row's digest); any other update is still refused.
+ERASED_NOTE_PREFIX = "note erased under retention"
+_V8_REVIEW_ERASURE = [
+    "DROP TRIGGER reviews_no_update",
+    f"""CREATE TRIGGER reviews_no_update BEFORE UPDATE ON reviews
+       WHEN NOT (NEW.id = OLD.id AND NEW.candidate_id = OLD.candidate_id AND NEW.stage = OLD.stage
+                 AND NEW.reviewer = OLD.reviewer AND NEW.decision = OLD.decision
+                 AND NEW.decided_at = OLD.decided_at AND substr(NEW.note, 1, {len(ERASED_NOTE_PREFIX)}) = '{ERASED_NOTE_PREFIX}')
+       BEGIN SELECT RAISE(ABORT, 'reviews are kept as recorded'); END""",
+]
+
+#: Version 9: the supervisor's audit view filters in SQL (facematch.store.audit_query): indexes on who,
+#: what and when, on the search and case an entry's details name, and on the searches of a case.
+#: The indexed expressions (a query must repeat them exactly to use the index). ``json_valid`` first: an
+#: entry whose details are not JSON (written outside facematch) must not make the migration, or the next
+#: entry, fail; ``audit verify`` reports such an entry anyway.
+AUDIT_SEARCH_ID = "CASE WHEN json_valid(details) THEN json_extract(details, '$.search_id') END"
+AUDIT_CASE_REF = "CASE WHEN json_valid(details) THEN json_extract(details, '$.case_ref') END"
+_V9_AUDIT_INDEXES = [
+    "CREATE INDEX audit_log_actor ON audit_log(actor, id)",
+    "CREATE INDEX audit_log_action ON audit_log(action, id)",
+    "CREATE INDEX audit_log_at ON audit_log(at)",
+    f"CREATE INDEX audit_log_search ON audit_log({AUDIT_SEARCH_ID})",
+    f"CREATE INDEX audit_log_case ON audit_log({AUDIT_CASE_REF})",
+    "CREATE INDEX search_owners_case ON search_owners(case_id)",
+]
+
 #: Migrations in order: MIGRATIONS[i] takes the schema from version i to i + 1.
-MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4_ACCOUNTS, _V5_RETENTION, _V6_PERSON, _V7_RUN_STATUS]
+MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4_ACCOUNTS, _V5_RETENTION, _V6_PERSON, _V7_RUN_STATUS,
+                               _V8_REVIEW_ERASURE, _V9_AUDIT_INDEXES]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
