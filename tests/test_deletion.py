@@ -13,6 +13,7 @@ from conftest import make_facematch, require_data
 from facematch.cli.commands import cli
 from facematch.errors import DataDeleted, NotFound
 from facematch.evaluation.embed_cache import EmbeddingCache, ImageEmbedding, cached_hashes
+from facematch.store.deletion import salted_digest
 
 
 def _write_rgb(path, rgb):
@@ -170,7 +171,10 @@ def test_retention_due_and_apply(tmp_path):
         "SELECT s.reference, COUNT(*) FROM images i JOIN subjects s ON s.id = i.subject_id GROUP BY 1")}
     assert left == {"OLD": 1, "NEW": 1}
     entries = fm.audit(action="retention.apply", reason="test")
-    assert sorted(e["details"]["subject"] for e in entries) == ["NC", "OLD"]
+    # the chain names erased subjects only by their salted digest, never in clear
+    assert sorted(e["details"]["subject_digest"] for e in entries) == sorted(
+        salted_digest(fm.catalogue.catalogue_id, s) for s in ("NC", "OLD"))
+    assert all("subject" not in e["details"] and "NC" not in json.dumps(e["details"]) for e in entries)
     assert all(e["actor"] == "records" and e["details"]["reason"] == "MoPI review" for e in entries)
     assert fm.verify_deletion("subject", "NC", cache_dir=tmp_path / "c")["ok"]
     fm.close()

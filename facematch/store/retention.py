@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from facematch.store.catalogue import Catalogue
-from facematch.store.deletion import Deletion, delete_images
+from facematch.store.deletion import Deletion, delete_images, salted_digest
 
 __all__ = ["DueSubject", "review_date", "due_subjects", "apply_retention"]
 
@@ -58,11 +58,15 @@ def due_subjects(catalogue: Catalogue, *, today: dt.date, review_after_days: int
 
 
 def apply_retention(catalogue: Catalogue, due: list[DueSubject], *, actor: str, reason: str) -> list[Deletion]:
-    """Delete each due subject's due images (the whole subject when all are due); one audit entry each."""
+    """Delete each due subject's due images (the whole subject when all are due); one audit entry each.
+
+    The entry names the subject only by its salted digest (as a deletion's record does): the chain is
+    never rewritten, so a reference in clear would outlive the erasure it records.
+    """
     deletions = []
     for d in due:
         whole = d.due_images == d.total_images
-        details = {"subject": d.subject, "whole_subject": whole, "review_date": d.review_date,
+        details = {"subject_digest": salted_digest(catalogue.catalogue_id, d.subject), "whole_subject": whole, "review_date": d.review_date,
                    "not_convicted": d.not_convicted}
         deletions.append(delete_images(catalogue, list(d.image_ids), scope="subject" if whole else "image",
                                        target=d.subject, actor=actor, reason=reason,
