@@ -155,15 +155,18 @@ class EmbeddingSettings:
     ``probe_jitters``: the same for probe faces (a probe is embedded once per search, so it can afford more).
     ``padding``: margin of the aligned chip around the face (dlib's 0.25).
     ``probe_flip``: a probe's descriptor is the mean of those of its aligned chip and of the chip's mirror
-    image (one more network pass per probe face, none at enrolment). Off: on the CCTV dev protocol it
-    moved rank-10 by +3 and -1 probes and rank-1 by 0 and -3 (coarse, full crops): unproven
-    (docs/cctv-probes.md).
+    image (none at enrolment).
+    Probes get 4 jitters and the mirror (8 network passes, ~0.1 s CPU per probe face) since session 7:
+    chosen on the field frames (frmdb-lowres-cctv, 50 mated stills: rank-1 / 10 / 20 from 14 / 22 / 22 to
+    16 / 22 / 25, person-level rank-1 8 -> 10 of 10), confirmed on their crops (10 / 19 / 22 -> 11 / 20 /
+    23, person 6 -> 7) and neutral on the HD dev crops (50 / 66 / 74 -> 51 / 68 / 74 of 105; person-level
+    18 -> 17 of 21). 8 jitters did no better; either alone was mixed (docs/cctv-probes.md).
     """
 
     num_jitters: int = 1
-    probe_jitters: int = 1
+    probe_jitters: int = 4
     padding: float = 0.25
-    probe_flip: bool = False
+    probe_flip: bool = True
 
 
 @dataclass(frozen=True)

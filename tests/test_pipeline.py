@@ -88,15 +88,19 @@ def test_chip_descriptor_is_dlibs_own(pipeline, astronaut):
     np.testing.assert_allclose(ours[0], theirs, atol=1e-6)
 
 
-def test_probe_flip_applies_to_probes_only(astronaut):
-    pipeline = FacePipeline(Settings(embedding=EmbeddingSettings(probe_flip=True)))
+def test_probe_jitter_and_flip_apply_to_probes_only(astronaut):
+    emb = EmbeddingSettings()  # the defaults: probes get jitters and the mirrored chip, enrolment neither
+    assert emb.probe_flip and emb.probe_jitters > 1 and emb.num_jitters == 1
+    pipeline = FacePipeline(Settings(embedding=emb))
     models = pipeline._models
     detection = detect_faces(models, astronaut, pipeline.settings.detection, purpose="custody")[:1]
     custody = pipeline._describe(astronaut, detection, "custody")[0].embedding
     probe = pipeline._describe(astronaut, detection, "probe")[0].embedding
     _, chips = aligned_chips(models, astronaut, [detection[0].box], landmark_points=pipeline.settings.detection.landmarks)
     np.testing.assert_allclose(custody, chip_descriptors(models, chips)[0], atol=1e-6)
-    np.testing.assert_allclose(probe, chip_descriptors(models, chips, flip=True)[0], atol=1e-6)
+    np.testing.assert_allclose(probe, chip_descriptors(models, chips, num_jitters=emb.probe_jitters, flip=True)[0],
+                               atol=1e-6)
+    assert np.linalg.norm(probe - custody) > 1e-3  # the augmentation did change the probe's descriptor
 
 
 def test_flip_averages_the_mirrored_chip(pipeline, astronaut):
