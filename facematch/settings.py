@@ -118,7 +118,7 @@ class DetectionSettings:
     stride grid: same box as the full-photo CNN. On the 420 photos it finds 033/Img_13 and 029/Img_12
     (the full-photo CNN's boxes) and 026/Img_04 (a head turned away, CNN score 0.01); it loses 5 of the
     7 (four views beyond profile, ear and cheek, and the profile 026/Img_03), and ingest runs at 15.1
-    photos per CPU-second instead of 4.5 (same run, load 4-5; 0.76x MTCNN alone in another run). All 50
+    photos per CPU-second instead of 4.5 (same run, load 4-5; 0.74-0.76x MTCNN alone in two other runs). All 50
     protocol photos enrol, with the same boxes, and the frames protocol's ranks are the fallback's
     (docs/cctv-probes.md). () turns it off (033 lost).
     ``landmarks``: "5" or "68", the dlib landmark model that aligns faces for the descriptor (both sides);
