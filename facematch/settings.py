@@ -107,12 +107,20 @@ class DetectionSettings:
     hog-fine looked for; hog-fine no longer runs), ~16 ms: on the 50 eye-level FRMDB lowres custody
     photos it finds 17 of the 18 profiles HOG misses (027/Img_13, which the CNN misses, but not
     033/Img_13), on all 420 FRMDB lowres custody photos 118 faces HOG misses, every box on a head
-    (checked by eye). ``custody_mtcnn_cnn_fallback``: the CNN still runs on MTCNN's misses (it finds
-    033/Img_13; all 50 protocol photos enrol, frames protocol rank-1/10/20 28/44/44%, as with the CNN
-    alone). Without it the frames protocol lost 3 of 50 rank-10 hits (44% -> 38%) and a person at rank 1,
-    but ingest of the 420 photos, most of whose misses are backs and tops of heads that the CNN then
-    scans in vain, takes 18.8 photos per CPU-second instead of ~5 (3.3 with the CNN and hog-fine).
-    0 turns MTCNN off: the CNN and hog-fine, as before.
+    (checked by eye). 0 turns MTCNN off: the CNN and hog-fine, as before.
+    ``custody_mtcnn_cnn_fallback``: the CNN on the whole ~50k-pixel copy of every large photo MTCNN
+    misses, ~0.3 s each (the default before ``custody_rescue_turns``; it finds 033/Img_13, and without
+    033 the frames protocol lost 3 of 50 rank-10 hits, 44% -> 38%). Of the 178 of the 420 photos that
+    HOG and MTCNN miss it finds 7 and nothing in the other 171, mostly backs and tops of heads, so
+    ingest of the 420 ran at 4.5 photos per CPU-second. ``custody_rescue_turns`` (used when that is
+    off): MTCNN on the mirrored copy turned by these angles shows the CNN where to look; the CNN then
+    scans only a square ``custody_rescue_margin`` times that face's side, cut from its own copy on its
+    stride grid: same box as the full-photo CNN. On the 420 photos it finds 033/Img_13 and 029/Img_12
+    (the full-photo CNN's boxes) and 026/Img_04 (a head turned away, CNN score 0.01); it loses 5 of the
+    7 (four views beyond profile, ear and cheek, and the profile 026/Img_03), and ingest runs at 15.1
+    photos per CPU-second instead of 4.5 (same run, load 4-5; 0.74-0.76x MTCNN alone in two other runs). All 50
+    protocol photos enrol, with the same boxes, and the frames protocol's ranks are the fallback's
+    (docs/cctv-probes.md). () turns it off (033 lost).
     ``landmarks``: "5" or "68", the dlib landmark model that aligns faces for the descriptor (both sides);
     "5" ranks CCTV probes better (it was trained on HOG and CNN boxes alike; docs/cctv-probes.md).
     """
@@ -143,7 +151,9 @@ class DetectionSettings:
     custody_cnn_large_pixels: int = 50_000
     custody_mtcnn_side: int = 486
     custody_mtcnn_min_face: float = 40.0
-    custody_mtcnn_cnn_fallback: bool = True
+    custody_mtcnn_cnn_fallback: bool = False
+    custody_rescue_turns: tuple[float, ...] = (-30.0,)
+    custody_rescue_margin: float = 2.0
     landmarks: str = "5"
 
 

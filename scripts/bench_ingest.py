@@ -9,6 +9,10 @@ its own. Printed per side: wall seconds, images/s, CPU seconds, images per CPU-s
 face, peak RSS, and per-stage CPU times; then the ratios. On a shared machine wall times depend on the
 other load (the load average is printed); CPU seconds much less so.
 
+``--variant KEY=VALUE,...`` adds a facematch side with those ``DetectionSettings`` fields changed
+(Python literals: ``custody_mtcnn_cnn_fallback=True,custody_rescue_turns=()``), in the same run;
+``--no-naive`` leaves out the naive side (ratios are then to the first side).
+
 ``--dask`` adds a third side: facematch with the analysis on a Dask local cluster of the same number
 of worker processes (``facematch.ingest.dask_backend.DaskAnalyser``; needs the ``dask`` extra).
 
@@ -19,12 +23,16 @@ retry on a miss; the current custody stages) and the descriptor network (dlib's 
 Examples:
   nice -n 10 .venv/bin/python scripts/bench_ingest.py --images ../shared/data/frmdb-dev/mugshots --workers 2
   nice -n 10 .venv/bin/python scripts/bench_ingest.py --lfw 1000 --workers 2 --ablation 200
+  nice -n 10 .venv/bin/python scripts/bench_ingest.py --images ../shared/data/frmdb-lowres/custody_photos \
+      --no-naive --variant custody_mtcnn_cnn_fallback=True
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -37,8 +45,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SIDES = ("naive", "facematch", "facematch-dask")
-LABELS = {"naive": "naive (f_r)", "facematch": "facematch", "facematch-dask": "facematch+dask"}
+SIDES = ("naive", "facematch", "facematch-dask", "facematch-variant")
+LABELS = {"naive": "naive (f_r)", "facematch": "facematch", "facematch-dask": "facematch+dask",
+          "facematch-variant": "variant"}
 DATA = Path(os.environ.get("FACEMATCH_TEST_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -107,9 +116,28 @@ def run_naive(manifest: Path, workers: int) -> dict:
                        for k, (c, s) in stages.items()}}
 
 
-def run_facematch(manifest: Path, workers: int, *, dask: bool = False) -> dict:
+def detection_changes(text: str) -> dict:
+    """``DetectionSettings`` changes from "key=value,..." (values are Python literals; commas inside
+    brackets belong to the value)."""
+    from facematch.settings import DetectionSettings
+
+    changes, depth, item = {}, 0, ""
+    for char in text + ",":
+        depth += (char in "([") - (char in ")]")
+        if char == "," and depth == 0:
+            if item:
+                key, value = item.split("=", 1)
+                changes[key.strip()] = ast.literal_eval(value.strip())
+            item = ""
+        else:
+            item += char
+    dataclasses.replace(DetectionSettings(), **changes)  # an unknown field fails here, before any run
+    return changes
+
+
+def run_facematch(manifest: Path, workers: int, *, dask: bool = False, detection: dict | None = None) -> dict:
     """facematch ingest; with ``dask`` the analysis runs in a Dask local cluster of ``workers`` processes
-    (its start-up included, as the pool's is)."""
+    (its start-up included, as the pool's is); ``detection`` changes ``DetectionSettings`` fields."""
     from facematch.api import Facematch
     from facematch.ingest.bulk import ingest
     from facematch.ingest.sources import custody_items
@@ -117,6 +145,8 @@ def run_facematch(manifest: Path, workers: int, *, dask: bool = False) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp, contextlib.ExitStack() as stack:
         settings = Settings(data_dir=Path(tmp) / "data", index_dir=Path(tmp) / "indexes", workers=workers)
+        if detection:
+            settings = settings.replace(detection=dataclasses.replace(settings.detection, **detection))
         started = time.perf_counter()
         fm = stack.enter_context(Facematch(settings=settings))
         analyse = _dask_analyser(stack, workers) if dask else None
@@ -142,19 +172,20 @@ def _dask_analyser(stack: contextlib.ExitStack, workers: int):
     return DaskAnalyser(stack.enter_context(distributed.Client(cluster)))
 
 
-def child_main(side: str, manifest: Path, workers: int) -> None:
+def child_main(side: str, manifest: Path, workers: int, variant: str = "") -> None:
     load = os.getloadavg()[0]
     if side == "naive":
         result = run_naive(manifest, workers)
     else:
-        result = run_facematch(manifest, workers, dask=side == "facematch-dask")
+        result = run_facematch(manifest, workers, dask=side == "facematch-dask",
+                               detection=detection_changes(variant) if side == "facematch-variant" else None)
     result.update(_usage(), side=side, load_before=load, load_after=os.getloadavg()[0])
     print(json.dumps(result))
 
 
-def run_side(side: str, manifest: Path, workers: int) -> dict:
+def run_side(side: str, manifest: Path, workers: int, variant: str = "") -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--manifest", str(manifest),
-           "--workers", str(workers)]
+           "--workers", str(workers), "--variant", variant]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{side} run failed:\n{done.stderr[-3000:]}")
@@ -227,7 +258,7 @@ def ablation(paths: list[str]) -> None:
 def report(runs: list[dict]) -> None:
     sides = [s for s in SIDES if any(r["side"] == s for r in runs)]
     by_side = {s: [r for r in runs if r["side"] == s] for s in sides}
-    print(f"\n{'':34s}" + "".join(f"{LABELS[s]:>16s}" for s in sides) + "   ratio to naive")
+    print(f"\n{'':34s}" + "".join(f"{LABELS[s]:>16s}" for s in sides) + f"   ratio to {LABELS[sides[0]]}")
 
     def row(label, key, fmt="{:.1f}", ratio=True):
         values = [_median([key(r) for r in by_side[s]]) for s in sides]
@@ -246,10 +277,15 @@ def report(runs: list[dict]) -> None:
     row("peak RSS, main process (MiB)", lambda r: r["peak_rss_main_mib"], "{:.0f}", ratio=False)
     row("peak RSS, largest worker (MiB)", lambda r: r["peak_rss_worker_mib"], "{:.0f}", ratio=False)
     row("load average before/after", lambda r: (r["load_before"] + r["load_after"]) / 2, "{:.1f}", ratio=False)
-    naive, fm = by_side["naive"][-1], by_side["facematch"][-1]
-    a = {p for p, n in naive["found"].items() if n}
+    fm = by_side["facematch"][-1]
     b = {p for p, n in fm["found"].items() if n}
-    print(f"images with a face found only by naive: {len(a - b)}, only by facematch: {len(b - a)}")
+    for other in (s for s in sides if s != "facematch"):
+        a = {p for p, n in by_side[other][-1]["found"].items() if n}
+        print(f"images with a face found only by {other}: {len(a - b)}, only by facematch: {len(b - a)}")
+        changed = sorted(p for p in set(a) | set(b)
+                         if by_side[other][-1]["found"].get(p, 0) != fm["found"].get(p, 0))
+        if other == "facematch-variant":
+            print(f"  images whose face count differs ({len(changed)}): {' '.join(changed)}")
     if fm.get("outcomes"):
         print(f"facematch outcomes: {fm['outcomes']}")
     for side in sides:
@@ -278,12 +314,17 @@ def main() -> None:
                         help="also measure each change on N images")
     parser.add_argument("--dask", action="store_true", help="also run facematch on a Dask local cluster")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
+    parser.add_argument("--variant", default="", metavar="KEY=VALUE,...",
+                        help="also run facematch with these DetectionSettings fields changed (Python literals)")
+    parser.add_argument("--no-naive", action="store_true", help="leave out the naive face_recognition side")
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
-        child_main(args.side, args.manifest, args.workers)
+        child_main(args.side, args.manifest, args.workers, args.variant)
         return
+    if args.variant:
+        print(f"variant: DetectionSettings fields {detection_changes(args.variant)}")
     if not args.lfw and not args.images:
         args.images = DATA / "frmdb-dev" / "mugshots"
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
@@ -292,10 +333,11 @@ def main() -> None:
         print(f"{n} images from {'LFW' if args.lfw else args.images}, {args.workers} workers, "
               f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
         runs = []
-        sides = SIDES if args.dask else SIDES[:2]
+        sides = [s for s in SIDES if (s != "facematch-dask" or args.dask) and (s != "naive" or not args.no_naive)
+                 and (s != "facematch-variant" or args.variant)]
         for i in range(args.repeat):
             for side in (sides if i % 2 == 0 else sides[::-1]):
-                runs.append(run_side(side, manifest, args.workers))
+                runs.append(run_side(side, manifest, args.workers, args.variant))
                 r = runs[-1]
                 print(f"  {side:9s} run {i + 1}: {r['images']} images in {r['wall_s']:.1f} s "
                       f"({r['images'] / r['wall_s']:.2f}/s), CPU {r['cpu_s']:.1f} s", flush=True)

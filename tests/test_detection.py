@@ -199,3 +199,43 @@ def test_uncropped_custody_profile_enrols_a_face_on_the_head(models, name):
     box, (left, top, right, bottom) = found[0].box, UNCROPPED_PROFILES[name]
     assert left <= box.left and box.right <= right and top <= box.top and box.bottom <= bottom
     assert 150 <= box.width <= 330  # a head-sized box (HOG's frontal boxes here are 220-265 px)
+
+
+#: Uncropped custody profiles MTCNN misses and only dlib's CNN finds (033/Img_13 is enrolled by the
+#: lowres protocol; its loss cost 3 of 50 frames hits at rank 10), with the head as seen on a contact
+#: sheet (original pixels, generous), and a photo of the back of a head whose mirrored MTCNN pass puts
+#: its face on the shoulder, which the CNN must not accept.
+RESCUED_PROFILES = {"033/Img_13.JPG": (280, 120, 640, 480), "029/Img_12.JPG": (230, 170, 590, 544)}
+MIRRORED_MTCNN_FALSE_HIT = "025/Img_61.JPG"
+
+
+@pytest.mark.parametrize("name", sorted(RESCUED_PROFILES))
+def test_profile_mtcnn_misses_is_rescued_by_the_cnn_on_a_crop(models, name):
+    """MTCNN misses these profiles; a mirrored, turned MTCNN pass shows the CNN where to look, and the CNN,
+    run on a crop around that face rather than on the whole photo, finds the face it found in the whole."""
+    import dataclasses
+
+    from facematch.faces import detection
+
+    pixels = load_image(require_data("frmdb-lowres", "custody_photos", name), max_pixels=10**8).pixels
+    settings = DetectionSettings()
+    assert not settings.custody_mtcnn_cnn_fallback  # the full-photo CNN does not run on MTCNN's misses
+    assert detection._hog_downscaled(models, pixels, settings) == []
+    assert detection._mtcnn_custody(models, pixels, settings) == []
+    found = detect_faces(models, pixels, settings, purpose="custody")
+    assert [d.detector for d in found] == ["cnn"]
+    box, (left, top, right, bottom) = found[0].box, RESCUED_PROFILES[name]
+    assert left <= box.left and box.right <= right and top <= box.top and box.bottom <= bottom
+    assert 200 <= box.width <= 330  # a head-sized box
+    without = dataclasses.replace(settings, custody_rescue_turns=())
+    assert detect_faces(models, pixels, without, purpose="custody") == []
+    old = dataclasses.replace(settings, custody_mtcnn_cnn_fallback=True)  # the CNN on the whole photo
+    full = detect_faces(models, pixels, old, purpose="custody")
+    assert [d.box for d in full] == [box]  # the crop is cut on the CNN's grid: the same box
+
+
+def test_a_mirrored_mtcnn_hit_the_cnn_rejects_enrols_nothing(models):
+    """The back of a head: the mirrored MTCNN pass's face is on the shoulder; the CNN finds none there."""
+    pixels = load_image(require_data("frmdb-lowres", "custody_photos", MIRRORED_MTCNN_FALSE_HIT),
+                        max_pixels=10**8).pixels
+    assert detect_faces(models, pixels, DetectionSettings(), purpose="custody") == []

@@ -1,8 +1,9 @@
 """Face detection: a cascade of detectors with boxes mapped back to original pixels.
 
 Custody photos are large and posed, so the fast HOG detector runs on a downscaled copy, then (on a
-miss: profile views) MTCNN in large, uncropped photos, then dlib's CNN detector (head crops, and MTCNN's
-misses), then, in large photos MTCNN does not search, HOG on a larger copy for small faces. Probes
+miss: profile views) MTCNN in large, uncropped photos, then, where MTCNN found nothing, dlib's CNN
+detector on a crop where a mirrored MTCNN pass saw a face (large photos) or on the whole photo (head
+crops), then, in large photos MTCNN does not search, HOG on a larger copy for small faces. Probes
 (crime-scene stills) are small and hard, so they get a cascade of ever more sensitive and costly
 stages (dlib's CNN detector on a rescaled copy, then MTCNN for heads seen from the side or above, then
 dlib's CNN on turned copies for heads tilted under a high camera, then on a larger copy, then upsampled
@@ -25,7 +26,7 @@ from facematch.types import Detection, FaceBox, UprightView
 
 __all__ = ["CNN_SECONDS_PER_PIXEL", "HOG_SECONDS_PER_PIXEL", "MTCNN_SECONDS_PER_PIXEL", "ALWAYS_RUN",
     "MIN_IMAGE_SIDE", "detect_faces", "probe_stage_names", "run_probe_stage", "ROTATED_STAGE", "rotated_stage_name",
-    "upright_hull", "MTCNN_STAGE", "MTCNN_TO_DLIB_SIDE", "mtcnn_roll", "resize_exact"]
+    "upright_hull", "MTCNN_STAGE", "CUSTODY_RESCUE_STAGE", "MTCNN_TO_DLIB_SIDE", "mtcnn_roll", "resize_exact"]
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +106,11 @@ def _stages(settings: DetectionSettings, purpose: str):
     if purpose == "custody":
         # the CNN before hog-fine: in an uncropped photo hog-fine's weak, smallest-scale hits on a profile
         # are an eye or an ear (docs/cctv-probes.md); hog-fine then looks only for faces too small for both.
-        # MTCNN (large photos only) first: it finds the CNN's profiles for ~5% of its cost
+        # MTCNN (large photos only) first: it finds the CNN's profiles for ~5% of its cost; on its misses
+        # the CNN scans only where a mirrored MTCNN pass saw a face (the rescue stage)
         stages = [("hog", _hog_downscaled), (MTCNN_STAGE, _mtcnn_custody)]
         if settings.custody_cnn:
+            stages.append((CUSTODY_RESCUE_STAGE, _custody_rescue))
             stages.append(("cnn", _cnn_custody))
         stages.append(("hog-fine", _hog_custody_fine))
     elif purpose == "probe":
@@ -204,7 +207,7 @@ def _cnn_custody(models, pixels, settings):
     """
     large = custody_photo_is_large(pixels.shape, settings)
     if large and settings.custody_mtcnn_side and not settings.custody_mtcnn_cnn_fallback:
-        return []  # MTCNN alone has looked (_mtcnn_custody)
+        return []  # MTCNN has looked (_mtcnn_custody), and the CNN where its mirrored pass saw a face (_custody_rescue)
     budget = settings.custody_cnn_large_pixels if large else settings.custody_cnn_pixels
     factor = min(1.0, (budget / (pixels.shape[0] * pixels.shape[1])) ** 0.5)
     return _cnn_at(models, pixels, factor, "cnn")
@@ -214,8 +217,8 @@ def _mtcnn_custody(models, pixels, settings):
     """Custody, large photos, when HOG found nothing: MTCNN on a copy ``custody_mtcnn_side`` px long.
 
     In an uncropped photo (:func:`custody_photo_is_large`) it runs before the CNN (~0.33 s), which then
-    runs only on MTCNN's misses, and replaces hog-fine (~0.1 s), for ~16 ms: on FRMDB's 972x544 lowres
-    custody photos it finds as many profiles as the CNN (17 of the 18 eye-level ones HOG misses) and,
+    runs only on a crop of MTCNN's misses (:func:`_custody_rescue`), and replaces hog-fine (~0.1 s),
+    for ~16 ms: on FRMDB's 972x544 lowres custody photos it finds as many profiles as the CNN (17 of the 18 eye-level ones HOG misses) and,
     from ``custody_mtcnn_min_face`` px, the faces hog-fine looked for (settings.py has the counts).
     Its hits carry the roll-turned
     :class:`UprightView` of the probe MTCNN stage, so landmarks are placed as for dlib's boxes; search
@@ -228,6 +231,63 @@ def _mtcnn_custody(models, pixels, settings):
     faces = models.mtcnn.detect(resized, min_face=settings.custody_mtcnn_min_face,
                                 thresholds=settings.mtcnn_thresholds)
     return [_mtcnn_detection(face, sx, sy) for face in faces]
+
+
+#: Name of the custody stage that verifies a mirrored, turned MTCNN pass's faces with the CNN on a crop.
+CUSTODY_RESCUE_STAGE = "mtcnn-mirror-cnn"
+
+
+def _custody_rescue(models, pixels, settings):
+    """Custody, large photos MTCNN found nothing in: MTCNN on a mirrored copy, turned; the CNN checks its face.
+
+    MTCNN misses a few profiles that dlib's CNN finds (033/Img_13 of the lowres protocol, hair over
+    the cheek), but the CNN on the whole ~50k-pixel copy costs ~0.3 s on every photo MTCNN misses, most
+    of which hold no face at all (backs and tops of heads). MTCNN is not mirror-symmetric: on the
+    mirrored ``custody_mtcnn_side`` copy turned by each of ``custody_rescue_turns`` degrees (~15 ms a
+    turn) it finds 033's profile and 029/Img_12's, but also shoulders, ears and faces seen from above
+    that the CNN does not accept. So its most probable face only says where to look: the CNN runs on a
+    square ``custody_rescue_margin`` times that face's side, cut from the full-photo CNN's own copy on
+    its stride grid (:func:`_cnn_around`), and its box is the detection ("cnn", the box the full-photo
+    CNN drew). Counts and costs in docs/cctv-probes.md.
+    """
+    if (not settings.custody_rescue_turns or not settings.custody_mtcnn_side or settings.custody_mtcnn_cnn_fallback
+            or not custody_photo_is_large(pixels.shape, settings)):
+        return []
+    factor = min(1.0, settings.custody_mtcnn_side / max(pixels.shape[:2]))
+    resized, sx, sy = resize_exact(pixels, factor)
+    mirrored = np.ascontiguousarray(resized[:, ::-1])
+    width = mirrored.shape[1]
+    for angle in settings.custody_rescue_turns:
+        turned, back, _, _ = _turned_copy(mirrored, 1.0, angle)
+        faces = models.mtcnn.detect(turned, min_face=settings.custody_mtcnn_min_face,
+                                    thresholds=settings.mtcnn_thresholds)
+        if not faces:
+            continue
+        left, top, right, bottom = faces[0].box  # the most probable face only: a second check costs ~0.1 s
+        x, y = back @ np.array([(left + right) / 2 - 0.5, (top + bottom) / 2 - 0.5, 1.0])
+        x = width - 1 - x  # pixel centres of the mirrored copy back to the resized copy's
+        side = (right - left + bottom - top) / 2 * (sx + sy) / 2
+        found = _cnn_around(models, pixels, (x + 0.5) * sx - 0.5, (y + 0.5) * sy - 0.5, side, settings)
+        if found:
+            return found
+    return []
+
+
+def _cnn_around(models, pixels, cx: float, cy: float, side: float, settings) -> list[Detection]:
+    """The CNN on a square ``custody_rescue_margin`` x ``side`` around ``(cx, cy)`` (original pixels), cut from
+    the copy the full-photo CNN scans (:func:`_cnn_custody`, ~``custody_cnn_large_pixels``) at a multiple of
+    its 8 px stride, so it sees the same pixels on the same grid and draws the same box; original pixels."""
+    height, width = pixels.shape[:2]
+    factor = min(1.0, (settings.custody_cnn_large_pixels / (height * width)) ** 0.5)
+    copy, sx, sy = resize_exact(pixels, factor)
+    half = settings.custody_rescue_margin * side / 2
+    x0 = max(0, int((cx - half) / sx) // CNN_STRIDE * CNN_STRIDE)
+    y0 = max(0, int((cy - half) / sy) // CNN_STRIDE * CNN_STRIDE)
+    x1, y1 = min(copy.shape[1], int(np.ceil((cx + half) / sx))), min(copy.shape[0], int(np.ceil((cy + half) / sy)))
+    if min(x1 - x0, y1 - y0) < MIN_IMAGE_SIDE:
+        return []
+    hits = models.cnn_detector(np.ascontiguousarray(copy[y0:y1, x0:x1]), 0)
+    return [Detection(_mapped_box(dlib_translated(h.rect, x0, y0), sx, sy), "cnn", float(h.confidence)) for h in hits]
 
 
 def _hog_thresholded(models, pixels, upsample: int, threshold: float, scale: float, name: str):
@@ -442,6 +502,17 @@ def _mtcnn_rotated_detection(face, back: np.ndarray, angle: float, sx: float, sy
     in_copy = UprightView(float(angle + mtcnn_roll(face.landmarks)), float(x), float(y), side, side)
     view = in_copy.mapped(sx, sy)
     return Detection(upright_hull(view), mtcnn_rotated_stage_name(angle), face.score, upright=view)
+
+
+#: The CNN detector's output stride in pixels of the image it scans (three stride-2 layers).
+CNN_STRIDE = 8
+
+
+def dlib_translated(rect, dx: int, dy: int):
+    """A dlib rectangle moved by ``(dx, dy)`` pixels."""
+    import dlib
+
+    return dlib.rectangle(rect.left() + dx, rect.top() + dy, rect.right() + dx, rect.bottom() + dy)
 
 
 def _cnn_at(models, pixels, factor: float, name: str) -> list[Detection]:
