@@ -13,8 +13,9 @@ How the children start decides what they cost:
   at once; loading them again costs ~0.5 s of CPU per child. Once dlib has run, its thread pool's locks
   would be copied mid-state and the child deadlocks (seen), hence the condition; a server's threads
   likewise. The children never touch FAISS or the catalogue.
-- ``spawn`` otherwise: each child imports facematch and loads its models (~1 s) while the caller works
-  on the first images; a child claims an image only once it is ready, so it never holds one back.
+- ``spawn`` otherwise: each child imports facematch and loads its models (~1 s, about two images'
+  analysis) while the caller works on the first images; a child claims an image only once it is ready,
+  so it never holds one back, and no more children start than there are images beyond the first two.
 
 One worker, one image, or a daemonic pool worker (which may not have children) runs serially. The
 service's search workers, a process pool already, are set to 1 (``Settings.search_workers``).
@@ -27,6 +28,7 @@ import multiprocessing
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +78,9 @@ def analyse_probes_parallel(pipeline: FacePipeline, paths: list[Path], *, worker
     options = {"max_pixels": max_pixels, "one_person": one_person, "person": person}
     count = probe_workers(workers, len(jobs))
     method = start_method() if count > 1 else None
-    if method is None:
+    if method == "spawn":  # a spawned child is ready after ~2 images' time: useless for fewer than 3
+        count = min(count, len(jobs) - 1)
+    if method is None or count < 2:
         return analyse_probes(pipeline, paths, boxes=[b for _, b in jobs], **options)
     context = multiprocessing.get_context(method)
     counter = context.Value("i", 0)
@@ -163,7 +167,11 @@ def _work(pipeline: FacePipeline, counter, jobs, options):
         if index >= len(jobs):
             return
         path, box = jobs[index]
+        started = time.process_time()
         try:
-            yield index, analyse_probes(pipeline, [path], boxes=[box], **options)
+            rows = analyse_probes(pipeline, [path], boxes=[box], **options)
         except Exception as exc:
             yield index, exc
+            continue
+        log.debug("%s analysed in %.2f s of CPU (process %d)", path, time.process_time() - started, os.getpid())
+        yield index, rows
