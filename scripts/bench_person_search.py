@@ -7,7 +7,7 @@ from ``os.wait4``), and the 1-minute load average before it started; then the me
 
 Example (the gallery of protocols/frmdb-lowres-cctv.json ingested into /tmp/pp-data):
     python scripts/bench_person_search.py --data-dir /tmp/pp-data --runs 5 \\
-        --checkout before=/tmp/main-checkout --checkout after=. \\
+        --checkout before=/tmp/main-checkout --checkout after=. --checkout serial=.@"--workers 1" \\
         ../shared/data/frmdb-lowres/cctv_frames/027/Img_0{1..5}.jpg
 """
 
@@ -40,20 +40,41 @@ def run_once(checkout: Path, data_dir: Path, stills: list[str], extra: list[str]
     return wall, usage.ru_utime + usage.ru_stime, proc.returncode
 
 
+def idle_share(seconds: float = 2.0) -> float:
+    """Share of the machine's CPU time that was idle over the next ``seconds`` (from /proc/stat)."""
+    def sample():
+        fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, total
+    idle0, total0 = sample()
+    time.sleep(seconds)
+    idle1, total1 = sample()
+    return (idle1 - idle0) / max(1, total1 - total0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("stills", nargs="+")
     parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--checkout", action="append", required=True, help="NAME=PATH (repeat)")
+    parser.add_argument("--checkout", action="append", required=True,
+                        help="NAME=PATH or NAME=PATH@OPTIONS (search options for this one, e.g. '@--workers 1'; repeat)")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--when-idle", type=float, default=0.0, metavar="SHARE",
+                        help="start each round only once the CPUs were at least SHARE idle over 2 s (e.g. 0.8); "
+                        "measures an unloaded machine on a shared one")
     parser.add_argument("--extra", default="", help="more search options, e.g. '--workers 1'")
     args = parser.parse_args()
-    checkouts = [(c.split("=", 1)[0], Path(c.split("=", 1)[1]).resolve()) for c in args.checkout]
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in checkouts}
+    checkouts = []
+    for spec in args.checkout:
+        name, rest = spec.split("=", 1)
+        path, _, options = rest.partition("@")
+        checkouts.append((name, Path(path).resolve(), options.split()))
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in checkouts}
     for run in range(1, args.runs + 1):
-        for name, path in checkouts:
+        while args.when_idle and (idle := idle_share()) < args.when_idle:
+            print(f"waiting: CPUs {idle:.0%} idle", file=sys.stderr, flush=True)
+        for name, path, options in checkouts:
             load = os.getloadavg()[0]
-            wall, cpu, rc = run_once(path, args.data_dir, args.stills, args.extra.split())
+            wall, cpu, rc = run_once(path, args.data_dir, args.stills, args.extra.split() + options)
             times[name].append((wall, cpu))
             print(f"run {run} {name:>8}: wall {wall:5.2f} s  CPU {cpu:5.2f} s  load {load:5.2f}  rc {rc}", flush=True)
     for name, rows in times.items():
