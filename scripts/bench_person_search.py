@@ -5,6 +5,10 @@ Runs ``python -m facematch --data-dir DATA search STILLS... --one-person --reaso
 same load. Reports per run the wall time, the CPU time of the command and its children (user + sys,
 from ``os.wait4``), and the 1-minute load average before it started; then the median of each.
 
+The machine's kernel shares CPU fairly between sessions (autogroups): while another session keeps the
+cores busy, a command gets its session's share however many processes it runs, so parallel analysis
+only shows on an idle machine; ``--when-idle`` waits for one and each round says how idle it was.
+
 Example (the gallery of protocols/frmdb-lowres-cctv.json ingested into /tmp/pp-data):
     python scripts/bench_person_search.py --data-dir /tmp/pp-data --runs 5 \\
         --checkout before=/tmp/main-checkout --checkout after=. --checkout serial=.@"--workers 1" \\
@@ -70,13 +74,14 @@ def main() -> None:
         checkouts.append((name, Path(path).resolve(), options.split()))
     times: dict[str, list[tuple[float, float]]] = {name: [] for name, _, _ in checkouts}
     for run in range(1, args.runs + 1):
-        while args.when_idle and (idle := idle_share()) < args.when_idle:
-            print(f"waiting: CPUs {idle:.0%} idle", file=sys.stderr, flush=True)
+        while (idle := idle_share()) < args.when_idle:
+            time.sleep(10)
         for name, path, options in checkouts:
             load = os.getloadavg()[0]
             wall, cpu, rc = run_once(path, args.data_dir, args.stills, args.extra.split() + options)
             times[name].append((wall, cpu))
-            print(f"run {run} {name:>8}: wall {wall:5.2f} s  CPU {cpu:5.2f} s  load {load:5.2f}  rc {rc}", flush=True)
+            print(f"run {run} {name:>8}: wall {wall:5.2f} s  CPU {cpu:5.2f} s  load {load:5.2f}  "
+                  f"(CPUs {idle:.0%} idle before the round)  rc {rc}", flush=True)
     for name, rows in times.items():
         print(f"median {name:>8}: wall {statistics.median(w for w, _ in rows):5.2f} s "
               f"(min {min(w for w, _ in rows):.2f}, max {max(w for w, _ in rows):.2f})  "

@@ -9,10 +9,11 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import REPO, require_data
 
-from facematch.search.parallel import probe_workers
+from facematch.search.parallel import can_fork, probe_workers
 from facematch.service import worker
 from facematch.settings import Settings
 
@@ -29,32 +30,33 @@ def stills(tmp_path_factory):
     return [good[0], corrupt, *good[1:]]
 
 
-def _comparable(result) -> dict:
+_FRESH_SEARCH = """
+import json, logging, sys
+from pathlib import Path
+from facematch.api import Facematch
+
+def comparable(result):
     doc = result.to_dict()
     del doc["search_id"], doc["created_at"]
     return doc
 
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    data, stills = Path(sys.argv[1]), sys.argv[2:]
+    fm = Facematch(data / "data", index_dir=data / "indexes")
+    kwargs = dict(one_person=True, top=5, user="dc-parallel", reason="parallel test")
+    parallel = fm.search(stills, workers=2, **kwargs)  # a fresh process: forked workers
+    serial = fm.search(stills, workers=1, **kwargs)
+    print(json.dumps({"same": comparable(parallel) == comparable(serial), "doc": comparable(parallel)}))
+"""
 
-def test_parallel_person_search_equals_serial(frmdb_gallery, stills, caplog):
-    fm, _, _ = frmdb_gallery
-    serial = fm.search(stills, one_person=True, top=5, user="dc-parallel", reason="parallel test", workers=1)
-    with caplog.at_level(logging.INFO, logger="facematch.search.parallel"):
-        parallel = fm.search(stills, one_person=True, top=5, user="dc-parallel", reason="parallel test", workers=3)
-    assert "4 probe images analysed on 3 processes" in caplog.text
-    assert _comparable(parallel) == _comparable(serial)
-    assert [p.outcome for p in parallel.probes] == ["searched", "unreadable", "searched", "searched"]
-    assert [p.probe_no for p in parallel.probes] == [1, 2, 3, 4]
-    assert parallel.person.stills == 4 and parallel.person.stills_searched == 3
-    assert parallel.person.candidates[0].subject == SUBJECT
-
-
-_FRESH_PROCESS = """
+_FRESH_ANALYSIS = """
 import json, sys
 from dataclasses import asdict
 from pathlib import Path
 import numpy as np
 from facematch.faces.pipeline import FacePipeline
-from facematch.search.parallel import analyse_probes_parallel, start_method
+from facematch.search.parallel import analyse_probes_parallel, can_fork
 from facematch.search.ranking import analyse_probes
 from facematch.settings import Settings
 
@@ -62,27 +64,58 @@ if __name__ == "__main__":
     import logging
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     paths, pipeline = [Path(p) for p in sys.argv[1:]], FacePipeline(Settings())
-    method = start_method()  # a fresh process: fork, the children inherit the loaded models
+    fresh = can_fork()
     parallel = analyse_probes_parallel(pipeline, paths, workers=2, max_pixels=50_000_000, one_person=True)
+    after = can_fork()  # dlib ran here now: no fork any more
     serial = analyse_probes(pipeline, paths, max_pixels=50_000_000, one_person=True)
     same = [asdict(a) == asdict(b) and (ea is None and eb is None or np.array_equal(ea, eb))
             for (a, ea), (b, eb) in zip(parallel, serial)]
-    print(json.dumps({"method": method, "rows": len(parallel), "same": same,
-                      "outcomes": [p.outcome for p, _ in parallel]}))
+    print(json.dumps({"fresh": fresh, "after": after, "rows": len(parallel), "same": same}))
 """
 
 
-def test_forked_workers_give_the_serial_rows_bit_for_bit(stills):
-    """The CLI's case, a fresh process: workers forked with the loaded models, descriptors compared exactly."""
+def _run_fresh(script: str, *args) -> tuple[dict, str]:
+    """Run ``script`` in a new Python process (the CLI's case: nothing analysed yet); its JSON and stderr."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    done = subprocess.run([sys.executable, "-c", _FRESH_PROCESS, *map(str, stills)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", script, *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
-    assert report["method"] == "fork" and report["rows"] == 4 and all(report["same"])
-    assert report["outcomes"] == ["searched", "unreadable", "searched", "searched"]
-    by_workers = re.search(r"on 2 processes \(fork\): (\d+) by the worker processes", done.stderr)
-    assert by_workers and int(by_workers.group(1)) >= 1, done.stderr  # the child really analysed some
+    return json.loads(done.stdout), done.stderr
+
+
+def _workers_analysed(stderr: str) -> int:
+    found = re.search(r"analysed on 2 processes: (\d+) by the forked workers", stderr)
+    assert found, stderr
+    return int(found.group(1))
+
+
+def test_parallel_person_search_equals_serial(frmdb_gallery, stills):
+    """Candidates, distances, bands and rows of a person-level search: the same with forked workers."""
+    _, _, root = frmdb_gallery
+    report, stderr = _run_fresh(_FRESH_SEARCH, root, *stills)
+    assert report["same"] and _workers_analysed(stderr) >= 1  # a worker really analysed some stills
+    doc = report["doc"]
+    assert [p["outcome"] for p in doc["probes"]] == ["searched", "unreadable", "searched", "searched"]
+    assert [p["probe_no"] for p in doc["probes"]] == [1, 2, 3, 4]
+    assert doc["person"]["stills"] == 4 and doc["person"]["stills_searched"] == 3
+    assert doc["person"]["candidates"][0]["subject"] == SUBJECT
+
+
+def test_forked_workers_give_the_serial_descriptors_bit_for_bit(stills):
+    report, stderr = _run_fresh(_FRESH_ANALYSIS, *stills)
+    assert report["fresh"] is True and report["after"] is False
+    assert report["rows"] == 4 and all(report["same"]) and _workers_analysed(stderr) >= 1
+
+
+def test_after_an_analysis_this_process_stays_serial(frmdb_gallery, stills, caplog):
+    """Once dlib ran in a process, forking it would deadlock: a later multi-image search runs serially."""
+    fm, _, _ = frmdb_gallery
+    fm.pipeline.analyse(np.zeros((64, 64, 3), np.uint8), purpose="probe")
+    assert not can_fork()
+    with caplog.at_level(logging.INFO, logger="facematch.search.parallel"):
+        result = fm.search(stills[:2], top=3, user="dc-parallel", reason="parallel test", workers=2)
+    assert "2 probe images analysed serially" in caplog.text
+    assert [p.outcome for p in result.probes] == ["searched", "unreadable"]
 
 
 def test_how_many_workers():

@@ -6,19 +6,15 @@ child processes each claim the next image not yet taken (a shared counter) and a
 ``ranking.analyse_probes``; the rows come back in the images' order, numbered as the serial path
 numbers them: the same detections, descriptors and quality, bit for bit (same code, same models).
 
-How the children start decides what they cost:
-
-- ``fork`` (where the platform has it, no other Python thread runs, and no image was analysed in this
-  process yet): forked after the caller loaded its models, they inherit them (copy-on-write) and start
-  at once; loading them again costs ~0.5 s of CPU per child. Once dlib has run, its thread pool's locks
-  would be copied mid-state and the child deadlocks (seen), hence the condition; a server's threads
-  likewise. The children never touch FAISS or the catalogue.
-- ``spawn`` otherwise: each child imports facematch and loads its models (~1 s, about two images'
-  analysis) while the caller works on the first images; a child claims an image only once it is ready,
-  so it never holds one back, and no more children start than there are images beyond the first two.
-
-One worker, one image, or a daemonic pool worker (which may not have children) runs serially. The
-service's search workers, a process pool already, are set to 1 (``Settings.search_workers``).
+The children are forked after the caller loaded its models, so they inherit them (copy-on-write) and
+start at once; a spawned child would first import facematch and load the models again (~1 s, about
+two stills' analysis). Fork is used only where it is safe: the platform has it, no other Python thread
+runs (a server's threads would be copied mid-lock), this process is not a daemonic pool worker, and no
+image was analysed in this process yet: dlib starts a thread pool on its first detection, and a child
+forked after that deadlocks on the pool's copied locks (seen). The CLI, one search per process, always
+qualifies; otherwise (a long-lived caller's second search, one worker, one image) the images are
+analysed serially here. The children never touch FAISS or the catalogue. The service's search
+workers, a process pool already, are set to 1 (``Settings.search_workers``).
 """
 
 from __future__ import annotations
@@ -35,10 +31,10 @@ import numpy as np
 
 from facematch.faces.pipeline import FacePipeline, analysed_in_this_process
 from facematch.search.ranking import ProbeFace, analyse_probes
-from facematch.settings import PersonSettings, Settings
+from facematch.settings import PersonSettings
 from facematch.types import FaceBox
 
-__all__ = ["probe_workers", "start_method", "analyse_probes_parallel"]
+__all__ = ["probe_workers", "can_fork", "analyse_probes_parallel"]
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +51,12 @@ def probe_workers(requested: int | None, images: int) -> int:
     return max(1, min(wanted, images))
 
 
-def start_method() -> str | None:
-    """How this process may start analysis workers: "fork", "spawn", or None (a daemonic pool worker)."""
-    if multiprocessing.current_process().daemon:
-        return None
+def can_fork() -> bool:
+    """Whether this process may fork analysis workers now (the conditions: the module's docstring)."""
+    if multiprocessing.current_process().daemon or threading.active_count() != 1:
+        return False
     dlib_ran = analysed_in_this_process() or "face_recognition" in sys.modules  # the evaluation's baseline
-    if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1 and not dlib_ran:
-        return "fork"
-    return "spawn"
+    return "fork" in multiprocessing.get_all_start_methods() and not dlib_ran
 
 
 def analyse_probes_parallel(pipeline: FacePipeline, paths: list[Path], *, workers: int | None, max_pixels: int,
@@ -77,14 +71,13 @@ def analyse_probes_parallel(pipeline: FacePipeline, paths: list[Path], *, worker
     jobs = list(zip(paths, boxes or [None] * len(paths)))
     options = {"max_pixels": max_pixels, "one_person": one_person, "person": person}
     count = probe_workers(workers, len(jobs))
-    method = start_method() if count > 1 else None
-    if method == "spawn":  # a spawned child is ready after ~2 images' time: useless for fewer than 3
-        count = min(count, len(jobs) - 1)
-    if method is None or count < 2:
+    if count < 2 or not can_fork():
+        if count > 1:
+            log.info("%d probe images analysed serially: this process cannot fork workers now", len(jobs))
         return analyse_probes(pipeline, paths, boxes=[b for _, b in jobs], **options)
-    context = multiprocessing.get_context(method)
+    context = multiprocessing.get_context("fork")
     counter = context.Value("i", 0)
-    children = _start_children(context, method, count - 1, pipeline, counter, jobs, options)
+    children = _start_children(context, count - 1, pipeline, counter, jobs, options)
     try:
         results = dict(_work(pipeline, counter, jobs, options))
         received = 0
@@ -112,25 +105,20 @@ def analyse_probes_parallel(pipeline: FacePipeline, paths: list[Path], *, worker
         for probe, embedding in results[index]:
             probe.probe_no = len(out) + 1
             out.append((probe, embedding))
-    log.info("%d probe images analysed on %d processes (%s): %d by the worker processes", len(jobs), count,
-             method, received)
+    log.info("%d probe images analysed on %d processes: %d by the forked workers", len(jobs), count, received)
     return out
 
 
-def _start_children(context, method: str, n: int, pipeline: FacePipeline, counter, jobs, options) -> list:
-    """``n`` started children, each with the receiving end of its result pipe."""
+def _start_children(context, n: int, pipeline: FacePipeline, counter, jobs, options) -> list:
+    """``n`` forked children sharing ``pipeline``'s loaded models, each with the receiving end of its pipe."""
     global _PIPELINE
-    settings = None
-    if method == "fork":
-        pipeline.load_models()  # once, here: the children inherit them
-        _PIPELINE = pipeline
-    else:
-        settings = pipeline.settings
+    pipeline.load_models()  # once, here: the children inherit them
+    _PIPELINE = pipeline
     children = []
     try:
         for _ in range(n):
             receive, send = context.Pipe(duplex=False)
-            child = context.Process(target=_child, args=(send, counter, jobs, options, settings), daemon=True,
+            child = context.Process(target=_child, args=(send, counter, jobs, options), daemon=True,
                                     name="facematch-probe-worker")
             child.start()
             send.close()
@@ -140,13 +128,9 @@ def _start_children(context, method: str, n: int, pipeline: FacePipeline, counte
     return children
 
 
-def _child(send, counter, jobs, options, settings: Settings | None) -> None:
-    """A worker: a forked child uses the inherited pipeline, a spawned one loads its own first."""
-    pipeline = _PIPELINE
-    if settings is not None:
-        pipeline = FacePipeline(settings)
-        pipeline.load_models()
-    for index, outcome in _work(pipeline, counter, jobs, options):
+def _child(send, counter, jobs, options) -> None:
+    """A forked worker: analyses the images it claims with the inherited pipeline, sends the outcomes."""
+    for index, outcome in _work(_PIPELINE, counter, jobs, options):
         try:
             send.send((index, outcome))
         except Exception:  # an error that does not pickle: the caller analyses that image itself
