@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("stills", nargs="+")
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--checkout", action="append", required=True,
-                        help="NAME=PATH or NAME=PATH@OPTIONS (search options for this one, e.g. '@--workers 1'; repeat)")
+                        help="NAME=PATH or NAME=PATH@OPTIONS (this one's search options, e.g. @--workers 1; repeat)")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--when-idle", type=float, default=0.0, metavar="SHARE",
                         help="start each round only once the CPUs were at least SHARE idle over 2 s (e.g. 0.8); "

@@ -102,8 +102,8 @@ class Facematch(DataLifecycle, Measurement):
         ``settings.search_workers``: one per image, at most the CPU cores; 1: in this process; the same
         results either way, ``facematch.search.parallel``). ``scope`` (``Accounts.search_scope``) limits the
         search to what its user may see, before ranking. Raises ``SourceNotFound`` for a missing probe
-        file, ``InvalidArgument`` for bad parameters or a missing reason, ``NoFaceFound`` when no still of a person-level search is
-        searchable, ``IndexStale``/``IndexMissing``. A result whose probes all failed
+        file, ``InvalidArgument`` for bad parameters or a missing reason, ``NoFaceFound`` when no still of
+        a person-level search is searchable, ``IndexStale``/``IndexMissing``. A result whose probes all failed
         (``searched_faces == 0``) is stored and returned all the same.
         Any difference between an index and the catalogue other than another catalogue or models
         (``IndexStale``) is repaired when the index is opened.
