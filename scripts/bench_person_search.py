@@ -32,7 +32,8 @@ def run_once(checkout: Path, data_dir: Path, stills: list[str], extra: list[str]
     cmd = [sys.executable, "-m", "facematch", "--data-dir", str(data_dir), "--index-dir",
            str(data_dir / "indexes"), "search", *stills, "--one-person", "--reason", "bench", "--json", *extra]
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # run from the checkout: ``python -m`` puts the working directory first on sys.path, before PYTHONPATH
+    proc = subprocess.Popen(cmd, env=env, cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -67,6 +68,8 @@ def main() -> None:
                         "measures an unloaded machine on a shared one")
     parser.add_argument("--extra", default="", help="more search options, e.g. '--workers 1'")
     args = parser.parse_args()
+    args.data_dir = args.data_dir.resolve()
+    args.stills = [str(Path(still).resolve()) for still in args.stills]
     checkouts = []
     for spec in args.checkout:
         name, rest = spec.split("=", 1)
