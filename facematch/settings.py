@@ -368,6 +368,9 @@ class Settings:
     data_dir: Path = Path("facematch-data")
     index_dir: Path = Path("indexes")
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    #: processes analysing a search's probe images (facematch/search/parallel.py): None = one per image, at
+    #: most the CPU cores; 1 = in the calling process (the service's search workers: a pool already)
+    search_workers: int | None = None
     batch_size: int = 32
     max_pixels: int = 50_000_000
     top: int = 20
@@ -412,6 +415,8 @@ class Settings:
             values["index_dir"] = Path(env["FACEMATCH_INDEX_DIR"])
         if env.get("FACEMATCH_WORKERS"):
             values["workers"] = _positive_int("FACEMATCH_WORKERS", env["FACEMATCH_WORKERS"])
+        if env.get("FACEMATCH_SEARCH_WORKERS"):
+            values["search_workers"] = _positive_int("FACEMATCH_SEARCH_WORKERS", env["FACEMATCH_SEARCH_WORKERS"])
         if env.get("FACEMATCH_WRITER_WAIT"):
             values["writer_wait_s"] = _seconds("FACEMATCH_WRITER_WAIT", env["FACEMATCH_WRITER_WAIT"])
         if env.get("FACEMATCH_CALIBRATION"):
@@ -438,6 +443,8 @@ class Settings:
         """Raise InvalidArgument for values that make no sense."""
         if self.workers < 1:
             raise InvalidArgument(f"workers must be at least 1, got {self.workers}")
+        if self.search_workers is not None and self.search_workers < 1:
+            raise InvalidArgument(f"search workers must be at least 1, got {self.search_workers}")
         if self.batch_size < 1:
             raise InvalidArgument(f"batch size must be at least 1, got {self.batch_size}")
         if self.top < 1:

@@ -92,17 +92,19 @@ class Facematch(DataLifecycle, Measurement):
                box: tuple[int, int, int, int] | None = None,
                boxes: Sequence[tuple[int, int, int, int] | None] | str | Path | None = None,
                one_person: bool = False, user: str | None = None, reason: str | None = None,
-               scope: SearchScope | None = None) -> SearchResult:
+               scope: SearchScope | None = None, workers: int | None = None) -> SearchResult:
         """Search every face of each probe image; the result is stored and audited.
 
         ``box`` (x, y, w, h) marks the face to search in every image; ``boxes`` gives one box (or None)
         per image, or is a CSV file with header ``path,box`` (box "x,y,w,h"). With ``one_person`` the
         images (stills, or video clips: these imply it) show one unknown person and ``result.person``
         holds one fused candidate list (``facematch.search.person``). ``reason`` (the justification, DPA
-        2018 s.62) is required. ``scope`` (``Accounts.search_scope``) limits the search to what its user
-        may see, before ranking. Raises ``SourceNotFound`` for a missing probe file, ``InvalidArgument`` for
-        bad parameters or a missing reason, ``NoFaceFound`` when no still of a person-level search is
-        searchable, ``IndexStale``/``IndexMissing``. A result whose probes all failed
+        2018 s.62) is required. ``workers``: processes analysing the images (default
+        ``settings.search_workers``: one per image, at most the CPU cores; 1: in this process; the same
+        results either way, ``facematch.search.parallel``). ``scope`` (``Accounts.search_scope``) limits the
+        search to what its user may see, before ranking. Raises ``SourceNotFound`` for a missing probe
+        file, ``InvalidArgument`` for bad parameters or a missing reason, ``NoFaceFound`` when no still of
+        a person-level search is searchable, ``IndexStale``/``IndexMissing``. A result whose probes all failed
         (``searched_faces == 0``) is stored and returned all the same.
         Any difference between an index and the catalogue other than another catalogue or models
         (``IndexStale``) is repaired when the index is opened.
@@ -125,7 +127,9 @@ class Facematch(DataLifecycle, Measurement):
         scoped = {} if scope is None else {
             "allowed": {"custody": scope.custody_face_ids, "scene": scope.scene_face_ids},
             "gallery": (scope.gallery_subjects, scope.gallery_faces)}
-        return _search(self.catalogue, indexes, self.pipeline, paths, settings=self.settings,
+        settings = self.settings if workers is None else self.settings.replace(
+            search_workers=check_int("workers", workers))
+        return _search(self.catalogue, indexes, self.pipeline, paths, settings=settings,
                        bands=self.band_scheme(), top=top, user=user, case=case,
                        reason=reason, boxes=per_image, one_person=one_person, **scoped)
 

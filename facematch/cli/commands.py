@@ -155,9 +155,11 @@ def ingest_scene(ctx, source, case, agency, workers, batch_size, user, as_json):
 @click.option("--user", help="Who runs the search [default: OS user].")
 @click.option("--reason", required=True, help="Why the search is made (required; recorded in the audit log).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (docs/search-json.md).")
+@click.option("--workers", type=POSITIVE, help="Processes analysing the images, same results as one [default: "
+              "env FACEMATCH_SEARCH_WORKERS, else one per image, at most the CPU cores; 1: no worker process].")
 @click.pass_context
 @_fail_cleanly
-def search(ctx, images, case, top, box, boxes, one_person, user, reason, as_json):
+def search(ctx, images, case, top, box, boxes, one_person, user, reason, as_json, workers):
     """Search every face in IMAGES against custody subjects and earlier crime-scene faces.
 
     The search is stored and printed even when no probe face could be searched; then a one-line error
@@ -171,7 +173,7 @@ def search(ctx, images, case, top, box, boxes, one_person, user, reason, as_json
       facematch search clip.avi --reason "suspect at port"
     """
     result = _open(ctx).search(list(images), case=case, top=top, box=box, boxes=boxes, one_person=one_person,
-                               user=user, reason=reason)
+                               user=user, reason=reason, workers=workers)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

@@ -20,9 +20,18 @@ from facematch.faces.quality import assess_quality
 from facematch.settings import Settings
 from facematch.types import Detection, FaceBox, FaceRecord
 
-__all__ = ["FacePipeline", "BOX_DETECT_PX"]
+__all__ = ["FacePipeline", "BOX_DETECT_PX", "analysed_in_this_process"]
 
 log = logging.getLogger(__name__)
+
+#: Set once any pipeline of this process analysed an image: dlib has started its thread pool then, and a
+#: process forked afterwards deadlocks on that pool's copied locks in its first detection.
+_ANALYSED = False
+
+
+def analysed_in_this_process() -> bool:
+    """Whether a ``FacePipeline`` analysed an image in this process (forking it is unsafe then: ``_ANALYSED``)."""
+    return _ANALYSED
 
 
 class FacePipeline:
@@ -53,7 +62,9 @@ class FacePipeline:
         returned (see :meth:`_detect_in_box`). Raises ``InvalidBox`` when the box is too small or lies
         outside the image.
         """
+        global _ANALYSED
         with self._lock:
+            _ANALYSED = True
             if box is None:
                 detections = detect_faces(self._models, pixels, self.settings.detection, purpose=purpose)
             else:

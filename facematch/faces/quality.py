@@ -53,6 +53,7 @@ import cv2
 import numpy as np
 
 from facematch.errors import InvalidArgument, InvalidBox
+from facematch.faces.models import frontal_face_detector
 from facematch.settings import QualitySettings
 from facematch.types import FaceBox
 
@@ -314,9 +315,7 @@ def _entropy_bits(values: np.ndarray) -> float:
 @functools.lru_cache(maxsize=1)
 def _hog_detector():
     """dlib's HOG frontal-face detector, built on first use (once per process), with a lock."""
-    import dlib
-
-    return dlib.get_frontal_face_detector(), threading.Lock()
+    return frontal_face_detector(), threading.Lock()
 
 
 def _frontal_face_score(pixels: np.ndarray, box: FaceBox) -> float:

@@ -14,8 +14,9 @@ import numpy as np
 from facematch.faces.pipeline import FacePipeline
 from facematch.faces.video import is_video
 from facematch.search.bands import BandScheme
+from facematch.search.parallel import analyse_probes_parallel
 from facematch.search.person import rank_person
-from facematch.search.ranking import SearchResult, analyse_probes, rank_scene_faces, rank_subjects
+from facematch.search.ranking import SearchResult, rank_scene_faces, rank_subjects
 from facematch.search.review import store_search
 from facematch.search.scope import FilteredIndex
 from facematch.settings import Settings
@@ -38,14 +39,15 @@ def search(catalogue: Catalogue, indexes: dict[str, FaceIndex], pipeline: FacePi
     Probe images that cannot be read or hold no face are reported on their probe row, never fatal, except
     that a person-level search with no searchable still raises ``NoFaceFound``. ``allowed`` limits each
     kind to the face ids the searcher may see (filtered before ranking, facematch/search/scope.py) and
-    ``gallery`` is then the (subjects, faces) of that visible gallery. The result is stored (search,
-    candidates, audit entry) and returned with its ``search_id``.
+    ``gallery`` is then the (subjects, faces) of that visible gallery. Several images are analysed on
+    ``settings.search_workers`` processes (facematch/search/parallel.py; the same results as serially).
+    The result is stored (search, candidates, audit entry) and returned with its ``search_id``.
     """
     if allowed is not None:
         indexes = {kind: FilteredIndex(index, allowed[kind]) for kind, index in indexes.items()}
     one_person = one_person or any(is_video(p) for p in images)
-    probes = analyse_probes(pipeline, images, max_pixels=settings.max_pixels, boxes=boxes, one_person=one_person,
-                            person=settings.person)
+    probes = analyse_probes_parallel(pipeline, images, workers=settings.search_workers, max_pixels=settings.max_pixels,
+                                     boxes=boxes, one_person=one_person, person=settings.person)
     subjects, faces = gallery or catalogue.gallery_size()
     # the bands mean the same at every gallery size: resolved for the (visible) custody gallery, and for
     # the unidentified scene faces as a gallery of their own (each face a subject)

@@ -65,6 +65,9 @@ class ServiceState:
     """What the routes share: the library, the worker pool, ingest jobs and rate limiters."""
 
     def __init__(self, settings: Settings, service: ServiceSettings, pool: ProcessPoolExecutor | None):
+        # a search analyses its images in its own process: the server has threads (no fork) and its
+        # searches run in the worker pool (no pool inside a pool)
+        settings = settings.replace(search_workers=1)
         self.settings, self.service = settings, service
         self.fm = Facematch(settings=settings)
         self.pool = pool

@@ -21,7 +21,8 @@ _FM: Facematch | None = None
 def _init(settings: Settings) -> None:
     global _FM
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _FM = Facematch(settings=settings)
+    # searches run serially here: this process is one of a pool already (no pool inside a pool)
+    _FM = Facematch(settings=settings.replace(search_workers=1))
 
 
 def make_pool(settings: Settings, workers: int) -> ProcessPoolExecutor:
