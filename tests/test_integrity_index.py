@@ -118,7 +118,9 @@ def test_ingest_delete_ingest_race_leaves_no_deleted_face_and_loses_no_enrolled_
     assert fm.index_status()["custody"] == f"ok ({len(file_ids)} faces)"
     for subject in ("051", "054", "056"):  # enrolled people are found with their own photo
         top = _top_subject(fm, mugshots / subject / "Img_33.jpg")
-        assert top.subject == subject and top.distance < 0.1  # same image (probe and custody detection differ slightly)
+        # the same image: probe and custody detection differ slightly, and a probe's descriptor averages
+        # jittered and mirrored chips (custody's does not): ~0.1, against ~0.4+ for the next person
+        assert top.subject == subject and top.distance < 0.15
     assert all(c.subject != "050" for c in fm.search([mugshots / "050" / "Img_33.jpg"], top=5, reason="test").probes[0].subjects)
 
 
@@ -196,7 +198,7 @@ def test_a_planted_vector_is_named_by_verify_and_replaced_on_open(tmp_path, capl
     with caplog.at_level(logging.WARNING, logger="facematch"):
         candidates = fm.search([mugshots / "040" / "Img_33.jpg"], top=5, reason="test").probes[0].subjects
     assert f"replaced 1 vector(s) that differed from the catalogue's embeddings (face ids {victim})" in caplog.text
-    assert candidates[0].subject == "040" and candidates[0].distance < 0.1
+    assert candidates[0].subject == "040" and candidates[0].distance < 0.15  # itself (a probe is augmented: ~0.11)
     assert all(c.distance > 0.2 for c in candidates if c.subject == "041")  # not the planted 0.000
     assert fm.verify_index()["custody"]["ok"]  # the repair was saved
 

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -89,9 +90,11 @@ def _workers_analysed(stderr: str) -> int:
     return int(found.group(1))
 
 
-def test_parallel_person_search_equals_serial(frmdb_gallery, stills):
+def test_parallel_person_search_equals_serial(frmdb_gallery, stills, tmp_path):
     """Candidates, distances, bands and rows of a person-level search: the same with forked workers."""
-    _, _, root = frmdb_gallery
+    _, _, shared = frmdb_gallery
+    root = tmp_path / "gallery"  # the searches are stored: on a copy, never on the session's shared gallery
+    shutil.copytree(shared, root)
     report, stderr = _run_fresh(_FRESH_SEARCH, root, *stills)
     assert report["same"] and _workers_analysed(stderr) >= 1  # a worker really analysed some stills
     doc = report["doc"]

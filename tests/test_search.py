@@ -9,6 +9,7 @@ from conftest import FRMDB_GALLERY_SUBJECTS, make_facematch, require_data
 
 from facematch.errors import InvalidArgument, InvalidBox, SourceNotFound
 from facematch.search.ranking import NOTICE, SEARCH_SCHEMA_VERSION
+from facematch.settings import EmbeddingSettings
 
 
 def test_gallery_enrolled_every_subject(frmdb_gallery):
@@ -141,7 +142,8 @@ def test_profile_views_are_enrolled_and_their_distances_carry_the_view_offset(tm
     for subject, view in (("040", "Img_13.jpg"), ("041", "Img_33.jpg"), ("042", "Img_33.jpg")):
         (folder / subject).mkdir(parents=True)
         shutil.copy(mugshots / subject / view, folder / subject / view)
-    fm = make_facematch(tmp_path)
+    # plain probe descriptors (no jitter, no mirror), so the enrolled image searched as a probe lies ~0 away
+    fm = make_facematch(tmp_path, embedding=EmbeddingSettings(probe_jitters=1, probe_flip=False))
     offset = fm.settings.nonfrontal_offset
     assert offset == pytest.approx(0.12)
     fm.ingest_custody(folder)
@@ -154,7 +156,7 @@ def test_profile_views_are_enrolled_and_their_distances_carry_the_view_offset(tm
     frontal_probe = mugshots / "041" / "Img_33.jpg"
     assert fm.search([frontal_probe], reason="test").probes[0].subjects[0].distance < 0.04  # no offset (probe boxes differ)
     for probe in (profile_probe, mugshots / "041" / "Img_43.jpg"):
-        with make_facematch(tmp_path, nonfrontal_offset=0.0) as plain:
+        with make_facematch(tmp_path, nonfrontal_offset=0.0, embedding=fm.settings.embedding) as plain:
             raw = {c.subject: c.distance for c in plain.search([probe], reason="test").probes[0].subjects}
         adjusted = {c.subject: c.distance for c in fm.search([probe], reason="test").probes[0].subjects}
         assert adjusted["040"] == pytest.approx(raw["040"] + offset, abs=1e-4)  # the profile view
