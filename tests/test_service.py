@@ -745,3 +745,24 @@ def test_audit_view_filters_and_pages_in_sql(tmp_path, monkeypatch):
     assert "audit_log_search" in plans["case"] and "audit_log_case" in plans["case"], plans
     assert "audit_log_at" in plans["since"], plans
     fm.close()
+
+
+def test_two_workers_creating_the_same_case_get_one_case(tmp_path):
+    """The first searches of a new case, run at once by two search workers (two processes, two
+    connections): the one that loses the race to insert the case gets the winner's row, not a UNIQUE
+    error (seen under load: `scripts/load_service.py --think 3`)."""
+    with make_facematch(tmp_path) as first, make_facematch(tmp_path) as second:
+        agency_id = first.accounts.add_agency("north", actor="setup")
+        made = first.accounts.case_id(agency_id, "RACE-1", create=True)
+        looked, loser = [], second.accounts
+        real = loser._one
+
+        def stale_then_real(sql, *args):  # the loser looked before the winner's insert landed
+            if sql.startswith("SELECT id FROM cases") and not looked:
+                looked.append(sql)
+                return None
+            return real(sql, *args)
+
+        loser._one = stale_then_real
+        assert loser.case_id(agency_id, "RACE-1", create=True) == made
+        assert looked and first.catalogue.conn.execute("SELECT COUNT(*) FROM cases").fetchone()[0] == 1

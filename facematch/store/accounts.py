@@ -268,6 +268,11 @@ class Accounts:
         return [dict(r) for r in rows]
 
     def case_id(self, agency_id: int, reference: str, *, create: bool = False) -> int:
+        """The id of ``agency_id``'s case ``reference``; with ``create``, made if it does not exist yet.
+
+        Two processes (the service's search workers) may create the same case at once: the insert is
+        ``OR IGNORE`` and the row is read back, so both get the one case instead of a UNIQUE error.
+        """
         if not reference or not reference.strip():
             raise InvalidArgument("a case reference is required")
         row = self._one("SELECT id FROM cases WHERE agency_id = ? AND reference = ?", agency_id, reference)
@@ -275,8 +280,9 @@ class Accounts:
             return row[0]
         if not create:
             raise NotFound(f"no case {reference!r}")
-        return self.conn.execute("INSERT INTO cases (agency_id, reference, created_at) VALUES (?, ?, ?)",
-                                 (agency_id, reference, utc_now())).lastrowid
+        self.conn.execute("INSERT OR IGNORE INTO cases (agency_id, reference, created_at) VALUES (?, ?, ?)",
+                          (agency_id, reference, utc_now()))
+        return self._one("SELECT id FROM cases WHERE agency_id = ? AND reference = ?", agency_id, reference)[0]
 
     def cases(self, agency_id: int) -> list[dict]:
         return [dict(r) for r in self.conn.execute(
