@@ -219,3 +219,26 @@ def test_calibration_on_dev_data_changes_search_bands(tmp_path):
     assert "calibrated: calibration" in text and "uncalibrated" not in text
     assert json.loads(json.dumps(after.to_dict()))["bands"]["calibrated"] is True
     fm.close()
+
+
+def test_a_calibration_of_other_settings_is_warned_about_once_naming_what_differs(caplog, tmp_path):
+    """The committed dev calibration matches the default pipeline; searching with plain probe descriptors
+    is warned about once per process (a service logs it once, not on every search), naming the settings."""
+    from pathlib import Path
+
+    from facematch.settings import EmbeddingSettings
+
+    committed = Path(__file__).resolve().parents[1] / "docs" / "calibration-dev.json"
+    assert committed.is_file()
+    default = Settings(data_dir=tmp_path, calibration_file=committed)
+    plain = default.replace(embedding=EmbeddingSettings(probe_jitters=1, probe_flip=False))
+    C._WARNED.clear()  # what earlier tests in this process were warned about
+    with caplog.at_level("WARNING", logger="facematch.search.calibration"):
+        C.load_band_scheme(default)
+        assert not caplog.records  # the committed calibration was made with the defaults
+        for _ in range(3):
+            C.load_band_scheme(plain)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1
+    assert "embedding.probe_jitters: 4 -> 1" in warnings[0] and "embedding.probe_flip: True -> False" in warnings[0]
+    assert "detection" not in warnings[0]  # only what differs

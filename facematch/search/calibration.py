@@ -327,8 +327,35 @@ def load_band_scheme(settings: Settings) -> BandScheme:
     if not path.is_file():
         raise CalibrationError(f"calibration file {path} does not exist (FACEMATCH_CALIBRATION or settings)")
     doc = read_calibration(path, settings)
-    if doc.get("pipeline") is not None and \
-            json.dumps(doc["pipeline"], sort_keys=True) != json.dumps(settings.describe_pipeline(), sort_keys=True):
-        log.warning("calibration %s was measured with other pipeline settings (%s) than in use (%s)",
-                    path, doc["pipeline"], settings.describe_pipeline())
+    if doc.get("pipeline") is not None:
+        _warn_pipeline_mismatch(path, doc["pipeline"], settings.describe_pipeline())
     return band_scheme_from_calibration(doc, path, settings.band_targets)
+
+
+#: (calibration path, its pipeline, the pipeline in use) already warned about in this process.
+_WARNED: set[tuple[str, str, str]] = set()
+
+
+def _warn_pipeline_mismatch(path: Path, measured: dict, in_use: dict) -> None:
+    """Warn, once per process for each calibration and pipeline, when the calibration was measured with
+    other pipeline settings: naming only the settings that differ (a service searching all day logged the
+    two whole settings records on every search)."""
+    measured_text = json.dumps(measured, sort_keys=True)
+    in_use_text = json.dumps(json.loads(json.dumps(in_use)), sort_keys=True)  # tuples as lists, as in the file
+    key = (str(path), measured_text, in_use_text)
+    if measured_text == in_use_text or key in _WARNED:
+        return
+    _WARNED.add(key)
+    differ = sorted(_differences(json.loads(measured_text), json.loads(in_use_text)))
+    log.warning("calibration %s was measured with other pipeline settings than in use (%s); its bands may not "
+                "mean what they say: remake it (facematch calibrate)", path, "; ".join(differ))
+
+
+def _differences(measured, in_use, prefix: str = "") -> list[str]:
+    """``name: measured -> in use`` for every leaf setting that differs between two settings records."""
+    if isinstance(measured, dict) and isinstance(in_use, dict):
+        out = []
+        for name in sorted(set(measured) | set(in_use)):
+            out += _differences(measured.get(name), in_use.get(name), f"{prefix}{name}.")
+        return out
+    return [] if measured == in_use else [f"{prefix.rstrip('.')}: {measured!r} -> {in_use!r}"]
