@@ -104,6 +104,39 @@ def test_parallel_person_search_equals_serial(frmdb_gallery, stills, tmp_path):
     assert doc["person"]["candidates"][0]["subject"] == SUBJECT
 
 
+_FRESH_HUNG_CHILD = """
+import json, sys, time
+from pathlib import Path
+import numpy as np
+from facematch.faces.pipeline import FacePipeline
+from facematch.search import parallel
+from facematch.search.ranking import analyse_probes
+from facematch.settings import Settings
+
+def hang(*args):  # a forked worker that never answers (as one stuck on a copied lock would)
+    time.sleep(600)
+
+if __name__ == "__main__":
+    paths, pipeline = [Path(p) for p in sys.argv[1:]], FacePipeline(Settings())
+    parallel._child, parallel.CHILD_SILENCE_S = hang, 2.0
+    started = time.monotonic()
+    rows = parallel.analyse_probes_parallel(pipeline, paths, workers=2, max_pixels=50_000_000, one_person=True)
+    took = time.monotonic() - started
+    serial = analyse_probes(pipeline, paths, max_pixels=50_000_000, one_person=True)
+    same = all(a.outcome == b.outcome and (ea is None and eb is None or np.array_equal(ea, eb))
+               for (a, ea), (b, eb) in zip(rows, serial))
+    print(json.dumps({"rows": len(rows), "same": same, "seconds": took}))
+"""
+
+
+def test_a_hung_worker_is_ended_and_the_search_completes_here(stills):
+    """A forked worker that never answers is ended after CHILD_SILENCE_S; the caller analyses every still
+    itself, with the serial results (the search never hangs in front of the investigator)."""
+    report, stderr = _run_fresh(_FRESH_HUNG_CHILD, *stills)
+    assert report["rows"] == 4 and report["same"] and report["seconds"] < 60
+    assert "sent nothing for 2 s" in stderr
+
+
 def test_forked_workers_give_the_serial_descriptors_bit_for_bit(stills):
     report, stderr = _run_fresh(_FRESH_ANALYSIS, *stills)
     assert report["fresh"] is True and report["after"] is False

@@ -43,6 +43,11 @@ Rows = list[tuple[ProbeFace, "np.ndarray | None"]]
 #: The pipeline forked children use: set by the caller just before it forks them, inherited by them.
 _PIPELINE: FacePipeline | None = None
 
+#: Seconds the caller waits for a child's next outcome before it ends that child and analyses the child's
+#: images itself. One still costs at most a few CPU seconds (the probe cascade's budget is ~1.8 s), so a
+#: child silent this long is hung (a copied lock), not slow; the search then completes serially.
+CHILD_SILENCE_S = 120.0
+
 
 def probe_workers(requested: int | None, images: int) -> int:
     """How many processes (the caller included) analyse ``images`` probe images: ``requested`` (None: one
@@ -84,6 +89,11 @@ def analyse_probes_parallel(pipeline: FacePipeline, paths: list[Path], *, worker
         for child, receive in children:
             while True:
                 try:
+                    if not receive.poll(CHILD_SILENCE_S):
+                        log.warning("a search worker sent nothing for %.0f s: ended, its images analysed here",
+                                    CHILD_SILENCE_S)
+                        child.terminate()
+                        break
                     index, outcome = receive.recv()
                 except EOFError:
                     break
