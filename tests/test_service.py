@@ -153,33 +153,37 @@ def test_other_agency_cannot_read_review_decide_or_see_images(service, north_sea
                                                             "note": "x"}).status_code == 404
     assert sam.get(f"/api/searches/{sid}/probes/1/face.jpg").status_code == 404
     assert sam.get(f"/api/faces/{face_id}/face.jpg").status_code == 404
-    why = {"reason": "checking another agency's search"}
+    why = {"X-Reason": "checking another agency's search"}
     for url in (f"/api/searches/{sid}", f"/api/searches/{sid}/probes/1/face.jpg", f"/api/faces/{face_id}/face.jpg"):
-        assert sam.get(url, params=why).status_code == 404, url  # a stated reason opens nothing of theirs
+        assert sam.get(url, headers=why).status_code == 404, url  # a stated reason opens nothing of theirs
         assert sam.get(url, params={"consultation": north_search["consultation"]}).status_code == 404, url
-    assert all(USERS.get(e["actor"], ("south",))[0] == "south" for e in sam.get("/api/audit", params=AUDIT).json())
+        assert sam.get(url, params={"consultation": north_search["consultation_entry"]}).status_code == 404, url
+    assert all(USERS.get(e["actor"], ("south",))[0] == "south" for e in sam.get("/api/audit", headers=AUDIT).json())
     assert sid not in [s["id"] for s in sam.get("/api/searches").json()]
     assert sam.get("/api/queue").json() == [] or all(q["search_id"] != sid for q in sam.get("/api/queue").json())
 
 
-AUDIT = {"reason": "monthly supervision of searches"}
+AUDIT = {"X-Reason": "monthly supervision of searches"}
 ROLE_MATRIX = [  # (method, path template, allowed users, forbidden users); anyone else: 404 (another agency's)
     ("GET", "/api/me", set(USERS), set()),
     ("GET", "/api/searches", {"nina", "rita", "ravi", "sue", "sam"}, {"otto", "adam", "sara"}),
-    ("GET", "/api/searches/{sid}?reason=second+review", {"nina", "rita", "ravi", "sue"}, {"otto", "adam", "sara"}),
-    ("GET", "/api/searches/{sid}/probes/1/face.jpg?reason=compare+the+probe",
-     {"nina", "rita", "ravi", "sue"}, {"otto", "adam", "sara"}),
-    ("GET", "/api/faces/{fid}/face.jpg?reason=compare+the+candidate", {"nina", "rita", "ravi", "sue"}, {"otto", "adam", "sara"}),
+    ("GET", "/api/tokens", set(USERS), set()),
+    ("GET", "/api/searches/{sid}", {"nina", "rita", "ravi", "sue"}, {"otto", "adam", "sara"}),
+    ("GET", "/api/searches/{sid}/probes/1/face.jpg", {"nina", "rita", "ravi", "sue"}, {"otto", "adam", "sara"}),
+    ("GET", "/api/faces/{fid}/face.jpg", {"nina", "rita", "ravi", "sue"}, {"otto", "adam", "sara"}),
     ("GET", "/api/queue", {"rita", "ravi", "sam"}, {"nina", "sue", "otto", "adam", "sara"}),
-    ("GET", "/api/audit?reason=supervision", {"sue", "sam"}, {"nina", "rita", "ravi", "otto", "adam", "sara"}),
-    ("GET", "/api/audit?reason=supervision&format=csv", {"sue", "sam"}, {"nina", "rita", "ravi", "otto", "adam", "sara"}),
+    ("GET", "/api/audit", {"sue", "sam"}, {"nina", "rita", "ravi", "otto", "adam", "sara"}),
+    ("GET", "/api/audit?format=csv", {"sue", "sam"}, {"nina", "rita", "ravi", "otto", "adam", "sara"}),
     ("GET", "/api/admin/shares", ADMINS, set(USERS) - ADMINS),
     ("GET", "/api/admin/agencies", ADMINS, set(USERS) - ADMINS),
     ("GET", "/api/admin/users", ADMINS, set(USERS) - ADMINS),
     ("GET", "/api/admin/users/nina/tokens", {"adam"}, set(USERS) - ADMINS),  # sara: 404, not her agency's
     ("GET", "/api/admin/users/sam/tokens", {"sara"}, set(USERS) - ADMINS),
     ("GET", "/api/ingest/999", set(), {"nina", "rita", "ravi", "sue", "adam", "sara"}),
+    ("GET", "/api/ingest", {"otto", "sam"}, {"nina", "rita", "ravi", "sue", "adam", "sara"}),
 ]
+#: the reason every request of the role matrix states (header X-Reason: a reason never goes in a URL)
+MATRIX_WHY = {"X-Reason": "role matrix check"}
 
 #: Admin writes: (method, path, JSON body) for a user of north; north's admin may, south's gets 404, others 403.
 ADMIN_WRITES = [
@@ -193,9 +197,9 @@ ADMIN_WRITES = [
 def test_role_matrix(service, north_search, method, path, allowed, forbidden):
     app, _ = service
     url = path.format(sid=north_search["search_id"], fid=north_search["probes"][0]["subjects"][0]["face_id"])
-    assert TestClient(app).request(method, url).status_code == 401
+    assert TestClient(app).request(method, url, headers=MATRIX_WHY).status_code == 401
     for name in USERS:
-        status = client(app, name).request(method, url).status_code
+        status = client(app, name).request(method, url, headers=MATRIX_WHY).status_code
         if name in allowed:
             expected = {200}
         elif name in forbidden:
@@ -243,7 +247,7 @@ def test_bearer_token_works_and_is_revocable(service):
     assert bearer.get("/api/me").status_code == 401
 
 
-WHY = {"reason": "two-person review of the candidates"}
+WHY = {"X-Reason": "two-person review of the candidates"}
 
 
 def test_two_person_review_blind_then_lead(service, north_search):
@@ -254,15 +258,15 @@ def test_two_person_review_blind_then_lead(service, north_search):
     assert rita.post(f"/api/searches/{sid}/decisions", json={**first, "note": " "}).status_code == 422
     assert rita.post(f"/api/searches/{sid}/decisions", json=first).status_code == 201
     assert rita.post(f"/api/searches/{sid}/decisions", json=first).status_code == 409  # not twice by one person
-    seen = ravi.get(f"/api/searches/{sid}", params=WHY).json()["probes"][0]["subjects"][0]["review"]
+    seen = ravi.get(f"/api/searches/{sid}", headers=WHY).json()["probes"][0]["subjects"][0]["review"]
     assert seen["reviews"] == [] and seen["hidden_reviews"] == 1 and seen["outcome"] == "awaiting second review"
     assert any(q["rank"] == 1 and q["awaiting"] == "second review" for q in ravi.get("/api/queue").json())
     assert ravi.post(f"/api/searches/{sid}/decisions", json={**first, "note": "agree: ear shape"}).status_code == 201
-    seen = rita.get(f"/api/searches/{sid}", params=WHY).json()["probes"][0]["subjects"][0]["review"]
+    seen = rita.get(f"/api/searches/{sid}", headers=WHY).json()["probes"][0]["subjects"][0]["review"]
     assert seen["outcome"] == "investigative lead" and len(seen["reviews"]) == 2
-    actions = [e["action"] for e in client(app, "sue").get("/api/audit", params=AUDIT).json()]
+    actions = [e["action"] for e in client(app, "sue").get("/api/audit", headers=AUDIT).json()]
     assert "review.first" in actions and "review.second" in actions
-    assert "text/csv" in client(app, "sue").get("/api/audit", params={**AUDIT, "format": "csv"}).headers["content-type"]
+    assert "text/csv" in client(app, "sue").get("/api/audit", params={"format": "csv"}, headers=AUDIT).headers["content-type"]
 
 
 def test_disagreement_is_kept(service, north_search):
@@ -272,7 +276,7 @@ def test_disagreement_is_kept(service, north_search):
     assert client(app, "rita").post(f"/api/searches/{sid}/decisions", json=one).status_code == 201
     assert client(app, "ravi").post(f"/api/searches/{sid}/decisions",
                                     json={**one, "decision": "not a match", "note": "jaw differs"}).status_code == 201
-    review = client(app, "rita").get(f"/api/searches/{sid}", params=WHY).json()["probes"][0]["subjects"][3]["review"]
+    review = client(app, "rita").get(f"/api/searches/{sid}", headers=WHY).json()["probes"][0]["subjects"][3]["review"]
     assert review["outcome"] == "disagreement" and [r["decision"] for r in review["reviews"]] == [
         "possible match", "not a match"]
 
@@ -331,6 +335,9 @@ def test_operator_ingests_a_server_folder_with_progress(service, tmp_path, monke
     assert state["state"] == "finished", state
     assert state["summary"]["total"] == 2 and state["done"] == 2 and not in_web_process
     assert client(app, "sam").get(f"/api/ingest/{job.json()['id']}").status_code == 404
+    listed = otto.get("/api/ingest").json()  # the ingest page's live list: the agency's jobs, newest first
+    assert listed[0]["id"] == job.json()["id"] and listed[0]["state"] == "finished"
+    assert job.json()["id"] not in [j["id"] for j in client(app, "sam").get("/api/ingest").json()]
     north = fm.accounts.collection("north-custody")["id"]
     owned = fm.catalogue.conn.execute("SELECT COUNT(*) FROM image_owners o JOIN images i ON i.id = o.image_id "
                                       "JOIN subjects s ON s.id = i.subject_id WHERE s.reference = '052' "
@@ -385,10 +392,10 @@ def test_agency_admin_manages_own_users_and_tokens(service):
                            ("admin.token_revoke", "script retired"), ("admin.user_disable", "left the unit")]:
         entries = [e for e in admin_audit(fm, action) if e["details"].get("user") == "nora"]
         assert [(e["actor"], e["details"]["reason"]) for e in entries] == [("adam", reason)], action
-    why = {"reason": "check the admin changes"}
-    seen = {e["action"] for e in client(app, "sue").get("/api/audit", params=why).json() if e["actor"] == "adam"}
+    why = {"X-Reason": "check the admin changes"}
+    seen = {e["action"] for e in client(app, "sue").get("/api/audit", headers=why).json() if e["actor"] == "adam"}
     assert {"admin.user_add", "admin.user_disable", "admin.token_create"} <= seen  # north's supervisor sees them
-    assert not any(e["actor"] == "adam" for e in client(app, "sam").get("/api/audit", params=why).json())
+    assert not any(e["actor"] == "adam" for e in client(app, "sam").get("/api/audit", headers=why).json())
 
 
 def test_agency_admin_never_reaches_another_agency(service):
@@ -451,7 +458,7 @@ def _wait(c: TestClient, job_id: int) -> dict:
     raise AssertionError(f"ingest job {job_id} still running: {state}")
 
 
-LOOK = {"reason": "compare the crime-scene face"}
+LOOK = {"X-Reason": "compare the crime-scene face"}
 
 
 def scene_faces(doc: dict) -> list[dict]:
@@ -484,13 +491,13 @@ def test_operator_ingests_crime_scene_images_for_own_agency_only(service):
     found = [c for c in scene_faces(north) if c["case_ref"] == "OP-HARBOUR"]
     assert found, north["probes"][0]["scene_faces"]
     scene_face = f"/api/faces/{found[0]['face_id']}/face.jpg"
-    assert client(app, "nina").get(scene_face, params=LOOK).status_code == 200
+    assert client(app, "nina").get(scene_face, headers=LOOK).status_code == 200
     # south sees nothing of it: not in its search, not its face images, not its cases
     south = sam.post("/api/searches", files=[probe("043")], data={"case": "OP-HARBOUR", "reason": "same still",
                                                                   "top": "20"})
     assert south.status_code == 201
     assert not {c["face_id"] for c in scene_faces(south.json())} & {c["face_id"] for c in found}
-    assert sam.get(scene_face, params=LOOK).status_code == 404
+    assert sam.get(scene_face, headers=LOOK).status_code == 404
 
 
 def test_uploaded_scene_images_join_the_uploading_agencys_case(service):
@@ -509,8 +516,8 @@ def test_uploaded_scene_images_join_the_uploading_agencys_case(service):
         JOIN agencies a ON a.id = k.agency_id WHERE i.run_id = ?""", (state["summary"]["run_id"],)).fetchall()
     assert [r[1] for r in rows] == ["south"]  # south's own OP-HARBOUR, whatever north calls its cases
     face_id = rows[0][0]
-    assert sam.get(f"/api/faces/{face_id}/face.jpg", params=LOOK).status_code == 200
-    assert nina.get(f"/api/faces/{face_id}/face.jpg", params=LOOK).status_code == 404
+    assert sam.get(f"/api/faces/{face_id}/face.jpg", headers=LOOK).status_code == 200
+    assert nina.get(f"/api/faces/{face_id}/face.jpg", headers=LOOK).status_code == 404
     south = sam.post("/api/searches", files=[probe("043")], data={"case": "OP-HARBOUR", "reason": "harbour still",
                                                                   "top": "20"})
     assert face_id in {c["face_id"] for c in scene_faces(south.json())}, south.json()["probes"][0]["scene_faces"]
@@ -594,38 +601,40 @@ def test_consultations_need_the_users_own_reason_and_record_it(service, north_se
     sid = north_search["search_id"]
     nina, rita, ravi, sue = (client(app, n) for n in ("nina", "rita", "ravi", "sue"))
     r = rita.get(f"/api/searches/{sid}")
-    assert r.status_code == 422 and "reason" in r.json()["error"]
-    assert rita.get(f"/api/searches/{sid}", params={"reason": "  "}).status_code == 422
+    assert r.status_code == 422 and "X-Reason" in r.json()["error"]
+    assert rita.get(f"/api/searches/{sid}", headers={"X-Reason": "  "}).status_code == 422
 
     own = nina.get(f"/api/searches/{sid}")  # the author: recorded with the case and the search's justification
     assert own.status_code == 200
     entry = _entries(fm, "review")[0]
-    assert entry["id"] == own.json()["consultation"] and entry["actor"] == "nina"
+    assert entry["id"] == own.json()["consultation_entry"] and entry["actor"] == "nina"
     assert entry["details"] == {"search_id": sid, "reason_stated": False, "reason":
                                 "own search in case OP-NORTH-1; its justification: robbery at the harbour, CCTV still"}
 
     doc = rita.get(f"/api/searches/{sid}", headers={"X-Reason": "first review, queue item"}).json()
     entry = _entries(fm, "review")[0]
     assert (entry["id"], entry["actor"], entry["details"]) == (
-        doc["consultation"], "rita", {"search_id": sid, "reason": "first review, queue item"})
+        doc["consultation_entry"], "rita", {"search_id": sid, "reason": "first review, queue item"})
+    assert str(doc["consultation_entry"]) not in doc["consultation"]  # a session's id is opaque
     cand = doc["probes"][0]["subjects"][0]
     views = len(_entries(fm, "view.image"))
     assert rita.get(cand["face_url"]).status_code == 200  # inside her consultation: no new entry
     assert rita.get(doc["probes"][0]["face_url"]).status_code == 200
     assert len(_entries(fm, "view.image")) == views
     assert rita.get(f"/api/searches/{sid}", params={"consultation": doc["consultation"]}).status_code == 200
-    assert _entries(fm, "review")[0]["id"] == doc["consultation"]
+    assert _entries(fm, "review")[0]["id"] == doc["consultation_entry"]
+    assert rita.get(f"/api/searches/{sid}", params={"consultation": doc["consultation_entry"]}).status_code == 422
     assert ravi.get(cand["face_url"]).status_code == 422  # someone else's consultation covers nothing
     shown = {c["face_id"] for c in doc["probes"][0]["subjects"]}
     other = fm.catalogue.conn.execute(  # a face rita may see, but not one this search shows
         f"SELECT f.id FROM faces f JOIN subjects s ON s.id = f.subject_id WHERE s.reference = ? "
         f"AND f.id NOT IN ({','.join('?' * len(shown))})", (cand["subject"], *shown)).fetchone()[0]
     assert rita.get(f"/api/faces/{other}/face.jpg", params={"consultation": doc["consultation"]}).status_code == 422
-    assert rita.get(f"/api/faces/{other}/face.jpg", params={"reason": "other views of the candidate"}).status_code == 200
+    assert rita.get(f"/api/faces/{other}/face.jpg", headers={"X-Reason": "other views of the candidate"}).status_code == 200
     assert ravi.get(f"/api/searches/{sid}", params={"consultation": doc["consultation"]}).status_code == 422
     bare = f"/api/faces/{cand['face_id']}/face.jpg"
     assert ravi.get(bare).status_code == 422
-    assert ravi.get(bare, params={"reason": "compare with the custody photo"}).status_code == 200
+    assert ravi.get(bare, headers={"X-Reason": "compare with the custody photo"}).status_code == 200
     seen = _entries(fm, "view.image")[0]
     assert (seen["actor"], seen["details"]) == ("ravi", {"face_id": cand["face_id"],
                                                          "reason": "compare with the custody photo"})
@@ -637,6 +646,175 @@ def test_consultations_need_the_users_own_reason_and_record_it(service, north_se
     assert read["actor"] == "sue" and read["details"]["reason"] == "complaint 2026/14 about a search"
 
 
+def test_a_reason_in_a_query_string_is_refused_and_not_recorded(service, north_search):
+    """Access logs keep URLs: ``reason`` in a query string answers 400 (pointing to X-Reason) on every route
+    that reads one, API and web page alike, and nothing of it reaches the audit log."""
+    app, fm = service
+    sid, face_id = north_search["search_id"], north_search["probes"][0]["subjects"][0]["face_id"]
+    sha = fm.catalogue.conn.execute("SELECT sha256 FROM search_probes WHERE search_id = ?", (sid,)).fetchone()[0]
+    rita, sue = client(app, "rita"), client(app, "sue")
+    before = fm.catalogue.conn.execute("SELECT MAX(id) FROM audit_log").fetchone()[0]
+    for who, url in ((rita, f"/api/searches/{sid}"), (rita, f"/api/searches/{sid}/probes/1/face.jpg"),
+                     (rita, f"/api/faces/{face_id}/face.jpg"), (rita, f"/api/probes/{sha}"),
+                     (sue, "/api/audit"), (sue, "/api/audit?format=csv")):
+        r = who.get(url, params={"reason": "a secret justification"})
+        assert r.status_code == 400 and "X-Reason" in r.json()["error"], (url, r.text)
+        r = who.get(url, params={"reason": "a secret justification"}, headers={"X-Reason": "stated properly"})
+        assert r.status_code == 400, url  # not even beside the header: the URL has already been logged
+    page = rita.get(f"/searches/{sid}", params={"reason": "a secret justification"}, headers={"Accept": "text/html"})
+    assert page.status_code == 400 and 'id="consultform"' in page.text and 'method="post"' in page.text
+    page = sue.get("/audit", params={"reason": "a secret justification"}, headers={"Accept": "text/html"})
+    assert page.status_code == 400 and 'id="auditreason"' in page.text and 'id="audit"' not in page.text
+    new = fm.catalogue.conn.execute("SELECT details FROM audit_log WHERE id > ?", (before,)).fetchall()
+    assert not any("a secret justification" in r[0] or "stated properly" in r[0] for r in new)
+
+
+def _csrf(page_html: str) -> str:
+    import re
+    return re.search(r'name="csrf_token" value="([^"]+)"', page_html).group(1)
+
+
+def test_web_consultation_posts_the_reason_and_its_id_is_bound_to_user_and_session(service, north_search):
+    """The reason form POSTs (CSRF-checked); the server records it and redirects (303) to a same-site path
+    whose opaque id opens the page and its images for this user in this session only."""
+    app, fm = service
+    sid = north_search["search_id"]
+    rita, ravi = client(app, "rita", fresh=True), client(app, "ravi", fresh=True)
+    form = rita.get(f"/searches/{sid}")
+    assert form.status_code == 200 and 'id="consultform"' in form.text and 'method="post"' in form.text
+    entries = len(_entries(fm, "review"))
+    csrf = rita.headers.pop("X-CSRF-Token")
+    assert rita.post(f"/searches/{sid}/consult", data={"reason": "second look"}).status_code == 403  # no CSRF
+    assert rita.post(f"/searches/{sid}/consult", data={"reason": " ", "csrf_token": csrf}).status_code == 422
+    assert client(app, "sam").post(f"/searches/{sid}/consult", data={"reason": "x"}).status_code == 404
+    assert client(app, "otto").post(f"/searches/{sid}/consult", data={"reason": "x"}).status_code == 403
+    assert len(_entries(fm, "review")) == entries
+    r = rita.post(f"/searches/{sid}/consult", follow_redirects=False,
+                  data={"reason": "queue item: first review of the harbour still", "csrf_token": csrf,
+                        "next": "https://evil.example/", "c": "//evil.example"})
+    assert r.status_code == 303
+    target = r.headers["location"]
+    assert target.startswith(f"/searches/{sid}?c=") and "reason" not in target and "harbour" not in target
+    assert not target.startswith("//") and "evil" not in target
+    entry = _entries(fm, "review")[0]
+    assert (entry["actor"], entry["details"]) == ("rita", {"search_id": sid,
+                                                           "reason": "queue item: first review of the harbour still"})
+    assert str(entry["id"]) not in target.split("?c=")[1]  # opaque: not the entry id
+    page = rita.get(target)
+    assert page.status_code == 200 and 'id="p1-custody-1"' in page.text
+    import re
+    images = re.findall(r'<img src="([^"]+)"', page.text)
+    assert images and all(rita.get(src.replace("&amp;", "&")).status_code == 200 for src in images)
+    assert len(_entries(fm, "review")) == entries + 1  # the page and its images: one consultation
+
+    assert ravi.get(target).status_code == 422  # another user cannot reuse it
+    assert ravi.get(images[0].replace("&amp;", "&")).status_code == 422
+    tampered = target[:-2] + ("AA" if not target.endswith("AA") else "BB")
+    assert rita.get(tampered).status_code == 422
+    decide = {"probe": "1", "rank": "6", "decision": "inconclusive", "note": "profile only", "csrf_token": csrf,
+              "c": "//evil.example/x"}
+    assert rita.post(f"/searches/{sid}/decide", data=decide).status_code == 422  # no foreign id into a redirect
+    r = rita.post(f"/searches/{sid}/decide", data={**decide, "c": target.split("?c=")[1]}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith(target + "#p1-custody-6")
+
+    assert rita.post("/logout", data={"csrf_token": csrf}, follow_redirects=False).status_code == 303
+    again = client(app, "rita", fresh=True)  # the same user after logging out: a new session
+    assert again.get(target).status_code == 422
+    assert again.get(images[0].replace("&amp;", "&")).status_code == 422
+    assert len(_entries(fm, "review")) == entries + 1
+
+    nina = client(app, "nina", fresh=True)  # the author: opened with the search's own justification, redirected
+    r = nina.get(f"/searches/{sid}", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith(f"/searches/{sid}?c=")
+    assert _entries(fm, "review")[0]["details"]["reason_stated"] is False
+
+
+def test_web_audit_reading_posts_the_reason_then_pages_under_its_consultation(service, north_search):
+    app, fm = service
+    sue = client(app, "sue", fresh=True)
+    csrf = sue.headers.pop("X-CSRF-Token")
+    assert 'id="audit"' not in sue.get("/audit").text
+    assert sue.post("/audit", data={"reason": "x"}).status_code == 403  # no CSRF
+    assert sue.post("/audit", data={"reason": "", "csrf_token": csrf}).status_code == 422
+    reads = len(_entries(fm, "audit.read"))
+    why = "complaint 2026/15: who opened search %d" % north_search["search_id"]
+    r = sue.post("/audit", data={"reason": why, "action": "review", "csrf_token": csrf}, follow_redirects=False)
+    assert r.status_code == 303
+    target = r.headers["location"]
+    assert target.startswith("/audit?") and "action=review" in target and "&k=" in target and "complaint" not in target
+    page = sue.get(target)
+    assert page.status_code == 200 and 'id="audit"' in page.text and why in page.text
+    assert sue.get(target).status_code == 200  # a reload of the page recorded: nothing new
+    new = _entries(fm, "audit.read")[: len(_entries(fm, "audit.read")) - reads]
+    assert [(e["actor"], e["details"]["reason"], e["details"]["filters"]) for e in new] == [
+        ("sue", why, {"action": "review"})]
+    other = sue.get(target.replace("action=review", "action=search"))  # another filter, the same reading
+    assert other.status_code == 200
+    last = _entries(fm, "audit.read")[0]
+    assert last["details"]["reason"] == why and last["details"]["filters"] == {"action": "search"}
+    assert last["details"]["consultation"] == new[0]["id"]
+    export = sue.get(target + "&format=csv")
+    assert export.status_code == 200 and export.headers["content-type"].startswith("text/csv")
+    assert _entries(fm, "audit.export")[0]["details"]["reason"] == why
+    posted = sue.post("/audit", data={"reason": "export for the DPO", "format": "csv", "csrf_token": csrf})
+    assert posted.status_code == 200 and posted.headers["content-type"].startswith("text/csv")
+    assert client(app, "sam").get(target).status_code == 422  # another supervisor (and agency)
+    sue.post("/logout", data={"csrf_token": csrf})
+    assert client(app, "sue", fresh=True).get(target).status_code == 422  # after logging out
+
+
+def test_api_tokens_on_the_web_page_and_the_admin_page(service):
+    """A user creates (shown once, not cached), lists and revokes their own tokens; the agency admin issues
+    and revokes those of their agency's users with a reason; all audited, all CSRF-checked."""
+    app, fm = service
+    rita = client(app, "rita", fresh=True)
+    csrf = rita.headers.pop("X-CSRF-Token")
+    assert rita.post("/tokens", data={"label": "x"}).status_code == 403  # no CSRF
+    made = rita.post("/tokens", data={"label": "review export script", "csrf_token": csrf})
+    assert made.status_code == 201 and "no-store" in made.headers["cache-control"]
+    import re
+    secret = re.search(r'<code id="secret">([^<]+)</code>', made.text).group(1)
+    assert "Copy this token now" in made.text
+    bearer = TestClient(app, headers={"Authorization": f"Bearer {secret}"})
+    assert bearer.get("/api/me").json()["user"] == "rita"
+    token_id = next(t["id"] for t in bearer.get("/api/tokens").json() if t["label"] == "review export script")
+    listed = rita.get("/tokens")
+    assert secret not in listed.text and "review export script" in listed.text and "not recorded" in listed.text
+    assert client(app, "ravi").post(f"/tokens/{token_id}/revoke").status_code == 404  # not his
+    r = rita.post(f"/tokens/{token_id}/revoke", data={"csrf_token": csrf}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/tokens"
+    assert bearer.get("/api/me").status_code == 401
+    assert "revoked" in rita.get("/tokens").text
+    assert [e["details"]["token_id"] for e in _entries(fm, "token.revoke")][0] == token_id
+    assert _entries(fm, "token.create")[0]["actor"] == "rita"
+
+    adam = client(app, "adam", fresh=True)
+    csrf = adam.headers.pop("X-CSRF-Token")
+    assert adam.post("/admin/tokens", data={"username": "ravi", "label": "x", "reason": "y"}).status_code == 403
+    assert adam.post("/admin/tokens", data={"username": "ravi", "label": "x", "reason": " ",
+                                            "csrf_token": csrf}).status_code == 422
+    assert adam.post("/admin/tokens", data={"username": "sam", "label": "x", "reason": ADMIN_WHY,
+                                            "csrf_token": csrf}).status_code == 404  # another agency's
+    issued = adam.post("/admin/tokens", data={"username": "ravi", "label": "case file sync", "reason": ADMIN_WHY,
+                                              "csrf_token": csrf})
+    assert issued.status_code == 201 and "Copy this token now" in issued.text and "no-store" in issued.headers["cache-control"]
+    secret = re.search(r'<code id="secret">([^<]+)</code>', issued.text).group(1)
+    bearer = TestClient(app, headers={"Authorization": f"Bearer {secret}"})
+    assert bearer.get("/api/me").json()["user"] == "ravi"
+    token_id = max(t["id"] for t in bearer.get("/api/tokens").json())
+    page = adam.get("/admin").text
+    assert f'id="token-{token_id}"' in page and "case file sync" in page and secret not in page
+    south = client(app, "sara").post(f"/admin/tokens/{token_id}/revoke", data={"reason": "x"})
+    assert south.status_code == 404
+    assert adam.post(f"/admin/tokens/{token_id}/revoke", data={"reason": "", "csrf_token": csrf}).status_code == 422
+    r = adam.post(f"/admin/tokens/{token_id}/revoke", data={"reason": "sync moved to the new server",
+                                                            "csrf_token": csrf}, follow_redirects=False)
+    assert r.status_code == 303 and bearer.get("/api/me").status_code == 401
+    assert [(e["actor"], e["details"]["reason"]) for e in _entries(fm, "admin.token_create")][0] == ("adam", ADMIN_WHY)
+    assert [(e["actor"], e["details"]["token_id"], e["details"]["reason"]) for e in _entries(fm, "admin.token_revoke")
+            ][0] == ("adam", token_id, "sync moved to the new server")
+
+
 def test_audit_view_filters_and_pages_in_sql(tmp_path, monkeypatch):
     """3,000 synthetic entries over three months: every filter and page the supervisor gets is exactly what a
     plain scan of the log selects, the CSV export streams all of it, and the filters use the indexes."""
@@ -645,6 +823,7 @@ def test_audit_view_filters_and_pages_in_sql(tmp_path, monkeypatch):
     import io
     import json
     import random
+    import re
 
     from facematch.store import catalogue as catalogue_module
     from facematch.store.audit_query import AuditFilter
@@ -701,9 +880,9 @@ def test_audit_view_filters_and_pages_in_sql(tmp_path, monkeypatch):
 
     def fetch(who, **params):
         ids, url, pages = [], "/api/audit", 0
-        query = {"reason": "synthetic audit check", "limit": 250, **params}
+        query = {"limit": 250, **params}
         while url:
-            r = who.get(url, params=query if not pages else None)
+            r = who.get(url, params=query if not pages else None, headers={"X-Reason": "synthetic audit check"})
             assert r.status_code == 200, r.text
             ids += [e["id"] for e in r.json()]
             link = r.headers.get("link")
@@ -726,14 +905,20 @@ def test_audit_view_filters_and_pages_in_sql(tmp_path, monkeypatch):
     assert read["actor"] == "sam" and read["details"]["filters"] == {"case": "OP-S"}
 
     for bad in ({"since": "last tuesday"}, {"limit": 0}, {"limit": 5000}):
-        assert sue.get("/api/audit", params={"reason": "x", **bad}).status_code == 422, bad
-    export = sue.get("/api/audit", params={"reason": "export for the DPO", "format": "csv"})
+        assert sue.get("/api/audit", params=bad, headers={"X-Reason": "x"}).status_code == 422, bad
+    export = sue.get("/api/audit", params={"format": "csv"}, headers={"X-Reason": "export for the DPO"})
     assert export.status_code == 200 and export.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(export.text)))
     assert [int(r["id"]) for r in rows if int(r["id"]) <= last] == expected(north)  # all of it, past one page
     assert rows[0]["action"] == "audit.export" and json.loads(rows[0]["details"])["reason"] == "export for the DPO"
-    page = sue.get("/audit", params={"reason": "synthetic audit check", "case": "OP-1", "action": "review"})
+    page = sue.post("/audit", data={"reason": "synthetic audit check", "case": "OP-1", "action": "review"})
     assert page.status_code == 200 and 'id="older"' in page.text and "before=" in page.text
+    older = re.search(r'id="older" href="([^"]+)"|href="([^"]+)" id="older"', page.text)
+    older = (older.group(1) or older.group(2)).replace("&amp;", "&")
+    assert "reason" not in older and "synthetic" not in older
+    assert sue.get(older).status_code == 200
+    read = fm.catalogue.audit_entries(action="audit.read", limit=1)[0]
+    assert read["details"]["reason"] == "synthetic audit check" and read["details"]["before"] is not None
 
     plans = {}
     for name, where in (("actor", AuditFilter(1, actor="rita")), ("action", AuditFilter(1, action="review.first")),

@@ -26,7 +26,7 @@ from facematch.search.person import read_boxes_csv
 from facematch.search.ranking import SearchResult
 from facematch.search.run import search as _search
 from facematch.store.accounts import SearchScope
-from facematch.store.audit_query import MAX_PAGE, AuditFilter, audit_page
+from facematch.store.audit_query import MAX_PAGE, AuditFilter, audit_page, reading_details
 from facematch.types import EMBEDDING_DIM, IMAGE_KINDS, FaceBox
 from facematch.validation import check_int
 
@@ -248,13 +248,34 @@ class Facematch(DataLifecycle, Measurement):
         return self.catalogue.audit_entries(action=action, limit=limit)
 
     def audit_trail(self, where: AuditFilter, *, user: str, reason: str, before: int | None = None,
-                    limit: int = 100) -> tuple[list[dict], int | None]:
+                    limit: int = 100, consultation: int | None = None) -> tuple[list[dict], int | None]:
         """One page of the entries ``where`` selects, newest first (filtered in SQL), and the ``before`` of
-        the next page (None: last page). The reading is audited first, with ``reason`` and the filters."""
-        reason = _review.require_text(self._optional("reason", reason, "note"), "a reason for reading the audit log")
-        self.catalogue.audit(self._user(user), "audit.read", {"reason": reason, "filters": where.to_dict(),
-                                                              "before": before, "limit": limit})
+        the next page (None: last page). The reading is audited first, with ``reason`` and the filters,
+        unless ``consultation`` (an entry of ``record_audit_reading``, checked by the caller with
+        ``audit_reading``) already records this very page; a new entry then names the consultation."""
+        if consultation is not None:
+            same = self.audit_reading(consultation, user=user, since="")
+            if same is not None and (same.get("filters"), same.get("before"), same.get("limit")) == (
+                    where.to_dict(), before, limit):
+                return audit_page(self.catalogue.conn, where, before=before, limit=limit)
+        self.record_audit_reading(where, user=user, reason=reason, before=before, limit=limit,
+                                  consultation=consultation)
         return audit_page(self.catalogue.conn, where, before=before, limit=limit)
+
+    def record_audit_reading(self, where: AuditFilter, *, user: str, reason: str, before: int | None = None,
+                             limit: int = 100, consultation: int | None = None) -> int:
+        """Record ``user`` reading a page of the entries ``where`` selects (``audit.read`` with ``reason`` and
+        the filters; naming the earlier ``consultation`` it goes on from, if any); returns the entry id."""
+        reason = _review.require_text(self._optional("reason", reason, "note"), "a reason for reading the audit log")
+        details = {"reason": reason, "filters": where.to_dict(), "before": before, "limit": limit}
+        return self.catalogue.audit(self._user(user), "audit.read",
+                                    details | ({"consultation": consultation} if consultation is not None else {}))
+
+    def audit_reading(self, consultation: int, *, user: str, since: str) -> dict | None:
+        """The reason, filters and page of ``user``'s reading of the audit trail recorded as entry
+        ``consultation`` at or after ``since`` (ISO UTC), else None (someone else's, older, or no reading)."""
+        check_int("consultation", consultation)
+        return reading_details(self.catalogue.conn, consultation, user=user, since=since)
 
     def audit_export(self, where: AuditFilter, *, user: str, reason: str) -> Iterator[dict]:
         """Every entry ``where`` selects, newest first, read a page at a time as the iterator is consumed

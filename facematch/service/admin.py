@@ -1,6 +1,6 @@
 """Agency administration over HTTP (/api/admin/...): an admin manages their own agency's users, tokens and shares.
 
-Thin routes (and the /admin page: users and sharing agreements) over ``facematch.store.administration.AgencyAdmin``: the role check here, the agency scoping
+Thin routes (and the /admin page: users, their API tokens and sharing agreements) over ``facematch.store.administration.AgencyAdmin``: the role check here, the agency scoping
 (another agency's user, token, collection or agreement answers 404) and the audit there. Every change
 carries a ``reason``, audited with the admin's name. Agencies are created with the command line only.
 """
@@ -130,16 +130,37 @@ def add_admin_routes(app: FastAPI, state, current) -> None:
 
 
 def add_admin_pages(app: FastAPI, state, render, page_user) -> None:
-    """The /admin page: the agency's users (add, roles, disable/enable) and its sharing agreements."""
+    """The /admin page: the agency's users (add, roles, disable/enable), their API tokens (issue, revoke; a new
+    secret is shown once, in the reply to the form, not cached) and its sharing agreements."""
 
     def back() -> RedirectResponse:
         return RedirectResponse("/admin", status_code=303)
 
+    def page(request: Request, user, status: int = 200, **extra):
+        admin = agency_admin(state, user)
+        users = admin.users()
+        tokens = [t | {"user": u["username"]} for u in users for t in admin.tokens(u["username"])]
+        response = render(request, "admin.html", user, status=status, users=users, shares=admin.shares(),
+                          roles=ROLES, collections=admin.collections(), others=admin.agencies(), tokens=tokens,
+                          **extra)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
     @app.get("/admin", response_class=HTMLResponse, include_in_schema=False)
     def admin_page(request: Request, user=Depends(page_user)):
-        admin = agency_admin(state, user)
-        return render(request, "admin.html", user, users=admin.users(), shares=admin.shares(), roles=ROLES,
-                      collections=admin.collections(), others=admin.agencies())
+        return page(request, user)
+
+    @app.post("/admin/tokens", include_in_schema=False)
+    def page_issue_token(request: Request, username: str = Form(...), label: str = Form("api"),
+                         reason: str = Form(...), user=Depends(page_user)):
+        label = check_text("label", label.strip() or "api", "name", state.settings.text_limits)
+        token_id, secret = agency_admin(state, user, reason).create_token(username, label, reason=reason)
+        return page(request, user, status=201, new={"id": token_id, "user": username, "label": label, "token": secret})
+
+    @app.post("/admin/tokens/{token_id}/revoke", include_in_schema=False)
+    def page_revoke_token(token_id: int, reason: str = Form(...), user=Depends(page_user)):
+        agency_admin(state, user, reason).revoke_token(token_id, reason=reason)
+        return back()
 
     @app.post("/admin/users", include_in_schema=False)
     def page_add_user(username: str = Form(...), password: str = Form(...), roles: list[str] = Form([]),

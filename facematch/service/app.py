@@ -4,9 +4,10 @@ Every route authenticates (bearer token or session), checks the role, and answer
 another agency (its existence is not revealed). Searches run in the worker pool (facematch/service/worker.py).
 
 Consultations are recorded with the user's own reason (DPA 2018 s.62): reading a stored search, one of
-its face images or the audit log takes ``reason`` (query parameter) or the ``X-Reason`` header. A search's
-reply carries its consultation's audit entry id; its face image URLs carry it (``consultation=ID``), so the
-images shown with a search are covered by that one entry. See docs/service.md "What is logged and why".
+its face images or the audit log takes the ``X-Reason`` header; ``reason`` in a query string is refused
+(400: access logs keep URLs). A search's reply carries its consultation; its face image URLs carry it
+(``consultation=ID``, facematch/service/consultation.py), so the images shown with a search are covered by
+that one entry. See docs/service.md "What is logged and why".
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from facematch.errors import (
 from facematch.service import worker
 from facematch.service.admin import add_admin_routes
 from facematch.service.auth import RateLimited, RateLimiter, authenticate, check_csrf, require
+from facematch.service.consultation import consultation_entry, consultation_ref, refuse_query_reason
 from facematch.service.jobs import IngestJobs
 from facematch.service.uploads import face_crop, keep_probe, sniff
 from facematch.settings import ServiceSettings, Settings
@@ -107,9 +109,11 @@ def parse_boxes(text: str, n: int) -> list:
     return boxes
 
 
-def stated_reason(request: Request, reason: str | None) -> str | None:
-    """The reason a request states: query parameter ``reason``, else header ``X-Reason``; None when blank."""
-    text = reason if reason is not None and reason.strip() else request.headers.get("x-reason")
+def stated_reason(request: Request) -> str | None:
+    """The reason a request states in its ``X-Reason`` header; None when blank. A ``reason`` in the query
+    string is refused (400), never read."""
+    refuse_query_reason(request)
+    text = request.headers.get("x-reason")
     return text.strip() if text and text.strip() else None
 
 
@@ -132,13 +136,14 @@ def _agency_search(state: ServiceState, user: User, search_id: int) -> dict:
 
 
 def search_view(state: ServiceState, user: User, search_id: int, *, reason: str | None = None,
-                consultation: int | None = None) -> dict:
+                consultation: int | None = None, ref=lambda entry: entry) -> dict:
     """A stored search as its agency sees it: candidates, face image URLs, two-person reviews.
 
     The viewing is a consultation (DPA 2018 s.62), recorded with ``reason``; without one, it goes on an
     earlier ``consultation`` of the user's (no new entry), or, for the search's own author only, is recorded
     with the search's case and justification (marked ``reason_stated: false``). Anyone else must state a
-    reason: ``InvalidArgument``.
+    reason: ``InvalidArgument``. ``ref`` names the consultation in the reply and its image URLs
+    (``consultation_ref``: opaque and bound to the session for a browser, the entry id for a token).
     """
     found = _agency_search(state, user, search_id)
     if consultation is not None:
@@ -151,16 +156,16 @@ def search_view(state: ServiceState, user: User, search_id: int, *, reason: str 
         result, entry = state.fm.consult(search_id, user=user.username, reason=own_search_reason(found), stated=False)
     else:
         raise InvalidArgument(f"state a reason for consulting search {search_id}, run by {found['user']} "
-                              "(query parameter reason or header X-Reason); it is recorded in the audit log")
+                              "(header X-Reason); it is recorded in the audit log")
     reviews = state.fm.candidate_reviews(search_id, viewer=user.username)
-    doc = result.to_dict() | {"consultation": entry}
+    doc = result.to_dict() | {"consultation": ref(entry), "consultation_entry": entry}
     for probe in doc["probes"]:
         probe.pop("path", None)
-        probe["face_url"] = f"/api/searches/{search_id}/probes/{probe['probe_no']}/face.jpg?consultation={entry}"
+        probe["face_url"] = f"/api/searches/{search_id}/probes/{probe['probe_no']}/face.jpg?consultation={ref(entry)}"
         for list_name, key in (("custody", "subjects"), ("scene", "scene_faces")):
             for cand in probe[key]:
                 cand.pop("image_path", None)
-                cand["face_url"] = (f"/api/faces/{cand['face_id']}/face.jpg?consultation={entry}"
+                cand["face_url"] = (f"/api/faces/{cand['face_id']}/face.jpg?consultation={ref(entry)}"
                                     if cand["face_id"] else None)
                 seen = reviews.get((probe["probe_no"], list_name, cand["rank"]),
                                    {"outcome": "awaiting first review", "hidden": 0, "reviews": []})
@@ -169,19 +174,20 @@ def search_view(state: ServiceState, user: User, search_id: int, *, reason: str 
     return doc
 
 
-def image_access(state: ServiceState, user: User, request: Request, reason: str | None, consultation: int | None,
-                 *, covered, **ids) -> None:
+def image_access(state: ServiceState, user: User, request: Request, consultation: str | None, *, covered,
+                 **ids) -> None:
     """Let one face image through: within the user's ``consultation`` of a search that shows it
-    (``covered(search_id)``), or with a stated reason (recorded); else ``InvalidArgument``."""
+    (``covered(search_id)``), or with a stated reason (header X-Reason, recorded); else ``InvalidArgument``."""
+    reason = stated_reason(request)
+    consultation = consultation_entry(request, consultation)
     if consultation is not None:
         search_id = state.fm.consultation_search(consultation, user=user.username, since=consultation_since(state))
         if search_id is None or not covered(search_id):
             raise InvalidArgument(f"consultation {consultation} is not yours, is over, or does not show this image: "
-                                  "state a reason (query parameter reason or header X-Reason)")
+                                  "state a reason (header X-Reason)")
         return
-    reason = stated_reason(request, reason)
     if reason is None:
-        raise InvalidArgument("state a reason for viewing this image (query parameter reason or header X-Reason), "
+        raise InvalidArgument("state a reason for viewing this image (header X-Reason), "
                               "or give the consultation of the search it belongs to (consultation=ID)")
     state.fm.record_image_view(user=user.username, reason=reason, **ids)
 
@@ -191,8 +197,8 @@ def audit_filter(user: User, reason: str | None, *, action: str | None = None, a
     """The entries of ``user``'s agency that a supervisor asked for (filtered in SQL: facematch.store.audit_query).
     ``InvalidArgument`` without a reason (reading the audit log is itself recorded) or with a bad date."""
     if not reason:
-        raise InvalidArgument("state a reason for reading the audit log (query parameter reason or header "
-                              "X-Reason); it is recorded in the audit log")
+        raise InvalidArgument("state a reason for reading the audit log (header X-Reason); it is recorded in "
+                              "the audit log")
     return AuditFilter(user.agency_id, actor=actor or None, action=action or None, case=case or None,
                        since=since or None, until=until or None)
 
@@ -299,6 +305,11 @@ def _account_routes(app: FastAPI, state: ServiceState, current) -> None:
         return {"user": user.username, "agency": user.agency, "roles": sorted(user.roles),
                 "collections": accounts().visible_collections(user)}
 
+    @app.get("/api/tokens", tags=["accounts"])
+    def my_tokens(user: User = Depends(current)):
+        """Your API tokens, revoked ones included (never the secrets)."""
+        return accounts().tokens(user)
+
     @app.post("/api/tokens", tags=["accounts"], status_code=201)
     def new_token(label: str = Form("api"), user: User = Depends(current)):
         """A new API token for yourself; the secret is in this response only."""
@@ -347,11 +358,13 @@ def _search_routes(app: FastAPI, state: ServiceState, current) -> None:
                             reason: str = Form(..., description="justification (required, logged)"),
                             boxes: str = Form("", description="x,y,w,h per image: JSON list or ';'-separated"),
                             collections: str = Form("", description="comma-separated; default: all you may search"),
-                            top: int | None = Form(None, ge=1, le=100), user: User = Depends(current)):
+                            top: int | None = Form(None, ge=1, le=100), request: Request = None,
+                            user: User = Depends(current)):
         """Search probe images over the collections you may see; stored and audited with case and reason."""
         search_id = await run_search(state, user, images, case=case, reason=reason, boxes=boxes,
                                      collections=collections, top=top)
-        return await asyncio.to_thread(search_view, state, user, search_id)
+        return await asyncio.to_thread(lambda: search_view(state, user, search_id,
+                                                           ref=lambda entry: consultation_ref(request, entry)))
 
     @app.get("/api/searches", tags=["search"])
     def list_searches(case: str | None = None, user: User = Depends(current)):
@@ -359,48 +372,52 @@ def _search_routes(app: FastAPI, state: ServiceState, current) -> None:
         return state.fm.accounts.agency_searches(user.agency_id, case=case)
 
     @app.get("/api/searches/{search_id}", tags=["search"])
-    def get_search(request: Request, search_id: int, reason: str | None = _REASON,
-                   consultation: int | None = _CONSULTATION, user: User = Depends(current)):
+    def get_search(request: Request, search_id: int, consultation: str | None = _CONSULTATION,
+                   user: User = Depends(current)):
         """A stored search with its candidates and reviews (first reviews stay hidden from others).
 
-        Recorded as a consultation with your ``reason`` (or header X-Reason), required unless you ran the
-        search (then its case and justification are recorded) or you continue an earlier ``consultation``."""
+        Recorded as a consultation with your reason (header X-Reason), required unless you ran the search
+        (then its case and justification are recorded) or you continue an earlier ``consultation``."""
         _any_role(user, "investigator", "reviewer", "supervisor")
-        return search_view(state, user, search_id, reason=stated_reason(request, reason), consultation=consultation)
+        _agency_search(state, user, search_id)  # another agency's: 404 whatever is given
+        reason = stated_reason(request)
+        return search_view(state, user, search_id, reason=reason, consultation=consultation_entry(request, consultation),
+                           ref=lambda entry: consultation_ref(request, entry))
 
     @app.get("/api/searches/{search_id}/probes/{probe_no}/face.jpg", tags=["images"])
-    def probe_face(request: Request, search_id: int, probe_no: int, reason: str | None = _REASON,
-                   consultation: int | None = _CONSULTATION, user: User = Depends(current)):
-        """One probe face; needs ``reason`` (recorded) or your ``consultation`` of this search."""
+    def probe_face(request: Request, search_id: int, probe_no: int, consultation: str | None = _CONSULTATION,
+                   user: User = Depends(current)):
+        """One probe face; needs a reason (header X-Reason, recorded) or your ``consultation`` of this search."""
         _any_role(user, "investigator", "reviewer", "supervisor")
         _agency_search(state, user, search_id)
         path, box, _ = state.fm.accounts.probe_location(search_id, probe_no)
-        image_access(state, user, request, reason, consultation, covered=lambda sid: sid == search_id,
+        image_access(state, user, request, consultation, covered=lambda sid: sid == search_id,
                      search_id=search_id, probe_no=probe_no)
         return _jpeg(face_crop(path, box))
 
     @app.get("/api/faces/{face_id}/face.jpg", tags=["images"])
-    def gallery_face(request: Request, face_id: int, reason: str | None = _REASON,
-                     consultation: int | None = _CONSULTATION, user: User = Depends(current)):
-        """One gallery face; needs ``reason`` (recorded) or your ``consultation`` of a search showing it."""
+    def gallery_face(request: Request, face_id: int, consultation: str | None = _CONSULTATION,
+                     user: User = Depends(current)):
+        """One gallery face; needs a reason (header X-Reason, recorded) or your ``consultation`` of a search
+        showing it."""
         _any_role(user, "investigator", "reviewer", "supervisor")
         if not state.fm.accounts.face_visible(user, face_id):
             raise NotFound(f"no face {face_id}")
         path, box = state.fm.accounts.face_location(face_id)
-        image_access(state, user, request, reason, consultation, face_id=face_id,
+        image_access(state, user, request, consultation, face_id=face_id,
                      covered=lambda sid: state.fm.accounts.search_shows_face(sid, face_id))
         return _jpeg(face_crop(path, box))
 
     @app.get("/api/probes/{sha256}", tags=["images"])
-    def probe_image(request: Request, sha256: str, reason: str | None = _REASON,
-                    consultation: int | None = _CONSULTATION, user: User = Depends(current)):
-        """A whole probe image, by SHA-256, to the agency whose searches used it; needs ``reason`` or your
-        ``consultation`` of a search that used it."""
+    def probe_image(request: Request, sha256: str, consultation: str | None = _CONSULTATION,
+                    user: User = Depends(current)):
+        """A whole probe image, by SHA-256, to the agency whose searches used it; needs a reason (header
+        X-Reason) or your ``consultation`` of a search that used it."""
         _any_role(user, "investigator", "reviewer", "supervisor")
         found = list((state.settings.data_dir / "probes").glob(f"{sha256}.*")) if sha256.isalnum() else []
         if not found or not state.fm.accounts.probe_visible(user, sha256):
             raise NotFound("no such probe image")
-        image_access(state, user, request, reason, consultation, probe_sha256=sha256,
+        image_access(state, user, request, consultation, probe_sha256=sha256,
                      covered=lambda sid: state.fm.accounts.search_used_probe(sid, sha256))
         return Response(found[0].read_bytes(), media_type="application/octet-stream",
                         headers={"Cache-Control": "private, no-store"})
@@ -428,12 +445,12 @@ def _review_routes(app: FastAPI, state: ServiceState, current) -> None:
               until: str | None = Query(None, description="YYYY-MM-DD (the whole day) or ISO date and time, inclusive"),
               before: int | None = Query(None, description="the next page: the Link rel=next of the previous one"),
               limit: int = Query(state.service.audit_page_size, ge=1, le=MAX_PAGE), format: str = "json",
-              reason: str | None = _REASON, user: User = Depends(current)):
+              user: User = Depends(current)):
         """Audit entries of your agency's users (supervisor), newest first, a page at a time (header ``Link``
-        rel="next" while more match); ``format=csv`` streams every matching entry. Your ``reason`` (or header
+        rel="next" while more match); ``format=csv`` streams every matching entry. Your reason (header
         X-Reason) is required and recorded."""
         require(user, "supervisor")
-        reason = stated_reason(request, reason)
+        reason = stated_reason(request)
         where = audit_filter(user, reason, action=action, actor=actor, case=case, since=since, until=until)
         if format == "csv":
             return audit_csv_response(state.fm.audit_export(where, user=user.username, reason=reason))
@@ -490,6 +507,12 @@ def _ingest_routes(app: FastAPI, state: ServiceState, current) -> None:
         job = state.jobs.start(source, case=case, agency=user.agency, user=user.username, agency_id=user.agency_id)
         return job.to_dict()
 
+    @app.get("/api/ingest", tags=["ingest"])
+    def ingest_jobs(user: User = Depends(current)):
+        """Your agency's ingest jobs of this server's run, newest first (the ingest page polls it)."""
+        require(user, "operator")
+        return [job.to_dict() for job in reversed(state.jobs.for_agency(user.agency_id))]
+
     @app.get("/api/ingest/{job_id}", tags=["ingest"])
     def ingest_progress(job_id: int, user: User = Depends(current)):
         require(user, "operator")
@@ -524,9 +547,9 @@ async def _uploaded_source(state: ServiceState, subject: str, files: list[Upload
     return folder
 
 
-_REASON = Query(None, description="why you consult this (recorded in the audit log; or header X-Reason)")
-_CONSULTATION = Query(None, description="the audit entry id of your consultation of the search (its reply's "
-                                        "'consultation'): continues it without a new reason")
+_CONSULTATION = Query(None, description="your consultation of the search (its reply's 'consultation': the audit "
+                                        "entry id with a token, an opaque id with a session): continues it "
+                                        "without a new reason")
 
 
 def _any_role(user: User, *roles: str) -> None:

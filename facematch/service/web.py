@@ -2,26 +2,30 @@
 
 The pages use the same checks as the API (roles, agency, CSRF on every form post). Wording follows the
 library's: candidates are leads for review, never "identified". Opening another person's search, and the
-audit view, first ask for the reason that is recorded (DPA 2018 s.62); the results page then carries its
-consultation (``?c=ID``) through its images and review forms.
+audit view, first ask for the reason that is recorded (DPA 2018 s.62) in a form that POSTs it (never in a
+URL: access logs keep URLs); the server records the consultation and redirects (303) to the page with an
+opaque consultation id bound to the session (``?c=ID``, facematch/service/consultation.py), which the page
+carries through its images, review forms and further audit pages.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from facematch.errors import AuthenticationFailed, NotFound
+from facematch.errors import AuthenticationFailed, InvalidArgument, NotFound, PermissionDenied
 from facematch.search.bands import one_in
 from facematch.service.admin import add_admin_pages
-from facematch.service.app import (ServiceState, audit_csv_response, audit_filter, run_search, search_view,
-                                   set_session_cookie)
+from facematch.service.app import (ServiceState, audit_csv_response, audit_filter, consultation_since, run_search,
+                                   search_view, set_session_cookie)
 from facematch.service.auth import SESSION_COOKIE, authenticate, check_csrf, require
+from facematch.service.consultation import QUERY_REASON_REFUSED, consultation_entry, consultation_ref
+from facematch.service.token_pages import add_token_pages
 
 __all__ = ["add_web_routes", "safe_next"]
 
@@ -110,55 +114,111 @@ def add_web_routes(app: FastAPI, state: ServiceState, current) -> None:
         return RedirectResponse(f"/searches/{search_id}", status_code=303)
 
     def agency_search(user, search_id: int) -> dict:
+        """The search of the user's agency (404 otherwise), to the roles that read searches (403 otherwise)."""
+        if not any(user.has(r) for r in ("investigator", "reviewer", "supervisor")):
+            raise PermissionDenied("reading searches needs one of the roles investigator, reviewer, supervisor")
         found = state.fm.accounts.agency_search(user.agency_id, search_id)
         if found is None:
             raise NotFound(f"no search with id {search_id}")
         return found
 
+    def opened(request: Request, search_id: int, entry: int) -> RedirectResponse:
+        """To the results page under consultation ``entry``: a same-site path built here, never taken from input."""
+        return RedirectResponse(f"/searches/{int(search_id)}?c={quote(str(consultation_ref(request, entry)))}",
+                                status_code=303)
+
     @app.get("/searches/{search_id}", response_class=HTMLResponse, include_in_schema=False)
-    def results(request: Request, search_id: int, reason: str = "", c: int | None = None, user=Depends(page_user)):
-        """Another person's search asks for a reason first; its author's opens with the search's own."""
+    def results(request: Request, search_id: int, c: str | None = None, user=Depends(page_user)):
+        """Within a consultation (``c``) the results; else another person's search asks for a reason first (a
+        form that posts it), and its author's is opened with the search's own justification."""
         found = agency_search(user, search_id)
-        if c is None and not reason.strip() and found["user"] != user.username:
+        if "reason" in request.query_params:  # an old link or bookmark: the reason is not read, nor recorded
+            return render(request, "consult.html", user, status=400, search=found, error=QUERY_REASON_REFUSED)
+        entry = consultation_entry(request, c)
+        if entry is None and found["user"] != user.username:
             return render(request, "consult.html", user, search=found)
-        doc = search_view(state, user, search_id, reason=reason.strip() or None, consultation=c)
+        if entry is None:  # the author: recorded with the search's own case and justification, then redirected
+            return opened(request, search_id, search_view(state, user, search_id)["consultation_entry"])
+        doc = search_view(state, user, search_id, consultation=entry, ref=lambda e: consultation_ref(request, e))
         return render(request, "results.html", user, doc=doc)
+
+    @app.post("/searches/{search_id}/consult", include_in_schema=False)
+    def consult(request: Request, search_id: int, reason: str = Form(""), user=Depends(page_user)):
+        """The reason stated in the form: the consultation is recorded, then the results open under it."""
+        found = agency_search(user, search_id)
+        if not reason.strip():
+            return render(request, "consult.html", user, status=422, search=found,
+                          error="state why you are opening this search: it is recorded in the audit log")
+        doc = search_view(state, user, search_id, reason=reason.strip())
+        return opened(request, search_id, doc["consultation_entry"])
 
     @app.post("/searches/{search_id}/decide", include_in_schema=False)
     def decide(request: Request, search_id: int, probe: int = Form(...), rank: int = Form(...),
                decision: str = Form(...), note: str = Form(...), list_name: str = Form("custody", alias="list"),
-               c: int | None = Form(None), user=Depends(page_user)):
+               c: str = Form(""), user=Depends(page_user)):
         require(user, "reviewer")
         agency_search(user, search_id)  # 404 for another agency's search
+        entry = consultation_entry(request, c)  # only this session's consultation goes into the redirect
         state.fm.review_candidate(search_id, probe, rank, reviewer=user.username, decision=decision, note=note,
                                   candidate_list=list_name)
-        back = f"/searches/{search_id}" + (f"?c={c}" if c is not None else "")
-        return RedirectResponse(f"{back}#p{probe}-{list_name}-{rank}", status_code=303)
+        back = f"/searches/{search_id}" + (f"?c={quote(str(consultation_ref(request, entry)))}" if entry else "")
+        return RedirectResponse(f"{back}#p{probe}-{quote(list_name)}-{rank}", status_code=303)
 
     @app.get("/queue", response_class=HTMLResponse, include_in_schema=False)
     def queue(request: Request, user=Depends(page_user)):
         require(user, "reviewer")
         return render(request, "queue.html", user, rows=state.fm.review_queue(user.agency_id, reviewer=user.username))
 
+    def audit_url(request: Request, filters: dict, entry: int, **more) -> str:
+        query = {k: v for k, v in filters.items() if v} | more | {"k": consultation_ref(request, entry)}
+        return "/audit?" + urlencode(query)
+
     @app.get("/audit", include_in_schema=False)
     def audit(request: Request, action: str = "", actor: str = "", case: str = "", since: str = "", until: str = "",
-              before: int | None = None, format: str = "html", reason: str = "", user=Depends(page_user)):
-        """Nothing is shown (or exported) until the supervisor states why they read the trail; a page of
-        entries at a time (filtered in SQL), "older entries" for the next."""
+              before: int | None = None, format: str = "html", k: str | None = None, user=Depends(page_user)):
+        """Nothing is shown (or exported) until the supervisor states, in a form that posts it, why they read
+        the trail; that reading (``k``) then goes on here: a page of entries at a time (filtered in SQL),
+        "older entries" for the next, other filters, the CSV export, each recorded with the reason stated."""
+        require(user, "supervisor")
+        filters = {"action": action, "actor": actor, "case": case, "since": since, "until": until}
+        if "reason" in request.query_params:
+            return render(request, "audit.html", user, status=400, rows=None, filters=filters, error=QUERY_REASON_REFUSED)
+        entry = consultation_entry(request, k)
+        if entry is None:
+            return render(request, "audit.html", user, rows=None, filters=filters)
+        reading = state.fm.audit_reading(entry, user=user.username, since=consultation_since(state))
+        if reading is None:
+            raise InvalidArgument("this reading of the audit trail is over: state your reason again")
+        where = audit_filter(user, reading["reason"], **filters)
+        if format == "csv":
+            return audit_csv_response(state.fm.audit_export(where, user=user.username, reason=reading["reason"]))
+        rows, after = state.fm.audit_trail(where, user=user.username, reason=reading["reason"], before=before,
+                                           limit=state.service.audit_page_size, consultation=entry)
+        return render(request, "audit.html", user, rows=rows, filters=filters, reason=reading["reason"],
+                      k=consultation_ref(request, entry), before=before,
+                      older=audit_url(request, filters, entry, before=after) if after else None,
+                      export=audit_url(request, filters, entry, format="csv"))
+
+    @app.post("/audit", include_in_schema=False)
+    def audit_reason(request: Request, reason: str = Form(""), action: str = Form(""), actor: str = Form(""),
+                     case: str = Form(""), since: str = Form(""), until: str = Form(""), format: str = Form("html"),
+                     user=Depends(page_user)):
+        """The reason stated: an export is answered at once (recorded), a reading is recorded and redirected
+        to its first page."""
         require(user, "supervisor")
         filters = {"action": action, "actor": actor, "case": case, "since": since, "until": until}
         if not reason.strip():
-            return render(request, "audit.html", user, rows=None, filters=filters, reason="")
+            return render(request, "audit.html", user, status=422, rows=None, filters=filters,
+                          error="state why you are reading the audit trail: it is recorded in the audit log")
         where = audit_filter(user, reason.strip(), **filters)
         if format == "csv":
             return audit_csv_response(state.fm.audit_export(where, user=user.username, reason=reason.strip()))
-        rows, after = state.fm.audit_trail(where, user=user.username, reason=reason.strip(), before=before,
-                                           limit=state.service.audit_page_size)
-        nxt = request.url.include_query_params(before=after)
-        older = f"{nxt.path}?{nxt.query}" if after else None
-        return render(request, "audit.html", user, rows=rows, filters=filters, reason=reason.strip(), older=older)
+        entry = state.fm.record_audit_reading(where, user=user.username, reason=reason.strip(),
+                                              limit=state.service.audit_page_size)
+        return RedirectResponse(audit_url(request, filters, entry), status_code=303)
 
     add_admin_pages(app, state, render, page_user)
+    add_token_pages(app, state, render, page_user)
 
     @app.get("/ingest", response_class=HTMLResponse, include_in_schema=False)
     def ingest_page(request: Request, user=Depends(page_user)):

@@ -167,6 +167,11 @@ class Accounts:
             self.catalogue.audit(user.username, "token.create", {"token_id": token_id, "label": label})
         return token_id, secret
 
+    def tokens(self, user: User) -> list[dict]:
+        """``user``'s own API tokens, revoked ones included (never the secrets; last use is not recorded)."""
+        return [dict(r) for r in self.conn.execute(
+            "SELECT id, label, created_at, revoked_at FROM api_tokens WHERE user_id = ? ORDER BY id", (user.id,))]
+
     def revoke_token(self, user: User, token_id: int) -> None:
         with self.catalogue.atomic():
             n = self.conn.execute("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND user_id = ? "

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from facematch.errors import InvalidArgument
 from facematch.store.schema import AUDIT_CASE_REF, AUDIT_SEARCH_ID
 
-__all__ = ["MAX_PAGE", "AuditFilter", "parse_bound", "audit_page"]
+__all__ = ["MAX_PAGE", "AuditFilter", "parse_bound", "audit_page", "reading_details"]
 
 #: the most entries one page returns (an export pages through everything with pages of this size)
 MAX_PAGE = 1000
@@ -120,3 +120,13 @@ def _details(text: str):
         return json.loads(text)
     except ValueError:
         return {"not_json": text}
+
+
+def reading_details(conn: sqlite3.Connection, entry_id: int, *, user: str, since: str) -> dict | None:
+    """The details (reason, filters, before, limit) of entry ``entry_id`` when it records ``user`` reading
+    the audit trail (``audit.read``) at or after ``since`` (ISO UTC), else None."""
+    row = conn.execute("SELECT actor, action, at, details FROM audit_log WHERE id = ?", (entry_id,)).fetchone()
+    if row is None or row[0] != user or row[1] != "audit.read" or row[2] < since:
+        return None
+    details = _details(row[3])
+    return details if isinstance(details, dict) and details.get("reason") else None

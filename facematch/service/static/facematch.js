@@ -1,4 +1,4 @@
-// facematch reviewer page: face boxes drawn by dragging, keyboard shortcuts, ingest progress. No libraries.
+// facematch reviewer page: face boxes drawn by dragging, keyboard shortcuts, ingest progress and live job list. No libraries.
 "use strict";
 document.addEventListener("DOMContentLoaded", () => {
   const open = document.getElementById("opencase");
@@ -79,9 +79,39 @@ function setUpKeys() {
   });
 }
 
+// The job list, drawn from /api/ingest (same text as the server's list); every 2 s while the page is shown.
+function drawJobs(jobs) {
+  const list = document.getElementById("jobs");
+  const items = jobs.map((j) => {
+    const li = document.createElement("li");
+    li.id = `job-${j.id}`;
+    li.textContent = `#${j.id} ${j.collection || "case " + j.case} by ${j.user}: ${j.state} ${j.done}/${j.total}` +
+      (j.error ? ` (${j.error})` : "");
+    return li;
+  });
+  if (!items.length) {
+    const none = document.createElement("li");
+    none.className = "none";
+    none.textContent = "No jobs yet.";
+    items.push(none);
+  }
+  list.replaceChildren(...items);
+}
+
+async function refreshJobs() {
+  try {
+    const reply = await fetch("/api/ingest", { headers: { Accept: "application/json" } });
+    if (reply.ok) drawJobs(await reply.json());
+  } catch (err) { /* the server is away for a moment: the next round tries again */ }
+}
+
 function setUpIngest() {
   const form = document.getElementById("ingestform");
   if (!form) return;
+  let timer = null;
+  const schedule = () => { clearTimeout(timer); timer = setTimeout(async () => { if (!document.hidden) await refreshJobs(); schedule(); }, 2000); };
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) { refreshJobs(); schedule(); } });
+  schedule();
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     const data = new FormData(form);
@@ -92,11 +122,13 @@ function setUpIngest() {
     const text = document.getElementById("jobtext");
     document.getElementById("job").hidden = false;
     if (!reply.ok) { text.textContent = job.error; return; }
+    refreshJobs();  // the new job is listed at once
     const poll = async () => {
       const state = await (await fetch(`/api/ingest/${job.id}`)).json();
       document.getElementById("bar").value = state.percent;
       text.textContent = `${state.state}: ${state.done} of ${state.total} images` + (state.error ? ` (${state.error})` : "");
       if (state.state === "running") setTimeout(poll, 500);
+      else refreshJobs();
     };
     poll();
   });
