@@ -1,7 +1,9 @@
 """The reviewer page in a real browser (Debian's chromium under Playwright): log in, search a real CCTV
 still with a box drawn by dragging, see the true person among the candidates, record first and second
-review (each reviewer first states why they open another's search), and see both in the supervisor's audit
-view (after stating why they read it). Screenshots: /tmp/facematch-browser-*.png."""
+review (each reviewer first states, in a form that posts it, why they open another's search: no reason ever
+appears in a URL), and see both in the supervisor's audit view (after stating why they read it); create and
+revoke an API token; watch a new ingest job appear in the job list without a reload.
+Screenshots: /tmp/facematch-browser-*.png."""
 
 from __future__ import annotations
 
@@ -54,6 +56,8 @@ def test_search_review_twice_and_audit_in_chromium(base_url):
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM)
         page = browser.new_page(viewport={"width": 1200, "height": 1000})
+        visited = []  # every URL the browser asks for, images included: none may carry a reason
+        page.on("request", lambda request: visited.append(request.url))
         _login(page, base_url, "nina")
         page.goto(f"{base_url}/cases/OP-BROWSER")
         page.set_input_files("#images", str(still))
@@ -79,9 +83,13 @@ def test_search_review_twice_and_audit_in_chromium(base_url):
             page.click("#logout")
             _login(page, base_url, reviewer)
             page.goto(url)
+            if reviewer == "rita":  # nina's link carries nina's consultation: rita is asked for her own reason
+                assert "not one of your current session's" in page.inner_text("main")
+                page.screenshot(path="/tmp/facematch-browser-2b-consult-form.png", full_page=True)
             page.fill("#consult-reason", f"two-person review by {reviewer}")  # another's search: a reason first
             page.click("#consult")
-            page.wait_for_url("**/searches/*?reason=*")
+            page.wait_for_url("**/searches/*?c=*")  # a POST, then a redirect to an opaque consultation id
+            assert "reason" not in page.url and "review" not in page.url.split("?", 1)[1]
             first = page.locator("#p1-custody-1")
             assert "possible match" not in first.locator("ul").inner_text()  # blind to the first review
             first.focus()
@@ -101,10 +109,13 @@ def test_search_review_twice_and_audit_in_chromium(base_url):
         assert page.locator("#audit").count() == 0  # nothing shown before a reason is stated
         page.fill("#audit-reason", "weekly check of two-person reviews")
         page.click("#auditfilter")
+        page.wait_for_url("**/audit?*k=*")
+        assert "weekly" not in page.url and "reason" not in page.url
         audit = page.inner_text("#audit")
         page.screenshot(path="/tmp/facematch-browser-4-audit.png", full_page=True)
         assert "review.first" in audit and "review.second" in audit and "rita" in audit and "ravi" in audit
         assert "two-person review by rita" in audit and "weekly check of two-person reviews" in audit
+        assert all("reason=" not in url for url in visited), visited
         browser.close()
 
 
@@ -132,6 +143,20 @@ def test_agency_admin_page_and_crime_scene_ingest_in_chromium(base_url):
         text = page.inner_text("main")
         assert "nadia" in text and "disabled" in page.locator("tr", has_text="nadia").inner_text()
         assert "sam" not in text.split() and "sara" not in text.split()
+        issue = page.locator("#issuetoken")  # an API token for one of north's users, with a reason
+        issue.locator("select[name=username]").select_option("nina")
+        issue.locator("input[name=label]").fill("case file sync")
+        issue.locator("input[name=reason]").fill("nightly case file sync for CID")
+        issue.locator("button").click()
+        assert "Copy this token now" in page.inner_text("#newtoken") and page.inner_text("#secret").startswith("fm_")
+        page.screenshot(path="/tmp/facematch-browser-5b-admin-token.png", full_page=True)
+        row = page.locator("#tokens tr", has_text="case file sync")
+        assert "nina" in row.inner_text() and "active" in row.inner_text()
+        row.locator("input[name=reason]").fill("sync moved to the new server")
+        row.locator("button").click()
+        page.wait_for_url("**/admin")
+        assert "revoked" in page.locator("#tokens tr", has_text="case file sync").inner_text()
+        assert page.locator("#newtoken").count() == 0  # the secret is never shown again
         page.click("#logout")
         _login(page, base_url, "otto")
         page.goto(f"{base_url}/ingest")
@@ -142,4 +167,53 @@ def test_agency_admin_page_and_crime_scene_ingest_in_chromium(base_url):
         playwright.expect(page.locator("#jobtext")).to_contain_text("finished", timeout=180_000)  # no eval: CSP
         page.screenshot(path="/tmp/facematch-browser-6-scene-ingest.png", full_page=True)
         assert "1 of 1 images" in page.inner_text("#jobtext")
+        playwright.expect(page.locator("#jobs li").first).to_contain_text("case OP-BROWSER-SCENE by otto: finished")
+        browser.close()
+
+
+def test_api_token_and_live_ingest_list_in_chromium(base_url, service):  # noqa: F811
+    """A user creates an API token on /tokens (shown once, with the warning), sees it listed and revokes it;
+    an operator's ingest page lists a job started elsewhere (another tab, another operator) without a reload."""
+    import httpx
+
+    app, _ = service
+    still = require_data("frmdb-dev", "cctv_crops", "045", "Img_02.jpg")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        _login(page, base_url, "ravi")
+        page.click("text=API tokens")
+        page.fill("#token-label", "weekly export script")
+        page.click("#createtoken")
+        secret = page.inner_text("#secret")
+        assert secret.startswith("fm_") and "Copy this token now" in page.inner_text("#newtoken")
+        page.screenshot(path="/tmp/facematch-browser-7-token-created.png", full_page=True)
+        me = httpx.get(f"{base_url}/api/me", headers={"Authorization": f"Bearer {secret}"})
+        assert me.json()["user"] == "ravi"
+        row = page.locator("#tokens tr", has_text="weekly export script")
+        row.locator("button", has_text="Revoke").click()
+        page.wait_for_url("**/tokens")
+        assert "revoked" in page.locator("#tokens tr", has_text="weekly export script").inner_text()
+        assert secret not in page.content()
+        page.screenshot(path="/tmp/facematch-browser-8-token-revoked.png", full_page=True)
+        assert httpx.get(f"{base_url}/api/me", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+
+        page.click("#logout")
+        _login(page, base_url, "otto")
+        page.goto(f"{base_url}/ingest")
+        before = page.locator("#jobs li[id^=job-]").count()
+        loaded = page.evaluate("performance.timeOrigin")
+        other = httpx.Client(base_url=base_url)  # another operator's session starts a job
+        csrf = other.post("/api/login", json={"username": "otto", "password": PASSWORD}).json()["csrf_token"]
+        started = other.post("/api/ingest/scene", headers={"X-CSRF-Token": csrf}, data={"case": "OP-LIVE-LIST"},
+                             files=[("files", (still.name, still.read_bytes(), "image/jpeg"))])
+        assert started.status_code == 202, started.text
+        job = started.json()["id"]
+        playwright.expect(page.locator(f"#job-{job}")).to_contain_text("case OP-LIVE-LIST", timeout=10_000)
+        assert page.evaluate("performance.timeOrigin") == loaded  # the same page: no reload
+        assert page.locator("#jobs li[id^=job-]").count() == before + 1
+        page.screenshot(path="/tmp/facematch-browser-9-live-job-list.png", full_page=True)
+        playwright.expect(page.locator(f"#job-{job}")).to_contain_text("finished", timeout=180_000)
+        page.screenshot(path="/tmp/facematch-browser-10-live-job-finished.png", full_page=True)
+        other.close()
         browser.close()

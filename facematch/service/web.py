@@ -134,13 +134,22 @@ def add_web_routes(app: FastAPI, state: ServiceState, current) -> None:
         found = agency_search(user, search_id)
         if "reason" in request.query_params:  # an old link or bookmark: the reason is not read, nor recorded
             return render(request, "consult.html", user, status=400, search=found, error=QUERY_REASON_REFUSED)
-        entry = consultation_entry(request, c)
-        if entry is None and found["user"] != user.username:
-            return render(request, "consult.html", user, search=found)
-        if entry is None:  # the author: recorded with the search's own case and justification, then redirected
-            return opened(request, search_id, search_view(state, user, search_id)["consultation_entry"])
-        doc = search_view(state, user, search_id, consultation=entry, ref=lambda e: consultation_ref(request, e))
-        return render(request, "results.html", user, doc=doc)
+        try:
+            entry = consultation_entry(request, c)
+            doc = None if entry is None else search_view(state, user, search_id, consultation=entry,
+                                                         ref=lambda e: consultation_ref(request, e))
+        except InvalidArgument:  # a link copied from someone else, or from before a log-out: ask again
+            entry, doc = None, None
+            refused = ("the consultation in this link is not one of your current session's (someone else's, from "
+                       "before you logged out, or over): state your own reason to open the search")
+        else:
+            refused = None
+        if doc is not None:
+            return render(request, "results.html", user, doc=doc)
+        if found["user"] != user.username:
+            return render(request, "consult.html", user, search=found, error=refused, status=422 if refused else 200)
+        # the author: recorded with the search's own case and justification, then redirected
+        return opened(request, search_id, search_view(state, user, search_id)["consultation_entry"])
 
     @app.post("/searches/{search_id}/consult", include_in_schema=False)
     def consult(request: Request, search_id: int, reason: str = Form(""), user=Depends(page_user)):
