@@ -167,7 +167,7 @@ def test_agency_admin_page_and_crime_scene_ingest_in_chromium(base_url):
         playwright.expect(page.locator("#jobtext")).to_contain_text("finished", timeout=180_000)  # no eval: CSP
         page.screenshot(path="/tmp/facematch-browser-6-scene-ingest.png", full_page=True)
         assert "1 of 1 images" in page.inner_text("#jobtext")
-        playwright.expect(page.locator("#jobs li").first).to_contain_text("case OP-BROWSER-SCENE by otto: finished")
+        playwright.expect(page.locator("#jobs li").first).to_contain_text("case OP-BROWSER-SCENE: finished 1/1 · started by otto")
         browser.close()
 
 

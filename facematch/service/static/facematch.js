@@ -85,8 +85,8 @@ function drawJobs(jobs) {
   const items = jobs.map((j) => {
     const li = document.createElement("li");
     li.id = `job-${j.id}`;
-    li.textContent = `#${j.id} ${j.collection || "case " + j.case} by ${j.user}: ${j.state} ${j.done}/${j.total}` +
-      (j.error ? ` (${j.error})` : "");
+    li.textContent = `#${j.id} ${j.collection || "case " + j.case}: ${j.state} ${j.done}/${j.total}` +
+      (j.error ? ` (${j.error})` : "") + ` · started by ${j.user}`;
     return li;
   });
   if (!items.length) {
