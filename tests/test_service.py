@@ -31,6 +31,12 @@ USERS = {  # username: (agency, roles)
     "sara": ("south", ["admin"]),
 }
 ADMINS = {"adam", "sara"}
+
+
+def who(username: str) -> str:
+    """The name a user is recorded under (audit actor, searches, reviews): ``login@agency``."""
+    return f"{username}@{USERS.get(username, ('north',))[0]}"
+
 ADMIN_WHY = "staff change approved by the unit head"
 
 
@@ -51,6 +57,9 @@ def service(frmdb_gallery, tmp_path_factory):
         conn.execute("""UPDATE image_owners SET collection_id = ? WHERE image_id IN (SELECT i.id FROM images i
                         JOIN subjects s ON s.id = i.subject_id WHERE s.reference IN (%s))""" % ",".join("?" * 6),
                      (south, *SOUTH))
+        conn.execute("""UPDATE images SET owner_agency = (SELECT c.agency_id FROM image_owners o
+                        JOIN collections c ON c.id = o.collection_id WHERE o.image_id = images.id)
+                        WHERE id IN (SELECT image_id FROM image_owners)""")
     ingest_root = home.parent / "ingest-root"
     (ingest_root / "052").mkdir(parents=True)
     for view in ("Img_33.jpg", "Img_23.jpg"):
@@ -74,7 +83,8 @@ def client(app, username: str | None, *, fresh: bool = False) -> TestClient:
         return _CLIENTS[id(app), username]
     c = TestClient(app)
     if username:
-        r = c.post("/api/login", json={"username": username, "password": PASSWORD})
+        r = c.post("/api/login", json={"username": username, "password": PASSWORD,
+                                       "agency": USERS.get(username, ("north",))[0]})
         assert r.status_code == 200, r.text
         c.headers["X-CSRF-Token"] = r.json()["csrf_token"]
         if not fresh:
@@ -140,7 +150,7 @@ def test_shared_collection_appears_only_while_agreement_valid(service):
     assert subjects_of(search(nina, "047").json()) <= set(NORTH)
     revoked = [e for e in fm.audit(limit=50, reason="test: check the revocation was recorded")
                if e["action"] == "share.revoke" and e["details"]["share_id"] == share_id]
-    assert [(e["actor"], e["details"]["reason"]) for e in revoked] == [("sara", "operation closed")]
+    assert [(e["actor"], e["details"]["reason"]) for e in revoked] == [(who("sara"), "operation closed")]
 
 
 def test_other_agency_cannot_read_review_decide_or_see_images(service, north_search):
@@ -157,7 +167,7 @@ def test_other_agency_cannot_read_review_decide_or_see_images(service, north_sea
     for url in (f"/api/searches/{sid}", f"/api/searches/{sid}/probes/1/face.jpg", f"/api/faces/{face_id}/face.jpg"):
         assert sam.get(url, params=why).status_code == 404, url  # a stated reason opens nothing of theirs
         assert sam.get(url, params={"consultation": north_search["consultation"]}).status_code == 404, url
-    assert all(USERS.get(e["actor"], ("south",))[0] == "south" for e in sam.get("/api/audit", params=AUDIT).json())
+    assert all(e["actor"].endswith("@south") for e in sam.get("/api/audit", params=AUDIT).json())
     assert sid not in [s["id"] for s in sam.get("/api/searches").json()]
     assert sam.get("/api/queue").json() == [] or all(q["search_id"] != sid for q in sam.get("/api/queue").json())
 
@@ -238,7 +248,7 @@ def test_bearer_token_works_and_is_revocable(service):
     app, _ = service
     made = client(app, "nina", fresh=True).post("/api/tokens", data={"label": "script"}).json()
     bearer = TestClient(app, headers={"Authorization": f"Bearer {made['token']}"})
-    assert bearer.get("/api/me").json()["user"] == "nina"
+    assert bearer.get("/api/me").json()["user"] == "nina@north"
     assert bearer.delete(f"/api/tokens/{made['id']}").status_code == 200
     assert bearer.get("/api/me").status_code == 401
 
@@ -305,7 +315,7 @@ def test_errors_are_json_without_traces(service):
     app, _ = service
     r = client(app, "nina").get("/api/searches/abc")
     assert r.status_code == 422 and "Traceback" not in r.text
-    assert TestClient(app).post("/api/login", json={"username": "nina", "password": "wrong"}).status_code == 401
+    assert TestClient(app).post("/api/login", json={"username": "nina@north", "password": "wrong"}).status_code == 401
 
 
 def test_operator_ingests_a_server_folder_with_progress(service, tmp_path, monkeypatch):
@@ -348,7 +358,7 @@ def test_agency_admin_manages_own_users_and_tokens(service):
     made = adam.post("/api/admin/users", json={"username": "nora", "password": PASSWORD, "roles": ["investigator"],
                                                "reason": "joined the north intelligence unit"})
     assert made.status_code == 201, made.text
-    assert made.json() == {"user": "nora", "agency": "north", "roles": ["investigator"]}
+    assert made.json() == {"user": "nora", "recorded_as": "nora@north", "agency": "north", "roles": ["investigator"]}
     assert adam.post("/api/admin/users", json={"username": "nell", "password": PASSWORD, "roles": ["reviewer"],
                                                "reason": " "}).status_code == 422  # a reason is required
     nora = client(app, "nora", fresh=True)
@@ -363,7 +373,7 @@ def test_agency_admin_manages_own_users_and_tokens(service):
     issued = adam.post("/api/admin/users/nora/tokens", json={"label": "batch script", "reason": ADMIN_WHY})
     assert issued.status_code == 201
     bearer = TestClient(app, headers={"Authorization": f"Bearer {issued.json()['token']}"})
-    assert bearer.get("/api/me").json()["user"] == "nora"
+    assert bearer.get("/api/me").json()["user"] == "nora@north"
     listed = adam.get("/api/admin/users/nora/tokens").json()
     assert [t["label"] for t in listed] == ["batch script"] and "token" not in listed[0]
     r = adam.request("DELETE", f"/api/admin/tokens/{issued.json()['id']}", json={"reason": "script retired"})
@@ -375,7 +385,8 @@ def test_agency_admin_manages_own_users_and_tokens(service):
     assert r.status_code == 200 and r.json()["sessions_ended"] == 1 and r.json()["tokens_revoked"] == 1
     assert nora.get("/api/me").status_code == 401
     assert TestClient(app, headers={"Authorization": f"Bearer {second['token']}"}).get("/api/me").status_code == 401
-    assert TestClient(app).post("/api/login", json={"username": "nora", "password": PASSWORD}).status_code == 401
+    assert TestClient(app).post("/api/login", json={"username": "nora", "password": PASSWORD,
+                                                    "agency": "north"}).status_code == 401
     assert {"username": "nora", "active": False}.items() <= next(
         u for u in adam.get("/api/admin/users").json() if u["username"] == "nora").items()
     assert adam.post("/api/admin/users/nora/enable", json={"reason": "back from secondment"}).status_code == 200
@@ -383,12 +394,12 @@ def test_agency_admin_manages_own_users_and_tokens(service):
 
     for action, reason in [("admin.user_add", "joined the north intelligence unit"), ("admin.user_roles", ADMIN_WHY),
                            ("admin.token_revoke", "script retired"), ("admin.user_disable", "left the unit")]:
-        entries = [e for e in admin_audit(fm, action) if e["details"].get("user") == "nora"]
-        assert [(e["actor"], e["details"]["reason"]) for e in entries] == [("adam", reason)], action
+        entries = [e for e in admin_audit(fm, action) if e["details"].get("user") == "nora@north"]
+        assert [(e["actor"], e["details"]["reason"]) for e in entries] == [(who("adam"), reason)], action
     why = {"reason": "check the admin changes"}
-    seen = {e["action"] for e in client(app, "sue").get("/api/audit", params=why).json() if e["actor"] == "adam"}
+    seen = {e["action"] for e in client(app, "sue").get("/api/audit", params=why).json() if e["actor"] == who("adam")}
     assert {"admin.user_add", "admin.user_disable", "admin.token_create"} <= seen  # north's supervisor sees them
-    assert not any(e["actor"] == "adam" for e in client(app, "sam").get("/api/audit", params=why).json())
+    assert not any(e["actor"] == who("adam") for e in client(app, "sam").get("/api/audit", params=why).json())
 
 
 def test_agency_admin_never_reaches_another_agency(service):
@@ -437,8 +448,8 @@ def test_admin_page_shows_and_changes_only_own_agency(service):
     assert adam.post("/admin/shares", data={"collection": "north-custody", "agency": "south", "until": "",
                                             "reason": ""}).status_code == 422
     assert client(app, "sam").get("/api/me").status_code == 200
-    entries = [e for e in admin_audit(fm, "admin.user_disable") if e["details"]["user"] == "nell"]
-    assert [(e["actor"], e["details"]["reason"]) for e in entries] == [("adam", "suspended pending inquiry")]
+    entries = [e for e in admin_audit(fm, "admin.user_disable") if e["details"]["user"] == "nell@north"]
+    assert [(e["actor"], e["details"]["reason"]) for e in entries] == [(who("adam"), "suspended pending inquiry")]
 
 
 def _wait(c: TestClient, job_id: int) -> dict:
@@ -600,14 +611,14 @@ def test_consultations_need_the_users_own_reason_and_record_it(service, north_se
     own = nina.get(f"/api/searches/{sid}")  # the author: recorded with the case and the search's justification
     assert own.status_code == 200
     entry = _entries(fm, "review")[0]
-    assert entry["id"] == own.json()["consultation"] and entry["actor"] == "nina"
+    assert entry["id"] == own.json()["consultation"] and entry["actor"] == who("nina")
     assert entry["details"] == {"search_id": sid, "reason_stated": False, "reason":
                                 "own search in case OP-NORTH-1; its justification: robbery at the harbour, CCTV still"}
 
     doc = rita.get(f"/api/searches/{sid}", headers={"X-Reason": "first review, queue item"}).json()
     entry = _entries(fm, "review")[0]
     assert (entry["id"], entry["actor"], entry["details"]) == (
-        doc["consultation"], "rita", {"search_id": sid, "reason": "first review, queue item"})
+        doc["consultation"], who("rita"), {"search_id": sid, "reason": "first review, queue item"})
     cand = doc["probes"][0]["subjects"][0]
     views = len(_entries(fm, "view.image"))
     assert rita.get(cand["face_url"]).status_code == 200  # inside her consultation: no new entry
@@ -627,14 +638,14 @@ def test_consultations_need_the_users_own_reason_and_record_it(service, north_se
     assert ravi.get(bare).status_code == 422
     assert ravi.get(bare, params={"reason": "compare with the custody photo"}).status_code == 200
     seen = _entries(fm, "view.image")[0]
-    assert (seen["actor"], seen["details"]) == ("ravi", {"face_id": cand["face_id"],
+    assert (seen["actor"], seen["details"]) == (who("ravi"), {"face_id": cand["face_id"],
                                                          "reason": "compare with the custody photo"})
 
     assert sue.get("/api/audit").status_code == 422
     assert sue.get("/api/audit", params={"format": "csv"}).status_code == 422
     assert sue.get("/api/audit", headers={"X-Reason": "complaint 2026/14 about a search"}).status_code == 200
     read = _entries(fm, "audit.read")[0]
-    assert read["actor"] == "sue" and read["details"]["reason"] == "complaint 2026/14 about a search"
+    assert read["actor"] == who("sue") and read["details"]["reason"] == "complaint 2026/14 about a search"
 
 
 def test_audit_view_filters_and_pages_in_sql(tmp_path, monkeypatch):
@@ -656,7 +667,7 @@ def test_audit_view_filters_and_pages_in_sql(tmp_path, monkeypatch):
     for name, agency, roles in (("sue", "north", ["supervisor"]), ("nina", "north", ["investigator"]),
                                 ("rita", "north", ["reviewer"]), ("sam", "south", ["investigator", "supervisor"])):
         accounts.add_user(name, PASSWORD, agency=agency, roles=roles, actor="setup")
-    users = {u.username: u for u in accounts.users()}
+    users = {u.login: u for u in accounts.users()}
     case_of = {sid: ("OP-1", "OP-2", "OP-S")[sid % 3] for sid in range(1, 31)}
     with fm.catalogue.atomic() as conn:
         for sid, ref in case_of.items():
@@ -676,7 +687,7 @@ def test_audit_view_filters_and_pages_in_sql(tmp_path, monkeypatch):
             details = {} if action == "login" else {"search_id": rng.randint(1, 30)}
             if action == "search" and rng.random() < 0.2:
                 details["case_ref"] = "OP-2"
-            fm.catalogue.audit(rng.choice(["nina", "rita", "sue", "sam", "setup"]), action, details)
+            fm.catalogue.audit(rng.choice([who("nina"), who("rita"), who("sue"), who("sam"), "setup"]), action, details)
     monkeypatch.undo()
     log = fm.catalogue.conn.execute("SELECT id, at, actor, action, details FROM audit_log ORDER BY id DESC").fetchall()
     last = log[0]["id"]
@@ -688,9 +699,9 @@ def test_audit_view_filters_and_pages_in_sql(tmp_path, monkeypatch):
         out = []
         for r in log:
             d = json.loads(r["details"])
-            own_case = (case == "OP-S") == ("sam" in members)
+            own_case = (case == "OP-S") == (who("sam") in members)
             in_case = own_case and case_of.get(d.get("search_id")) == case or d.get("case_ref") == case
-            if r["actor"] in members and (not actor or r["actor"] == actor) and (not action or r["action"] == action) \
+            if r["actor"] in members and (not actor or r["actor"] == who(actor)) and (not action or r["action"] == action) \
                     and (not case or in_case) and (not since or r["at"][:len(since)] >= since) \
                     and (not until or r["at"][:len(until)] <= until):
                 out.append(r["id"])
@@ -711,7 +722,7 @@ def test_audit_view_filters_and_pages_in_sql(tmp_path, monkeypatch):
         assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids)
         return [i for i in ids if i <= last], pages
 
-    north = {"nina", "rita", "sue"}
+    north = {who("nina"), who("rita"), who("sue")}  # the filter takes a login of the agency ("rita")
     for filters in ({}, {"actor": "rita"}, {"action": "review.first"}, {"case": "OP-1"}, {"case": "OP-2"},
                     {"case": "OP-S"}, {"actor": "sam"}, {"since": "2026-02-01", "until": "2026-02-28"},
                     {"actor": "nina", "action": "search", "case": "OP-2", "since": "2026-01-15",
@@ -721,9 +732,10 @@ def test_audit_view_filters_and_pages_in_sql(tmp_path, monkeypatch):
         assert got == want, filters
         assert pages == len(want) // 250 + 1 or pages == (len(want) + 1) // 250 + 1, (filters, pages, len(want))
     assert len(expected(north)) > 1500 and expected(north, case="OP-S") == [] and expected(north, actor="sam") == []
-    assert fetch(sam)[0] == expected({"sam"}) and fetch(sam, case="OP-S")[0] == expected({"sam"}, case="OP-S")
+    assert fetch(sue, actor=who("sam"))[0] == []  # nor by the name south's user is recorded under
+    assert fetch(sam)[0] == expected({who("sam")}) and fetch(sam, case="OP-S")[0] == expected({who("sam")}, case="OP-S")
     read = fm.catalogue.audit_entries(action="audit.read", limit=1)[0]
-    assert read["actor"] == "sam" and read["details"]["filters"] == {"case": "OP-S"}
+    assert read["actor"] == who("sam") and read["details"]["filters"] == {"case": "OP-S"}
 
     for bad in ({"since": "last tuesday"}, {"limit": 0}, {"limit": 5000}):
         assert sue.get("/api/audit", params={"reason": "x", **bad}).status_code == 422, bad
