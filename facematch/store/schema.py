@@ -406,12 +406,13 @@ def migrate(conn: sqlite3.Connection) -> int:
             if conn.execute("PRAGMA user_version").fetchone()[0] > version:  # another process got here first
                 conn.execute("COMMIT")
                 continue
+            before = len(conn.execute("PRAGMA foreign_key_check").fetchall()) if version in _REBUILDS else 0
             for statement in MIGRATIONS[version]:
                 conn.execute(statement)
-            broken = conn.execute("PRAGMA foreign_key_check").fetchall() if version in _REBUILDS else []
-            if broken:
-                raise CatalogueError(f"migration to schema {version + 1} would break {len(broken)} foreign "
-                                     f"key(s), first in table {broken[0][0]}; nothing was changed")
+            broken = len(conn.execute("PRAGMA foreign_key_check").fetchall()) if version in _REBUILDS else 0
+            if broken > before:  # rows the rebuild left pointing nowhere (any found before stay as they were)
+                raise CatalogueError(f"migration to schema {version + 1} would break {broken - before} foreign "
+                                     "key reference(s); nothing was changed")
             conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute("COMMIT")
         except BaseException:

@@ -86,7 +86,8 @@ def catalogue_check(catalogue: Catalogue, scope: str, target: str, faces: set[in
         for _, column, declared, *_ in conn.execute(f'PRAGMA table_info("{table}")'):
             hits = 0
             if declared.upper() == "TEXT" and not is_sha256(target):
-                hits += conn.execute(f'SELECT COUNT(*) FROM "{table}" WHERE "{column}" = ?', (target,)).fetchone()[0]
+                hits += conn.execute(f'SELECT COUNT(*) FROM "{table}" WHERE "{column}" = ?{_others_kept(table, agencies)}',
+                                     (target,)).fetchone()[0]
             if column == "face_id" or (table == "faces" and column == "id"):
                 hits += sum(1 for (i,) in conn.execute(f'SELECT "{column}" FROM "{table}"') if i in faces)
             if column == "sha256":
@@ -98,6 +99,22 @@ def catalogue_check(catalogue: Catalogue, scope: str, target: str, faces: set[in
             if hits:
                 problems.append(f"table {table}.{column} still holds {hits} trace(s) of the deleted data")
     return problems
+
+
+def _others_kept(table: str, agencies: set[int] | None) -> str:
+    """SQL that leaves out the rows of other agencies' copies (images, and candidates showing them) when a
+    deletion was of ``agencies``' copies only: the same file path or subject may remain in their records."""
+    if agencies is None:
+        return ""
+    marks = ",".join(str(int(a)) for a in sorted(agencies)) or "NULL"
+    if table == "images":
+        return f" AND owner_agency IN ({marks})"
+    if table == "cases":
+        return f" AND agency_id IN ({marks})"
+    if table == "candidates":
+        return (" AND (face_id IS NULL OR face_id NOT IN (SELECT f.id FROM faces f JOIN images i ON i.id = "
+                f"f.image_id WHERE i.owner_agency NOT IN ({marks})))")
+    return ""
 
 
 def index_check(catalogue: Catalogue, index_dir: str | Path, faces: set[int]) -> list[str]:
