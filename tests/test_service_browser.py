@@ -21,7 +21,7 @@ if not CHROMIUM:
 import uvicorn  # noqa: E402
 
 from tests.conftest import require_data  # noqa: E402
-from tests.test_service import PASSWORD, service  # noqa: E402,F401 - the module fixture
+from tests.test_service import PASSWORD, USERS, service  # noqa: E402,F401 - the module fixture
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,7 @@ def base_url(service):  # noqa: F811
 
 def _login(page, base_url, username):
     page.goto(f"{base_url}/login")
+    page.select_option("#agency", USERS[username][0])  # usernames are unique per agency
     page.fill("#username", username)
     page.fill("#password", PASSWORD)
     page.click("#login")
