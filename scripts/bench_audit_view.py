@@ -36,7 +36,7 @@ def build(root: Path, n: int) -> Facematch:
         fm.accounts.add_agency(agency, actor="setup")
     for name, agency in USERS:
         fm.accounts.add_user(name, "correct horse battery", agency=agency, roles=["supervisor"], actor="setup")
-    users = {u.username: u for u in fm.accounts.users()}
+    users = {u.login: u for u in fm.accounts.users()}
     with fm.catalogue.atomic() as conn:
         for sid in range(1, 2001):
             owner = users["nina" if sid % 2 else "sam"]
@@ -56,7 +56,7 @@ def build(root: Path, n: int) -> Facematch:
             for _ in range(n):
                 action = rng.choice(ACTIONS)
                 details = {} if action == "login" else {"search_id": rng.randint(1, 2000), "reason": "synthetic"}
-                fm.catalogue.audit(rng.choice(USERS)[0], action, details)
+                fm.catalogue.audit("{}@{}".format(*rng.choice(USERS)), action, details)  # as users are recorded
     finally:
         catalogue_module.utc_now = real_now
     print(f"{n:,} entries written in {time.perf_counter() - began:.1f} s wall")

@@ -88,7 +88,8 @@ async def _request(client: httpx.AsyncClient, tally: Tally, last: list[float], m
 
 async def _login(client, tally, last, name: str, password: str) -> dict | None:
     for _ in range(3):
-        r = await _request(client, tally, last, "POST", "/api/login", json={"username": name, "password": password})
+        r = await _request(client, tally, last, "POST", "/api/login", json={"username": name, "password": password,
+                                                                          "agency": "north"})
         if r is not None and r.status_code == 200:
             return {"X-CSRF-Token": r.json()["csrf_token"]}
         if r is not None:

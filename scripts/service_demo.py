@@ -39,7 +39,7 @@ def main(data_dir: str) -> None:
         manifest.write_text("path,subject_id\n" + "\n".join(rows) + "\n")
         summary = fm.ingest_custody(manifest, workers=2, user="service-demo", collection="north-custody")
     print(f"north-custody: {summary.total} images ({summary.to_dict().get('counts', '')})")
-    print(f"users (agency north, password {PASSWORD!r}): " + ", ".join(f"{u} ({'/'.join(r)})" for u, r in USERS.items()))
+    print(f"users (log in with agency north, password {PASSWORD!r}): " + ", ".join(f"{u} ({'/'.join(r)})" for u, r in USERS.items()))
     print(f"probes to try: {root / 'frmdb-dev' / 'cctv_crops'}/040 .. 060")
 
 

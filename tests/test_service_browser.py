@@ -23,7 +23,7 @@ if not CHROMIUM:
 import uvicorn  # noqa: E402
 
 from tests.conftest import require_data  # noqa: E402
-from tests.test_service import PASSWORD, service  # noqa: E402,F401 - the module fixture
+from tests.test_service import PASSWORD, USERS, service  # noqa: E402,F401 - the module fixture
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,7 @@ def base_url(service):  # noqa: F811
 
 def _login(page, base_url, username):
     page.goto(f"{base_url}/login")
+    page.select_option("#agency", USERS[username][0])  # usernames are unique per agency
     page.fill("#username", username)
     page.fill("#password", PASSWORD)
     page.click("#login")
@@ -189,7 +190,7 @@ def test_api_token_and_live_ingest_list_in_chromium(base_url, service):  # noqa:
         assert secret.startswith("fm_") and "Copy this token now" in page.inner_text("#newtoken")
         page.screenshot(path="/tmp/facematch-browser-7-token-created.png", full_page=True)
         me = httpx.get(f"{base_url}/api/me", headers={"Authorization": f"Bearer {secret}"})
-        assert me.json()["user"] == "ravi"
+        assert me.json()["user"] == "ravi@north"
         row = page.locator("#tokens tr", has_text="weekly export script")
         row.locator("button", has_text="Revoke").click()
         page.wait_for_url("**/tokens")
@@ -204,7 +205,7 @@ def test_api_token_and_live_ingest_list_in_chromium(base_url, service):  # noqa:
         before = page.locator("#jobs li[id^=job-]").count()
         loaded = page.evaluate("performance.timeOrigin")
         other = httpx.Client(base_url=base_url)  # another operator's session starts a job
-        csrf = other.post("/api/login", json={"username": "otto", "password": PASSWORD}).json()["csrf_token"]
+        csrf = other.post("/api/login", json={"username": "otto", "password": PASSWORD, "agency": "north"}).json()["csrf_token"]
         started = other.post("/api/ingest/scene", headers={"X-CSRF-Token": csrf}, data={"case": "OP-LIVE-LIST"},
                              files=[("files", (still.name, still.read_bytes(), "image/jpeg"))])
         assert started.status_code == 202, started.text

@@ -18,7 +18,7 @@ from facematch.api.lifecycle import DataLifecycle
 from facematch.api.measurement import Measurement
 from facematch.errors import InvalidArgument, SourceNotFound
 from facematch.faces.imaging import load_image
-from facematch.ingest.bulk import IngestSummary, ProgressCallback, ingest, require_embedding_model
+from facematch.ingest.bulk import IngestSummary, Owner, ProgressCallback, ingest, require_embedding_model
 from facematch.ingest.sources import custody_items, scene_items
 from facematch.search import review as _review
 from facematch.search import two_person as _two_person
@@ -52,16 +52,16 @@ class Facematch(DataLifecycle, Measurement):
         """Ingest custody images from a ``<subject_id>/<image>`` folder or a CSV manifest.
 
         ``collection`` (an existing collection's name) is the agency collection the new images join;
-        without it they belong to none and the service shows them to nobody. An image already stored
-        under another subject id is refused unless ``allow_relabel`` (``facematch.ingest.labels``); rows
-        with invalid fields are recorded as failures.
+        without it they belong to none and the service shows them to nobody. An image the collection's
+        agency already stores is skipped, and one it stores under another subject id is refused unless
+        ``allow_relabel`` (``facematch.ingest.labels``); another agency's copies are never consulted, so
+        the same file ingested by two agencies is stored once for each. Rows with invalid fields are
+        recorded as failures.
         """
-        target = self.accounts.collection(collection)["id"] if collection else None
+        target = self.accounts.collection(collection) if collection else None
+        owner = Owner(target["agency_id"], target["id"]) if target else Owner()
         items = custody_items(source, self.settings.text_limits)
-        summary = self._ingest(items, "custody", source, workers, batch_size, user, progress, allow_relabel)
-        if target is not None:
-            self.accounts.assign_run(summary.run_id, collection_id=target)
-        return summary
+        return self._ingest(items, "custody", source, workers, batch_size, user, progress, allow_relabel, owner)
 
     def ingest_scene(self, source: str | Path, *, case: str | None = None, workers: int | None = None,
                      batch_size: int | None = None, user: str | None = None,
@@ -70,21 +70,20 @@ class Facematch(DataLifecycle, Measurement):
 
         With ``agency`` the images' cases become that agency's cases (created when new).
         """
-        agency_id = self.accounts.agency_id(agency) if agency else None
+        owner = Owner(self.accounts.agency_id(agency)) if agency else Owner()
         items = scene_items(source, self._optional("case ref", case), self.settings.text_limits)
-        summary = self._ingest(items, "scene", source, workers, batch_size, user, progress, False)
-        if agency_id is not None:
-            self.accounts.assign_scene_run(summary.run_id, agency_id)
-        return summary
+        return self._ingest(items, "scene", source, workers, batch_size, user, progress, False, owner)
 
-    def _ingest(self, items, kind, source, workers, batch_size, user, progress, allow_relabel) -> IngestSummary:
+    def _ingest(self, items, kind, source, workers, batch_size, user, progress, allow_relabel,
+                owner: Owner) -> IngestSummary:
+        """One ingest run; ``owner``'s images only count as "already stored" (another agency's never do)."""
         for name, value in (("workers", workers), ("batch size", batch_size)):
             if value is not None:
                 check_int(name, value)
         settings = self.settings.replace(workers=workers, batch_size=batch_size)
         return ingest(self.catalogue, self.index_store, items, kind=kind, settings=settings,
                       user=self._user(user), source=os.path.abspath(source), progress=progress,
-                      allow_relabel=allow_relabel)
+                      allow_relabel=allow_relabel, owner=owner)
 
     # -- search and review ------------------------------------------------------------------------
 

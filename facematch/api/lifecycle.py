@@ -61,20 +61,25 @@ class DataLifecycle(FacematchBase):
                             cache_dir)
 
     def delete_case(self, case: str, *, user: str | None = None, reason: str,
-                    cache_dir: str | Path | None = None) -> int:
-        """Delete a case's crime-scene images, faces, index and cache entries; returns faces removed."""
+                    cache_dir: str | Path | None = None, agency: str | None = None) -> int:
+        """Delete a case's crime-scene images, faces, index and cache entries; returns faces removed.
+        With ``agency``, only that agency's case of this reference (another's of the same name stays)."""
         case, actor, reason = self._text("case ref", case), self._user(user), self._text("reason", reason, "note")
-        return self._delete(lambda: _deletion.delete_case(self.catalogue, case, actor=actor, reason=reason), cache_dir)
+        agency_id = self.accounts.agency_id(agency) if agency else None
+        return self._delete(lambda: _deletion.delete_case(self.catalogue, case, actor=actor, reason=reason,
+                                                          agency_id=agency_id), cache_dir)
 
     def delete_image(self, image: str, *, user: str | None = None, reason: str,
-                     cache_dir: str | Path | None = None) -> int:
+                     cache_dir: str | Path | None = None, agency: str | None = None) -> int:
         """Delete one stored image named by its SHA-256 or its path (a readable file is matched by content
-        too), with its faces, index and cache entries; returns faces removed."""
+        too), with its faces, index and cache entries; returns faces removed. Each agency holds its own
+        record of a file: with ``agency`` only that agency's copy is deleted, without it every copy."""
         sha256, path = self._image_target(self._text("image", image, "note"))
         actor, reason = self._user(user), self._text("reason", reason, "note")
+        agency_id = self.accounts.agency_id(agency) if agency else None
         return self._delete(lambda: _deletion.delete_image(
             self.catalogue, sha256[0] if sha256 and not path else path, sha256=sha256, path=path,
-            actor=actor, reason=reason), cache_dir)
+            actor=actor, reason=reason, agency_id=agency_id), cache_dir)
 
     def _image_target(self, image: str) -> tuple[list[str], str | None]:
         if _deletion.is_sha256(image):
@@ -118,11 +123,11 @@ class DataLifecycle(FacematchBase):
         target = self._text(scope, target, "note")
         if scope == "image" and not _deletion.is_sha256(target):
             target = os.path.abspath(target)
-        faces, digests = verification.recorded_deletions(self.catalogue, scope, target)
+        faces, digests, agencies = verification.recorded_deletions(self.catalogue, scope, target)
         cached = {_deletion.salted_digest(self.catalogue.catalogue_id, s)
                   for s in embed_cache.cached_hashes(self._cache_dir(cache_dir))}
         checks = {
-            "catalogue": verification.catalogue_check(self.catalogue, scope, target, faces, digests),
+            "catalogue": verification.catalogue_check(self.catalogue, scope, target, faces, digests, agencies),
             "index": verification.index_check(self.catalogue, self.settings.index_dir, faces),
             "files": verification.leftovers_check(self.settings.data_dir, self.index_store.folder),
             "evaluation cache": ([f"{len(cached & digests)} deleted image(s) still cached"] if cached & digests

@@ -350,35 +350,41 @@ def delete_subject(ctx, subject, reason, user, cache_dir):
     click.echo(render.safe(f"Deleted subject {subject}: {n} faces removed from catalogue and index."))
 
 
+_AGENCY_COPY = click.option("--agency", help="Only this agency's copy (each agency keeps its own record of "
+                                            "a file, and its own cases) [default: every agency's].")
+
+
 @delete.command("case", context_settings=CONTEXT)
 @click.argument("case")
 @_delete_options
+@_AGENCY_COPY
 @click.pass_context
 @_fail_cleanly
-def delete_case(ctx, case, reason, user, cache_dir):
+def delete_case(ctx, case, reason, user, cache_dir, agency):
     """Delete every crime-scene image of CASE with its faces, index and evaluation-cache entries.
 
     \b
     Example:
       facematch delete case OP-HARBOUR --reason "case closed"
     """
-    n = _open(ctx).delete_case(case, user=user, reason=reason, cache_dir=cache_dir)
+    n = _open(ctx).delete_case(case, user=user, reason=reason, cache_dir=cache_dir, agency=agency)
     click.echo(render.safe(f"Deleted case {case}: {n} faces removed from catalogue and index."))
 
 
 @delete.command("image", context_settings=CONTEXT)
 @click.argument("image")
 @_delete_options
+@_AGENCY_COPY
 @click.pass_context
 @_fail_cleanly
-def delete_image(ctx, image, reason, user, cache_dir):
+def delete_image(ctx, image, reason, user, cache_dir, agency):
     """Delete one stored image, named by its SHA-256 or its path, with its faces, index and cache entries.
 
     \b
     Example:
       facematch delete image ./custody/040/Img_23.jpg --reason "wrong person enrolled"
     """
-    n = _open(ctx).delete_image(image, user=user, reason=reason, cache_dir=cache_dir)
+    n = _open(ctx).delete_image(image, user=user, reason=reason, cache_dir=cache_dir, agency=agency)
     click.echo(f"Deleted the image: {n} faces removed from catalogue and index.")
 
 

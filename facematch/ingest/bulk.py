@@ -1,8 +1,11 @@
 """Bulk ingestion: hash, skip what is stored, analyse in parallel workers, write in batches.
 
-Idempotent by content: an image whose SHA-256 is already stored for its kind is skipped. Each batch is one
-transaction and the index is saved after the catalogue commits, so the index never holds a face the
-catalogue lacks. Killed at any moment, a re-run skips what was committed, catches the index up and goes on.
+Idempotent by content *within the owning agency*: an image whose SHA-256 is already stored for its kind
+by the same agency (``Owner``) is skipped; another agency's copy of the same file is neither consulted
+nor reported, and this agency gets its own record (nothing about another agency shows, not even "already
+stored"). Each batch is one transaction, the images' ownership (collection or case) written in it, and the
+index is saved after the catalogue commits, so the index never holds a face the catalogue lacks. Killed at
+any moment, a re-run skips what was committed (owned already), catches the index up and goes on.
 
 The analysis (decode, detect, embed) is pluggable: ``ingest(..., analyse=...)`` takes any callable that
 turns jobs into ``ItemResult``s, in any order. The default runs a local process pool
@@ -31,12 +34,13 @@ from facematch.faces.quality import FaceQuality, is_fit_for_enrolment
 from facematch.ingest.labels import relabel, split_conflicts
 from facematch.ingest.sources import IngestItem
 from facematch.settings import Settings
+from facematch.store.accounts import Accounts
 from facematch.store.catalogue import Catalogue, utc_now
 from facematch.store.index_store import IndexStore
 from facematch.store.lock import hold_run
 from facematch.types import EMBEDDING_DIM, MODEL_NAME, FaceRecord
 
-__all__ = ["ItemResult", "IngestSummary", "ProgressCallback", "Job", "Analyse", "ingest", "analyse_locally",
+__all__ = ["ItemResult", "IngestSummary", "Owner", "ProgressCallback", "Job", "Analyse", "ingest", "analyse_locally",
     "worker_pipeline", "analyse_job", "require_embedding_model"]
 
 log = logging.getLogger(__name__)
@@ -100,6 +104,16 @@ class IngestSummary:
                 "stages": self.stages.report()}
 
 
+@dataclass(frozen=True)
+class Owner:
+    """Whose images an ingest stores: the agency (the scope of "already stored"; 0: none, a command-line
+    ingest without collection or agency) and, for custody images, the agency's collection they join.
+    Crime-scene images join the agency's case of their ``case_ref`` (made when new)."""
+
+    agency_id: int = 0
+    collection_id: int | None = None
+
+
 ProgressCallback = Callable[[int, int], None]
 #: One unit of analysis: the item and its kind ("custody" or "scene").
 Job = tuple[IngestItem, str]
@@ -109,7 +123,7 @@ Analyse = Callable[[list[Job], Settings], Iterable[ItemResult]]
 
 def ingest(catalogue: Catalogue, index_store: IndexStore, items: list[IngestItem], *, kind: str,
            settings: Settings, user: str, source: str, progress: ProgressCallback | None = None,
-           analyse: Analyse | None = None, allow_relabel: bool = False) -> IngestSummary:
+           analyse: Analyse | None = None, allow_relabel: bool = False, owner: Owner = Owner()) -> IngestSummary:
     """Ingest ``items`` of ``kind`` ("custody" or "scene") into the catalogue and its index.
 
     The data directory's writer lock is held per batch (commit, index update, periodic save), not for the
@@ -118,7 +132,8 @@ def ingest(catalogue: Catalogue, index_store: IndexStore, items: list[IngestItem
     :func:`analyse_locally`, ``settings.workers`` processes). Never raises for a bad file: each gets a
     recorded outcome or failure (an item with a ``problem``, or a custody image with conflicting labels:
     ``facematch.ingest.labels``; relabelling a stored image only when ``allow_relabel``). Returns the
-    run's summary, with per-stage times in ``summary.stages``.
+    run's summary, with per-stage times in ``summary.stages``. ``owner``: whose images these are (each
+    stored image is owned in the transaction that stores it; duplicates are looked for in its scope only).
     """
     started = time.perf_counter()
     require_embedding_model(catalogue, kind, settings)
@@ -132,7 +147,7 @@ def ingest(catalogue: Catalogue, index_store: IndexStore, items: list[IngestItem
                 index_store.save(kind, index)
         summary = IngestSummary(run_id=run_id, kind=kind, total=len(items))
         with summary.stages.time("hash"):  # wall time is the figure here: threads do the reading
-            todo = _new_items(catalogue, items, kind, summary, run_id, user, allow_relabel)
+            todo = _new_items(catalogue, items, kind, summary, run_id, user, allow_relabel, owner.agency_id)
         done = summary.total - len(todo)
         if progress:
             progress(done, summary.total)
@@ -141,7 +156,7 @@ def ingest(catalogue: Catalogue, index_store: IndexStore, items: list[IngestItem
         for batch in _chunks(results, settings.batch_size):
             with summary.stages.time("store"), index_store.writer("ingest"):
                 index = index_store.load_for_write(kind, index)  # reopened if another writer saved it
-                ids, vectors = _store_batch(catalogue, batch, kind, run_id, summary, settings)
+                ids, vectors = _store_batch(catalogue, batch, kind, run_id, summary, settings, owner)
                 if len(ids):
                     index.add(ids, vectors)
                 if time.monotonic() - last_save > _SAVE_INTERVAL_S:
@@ -164,8 +179,8 @@ _SAVE_INTERVAL_S = 60
 
 
 def _new_items(catalogue: Catalogue, items: list[IngestItem], kind: str, summary: IngestSummary,
-               run_id: int, user: str, allow_relabel: bool) -> list[tuple[IngestItem, str]]:
-    """Hash every file; drop those already stored or repeated; record files that cannot be read.
+               run_id: int, user: str, allow_relabel: bool, agency_id: int) -> list[tuple[IngestItem, str]]:
+    """Hash every file; drop those ``agency_id`` already stores, or repeated; record files that cannot be read.
 
     Files are read by a few threads (hashlib and file reads release the GIL): on a network file system
     the latency of opening each file, not the hashing, sets the pace.
@@ -180,17 +195,17 @@ def _new_items(catalogue: Catalogue, items: list[IngestItem], kind: str, summary
     summary.invalid_rows = sum(1 for item in items if item.problem)
     unreadable = len(failures) - summary.invalid_rows
     if kind == "custody":
-        hashed, refused, moves = split_conflicts(catalogue, hashed, allow_relabel=allow_relabel)
+        hashed, refused, moves = split_conflicts(catalogue, hashed, allow_relabel=allow_relabel, agency_id=agency_id)
         failures += refused
         summary.label_conflicts, summary.relabelled = len(refused), len(moves)
-        relabel(catalogue, moves, user=user, run_id=run_id)
+        relabel(catalogue, moves, user=user, run_id=run_id, agency_id=agency_id)
     if failures:
         with catalogue.atomic():
             catalogue.conn.executemany(
                 "INSERT INTO ingest_failures (run_id, path, reason, at) VALUES (?, ?, ?, ?)",
                 [(run_id, p, r, utc_now()) for p, r in failures])
         summary.unreadable_paths = unreadable
-    stored = catalogue.stored_hashes([h for _, h in hashed], kind)
+    stored = catalogue.stored_hashes([h for _, h in hashed], kind, owner_agency=agency_id)
     todo, seen = [], set()
     for item, digest in hashed:
         if digest in stored:
@@ -347,10 +362,12 @@ def require_embedding_model(catalogue: Catalogue, kind: str, settings: Settings)
 
 
 def _store_batch(catalogue: Catalogue, batch: list[ItemResult], kind: str, run_id: int,
-                 summary: IngestSummary, settings: Settings):
-    """Write one batch in one transaction; returns the new face ids and embeddings for the index."""
+                 summary: IngestSummary, settings: Settings, owner: Owner = Owner()):
+    """Write one batch in one transaction, each new image owned by ``owner``; returns the new face ids and
+    embeddings for the index."""
     import numpy as np
 
+    accounts = Accounts(catalogue)
     ids, vectors = [], []
     version = embedding_version(settings.detection.landmarks)
     with catalogue.atomic():
@@ -367,10 +384,12 @@ def _store_batch(catalogue: Catalogue, batch: list[ItemResult], kind: str, run_i
                 reason=result.reason, subject_id=subject_id, custody_ref=item.custody_ref,
                 case_ref=item.case_ref, captured_at=item.captured_at, source=item.source,
                 width=result.width, height=result.height, format=result.format,
-                notes=list(result.notes), run_id=run_id, not_convicted=item.not_convicted)
+                notes=list(result.notes), run_id=run_id, not_convicted=item.not_convicted,
+                owner_agency=owner.agency_id)
             if image_id is None:
                 summary.already_stored += 1
                 continue
+            _own(accounts, image_id, kind, item, owner)
             summary.outcomes[result.outcome] = summary.outcomes.get(result.outcome, 0) + 1
             for face_no, (face, flags) in enumerate(zip(result.faces, result.flags)):
                 face_id = catalogue.add_face(image_id, kind, face_no, face, model_name=MODEL_NAME,
@@ -379,6 +398,20 @@ def _store_batch(catalogue: Catalogue, batch: list[ItemResult], kind: str, run_i
                 vectors.append(face.embedding)
         summary.faces_stored += len(ids)
     return np.asarray(ids, dtype=np.int64), np.asarray(vectors, dtype=np.float32).reshape(len(ids), EMBEDDING_DIM)
+
+
+def _own(accounts: Accounts, image_id: int, kind: str, item: IngestItem, owner: Owner) -> None:
+    """Inside the batch's transaction: the new image joins the owner's collection (custody) or the
+    owner's case of its reference (crime scene), so a crash never leaves a stored image unowned."""
+    if kind == "custody" and owner.collection_id is not None:
+        case_id = None
+        collection_id = owner.collection_id
+    elif kind == "scene" and owner.agency_id and item.case_ref:
+        case_id, collection_id = accounts.case_id(owner.agency_id, item.case_ref, create=True), None
+    else:
+        return
+    accounts.conn.execute("INSERT INTO image_owners (image_id, collection_id, case_id) VALUES (?, ?, ?)",
+                          (image_id, collection_id, case_id))
 
 
 def _chunks(iterable: Iterable, size: int) -> Iterator[list]:

@@ -71,7 +71,7 @@ def add_admin_routes(app: FastAPI, state, current) -> None:
             raise NotFound(f"no agency {body.agency!r} that you administer")
         made = admin.add_user(check_text("username", body.username, "name", state.settings.text_limits),
                               body.password, body.roles, reason=body.reason)
-        return {"user": made.username, "agency": made.agency, "roles": sorted(made.roles)}
+        return {"user": made.login, "recorded_as": made.username, "agency": made.agency, "roles": sorted(made.roles)}
 
     @app.put("/api/admin/users/{username}/roles", tags=["admin"])
     def set_roles(username: str, body: Roles, user: User = Depends(current)):

@@ -87,8 +87,11 @@ class Decision(BaseModel):
 
 
 class Login(BaseModel):
+    """``username`` with ``agency``, or ``username`` as ``name@agency`` (usernames are unique per agency)."""
+
     username: str
     password: str
+    agency: str | None = None
 
 
 def parse_boxes(text: str, n: int) -> list:
@@ -285,11 +288,11 @@ def _account_routes(app: FastAPI, state: ServiceState, current) -> None:
     @app.post("/api/login", tags=["accounts"])
     def login(body: Login, request: Request):
         """Log in: sets the HttpOnly session cookie and returns the CSRF token for state-changing requests."""
-        state.login_limit.hit(f"{request.client.host if request.client else '?'}:{body.username}")
-        user = accounts().authenticate(body.username, body.password)
+        state.login_limit.hit(f"{request.client.host if request.client else '?'}:{body.username}@{body.agency or ''}")
+        user = accounts().authenticate(body.username, body.password, body.agency)
         cookie, csrf = accounts().create_session(user, hours=state.service.session_hours)
-        response = JSONResponse({"user": user.username, "agency": user.agency, "roles": sorted(user.roles),
-                                 "csrf_token": csrf})
+        response = JSONResponse({"user": user.username, "login": user.login, "agency": user.agency,
+                                 "roles": sorted(user.roles), "csrf_token": csrf})
         set_session_cookie(response, cookie, state)
         return response
 
@@ -302,7 +305,7 @@ def _account_routes(app: FastAPI, state: ServiceState, current) -> None:
 
     @app.get("/api/me", tags=["accounts"])
     def me(user: User = Depends(current)):
-        return {"user": user.username, "agency": user.agency, "roles": sorted(user.roles),
+        return {"user": user.username, "login": user.login, "agency": user.agency, "roles": sorted(user.roles),
                 "collections": accounts().visible_collections(user)}
 
     @app.get("/api/tokens", tags=["accounts"])

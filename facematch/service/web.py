@@ -30,6 +30,8 @@ from facematch.service.token_pages import add_token_pages
 __all__ = ["add_web_routes", "safe_next"]
 
 _HERE = Path(__file__).parent
+#: the agency last logged in with on this browser, to preselect it (not a secret: the login page lists them)
+AGENCY_COOKIE = "fm_agency"
 _MEANING = {"strong": "closer than almost all comparisons of different people in calibration",
             "possible": "close; different people score this close now and then",
             "weak": "weak similarity; different people often score this close",
@@ -71,20 +73,30 @@ def add_web_routes(app: FastAPI, state: ServiceState, current) -> None:
     app.state.error_page = lambda request, status, message: render(request, "error.html", status=status,
                                                                    message=message)
 
+    def login_form(request, chosen: str = "", **ctx):
+        """Usernames are unique per agency: the form asks for the agency from a list (the browser's last
+        choice preselected), so nobody has to spell it."""
+        agencies = [a["name"] for a in state.fm.accounts.agencies()]
+        chosen = chosen or request.cookies.get(AGENCY_COOKIE, "")
+        return render(request, "login.html", agencies=agencies, chosen=chosen if chosen in agencies else "", **ctx)
+
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     def login_page(request: Request, next: str = "/"):
-        return render(request, "login.html", next=safe_next(next))
+        return login_form(request, next=safe_next(next))
 
     @app.post("/login", include_in_schema=False)
-    def login(request: Request, username: str = Form(...), password: str = Form(...), next: str = Form("/")):
-        state.login_limit.hit(f"{request.client.host if request.client else '?'}:{username}")
+    def login(request: Request, username: str = Form(...), password: str = Form(...), agency: str = Form(""),
+              next: str = Form("/")):
+        state.login_limit.hit(f"{request.client.host if request.client else '?'}:{username}@{agency}")
         try:
-            user = state.fm.accounts.authenticate(username, password)
+            user = state.fm.accounts.authenticate(username, password, agency)
         except AuthenticationFailed as exc:
-            return render(request, "login.html", status=401, error=str(exc), next=safe_next(next))
+            return login_form(request, agency, status=401, error=str(exc), next=safe_next(next))
         cookie, _ = state.fm.accounts.create_session(user, hours=state.service.session_hours)
         response = RedirectResponse(safe_next(next), status_code=303)
         set_session_cookie(response, cookie, state)
+        response.set_cookie(AGENCY_COOKIE, user.agency, max_age=400 * 86400, path="/login", httponly=True,
+                            samesite="strict")
         return response
 
     @app.post("/logout", include_in_schema=False)

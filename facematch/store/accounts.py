@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import secrets
+import sqlite3
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,13 +36,20 @@ _MIN_PASSWORD = 8
 
 @dataclass(frozen=True)
 class User:
-    """An authenticated person: who, which agency, which roles."""
+    """An authenticated person: who, which agency, which roles.
+
+    ``username`` is the name the user is *recorded* under (audit actor, searches, reviews, ingest runs),
+    unique in the whole catalogue: ``login@agency`` (users made since schema 10), or the bare login of a
+    user made before, when logins were unique across agencies (their past entries name them so).
+    ``login`` is the name they log in with, unique only within their agency.
+    """
 
     id: int
     username: str
     agency_id: int
     agency: str
     roles: frozenset[str]
+    login: str = ""
 
     def has(self, role: str) -> bool:
         return role in self.roles
@@ -88,6 +96,8 @@ class Accounts:
         """Create an agency and its default custody collection ``<name>-custody``."""
         if not name or not name.strip():
             raise InvalidArgument("an agency needs a name")
+        if "@" in name:
+            raise InvalidArgument("an agency name cannot contain '@' (users log in as username@agency)")
         if self._one("SELECT id FROM agencies WHERE name = ?", name):
             raise Conflict(f"agency {name!r} already exists")
         with self.catalogue.atomic():
@@ -112,47 +122,65 @@ class Accounts:
         """Create a user of ``agency`` holding ``roles`` (the password is stored as an argon2id hash)."""
         if not username or not username.strip() or any(c.isspace() for c in username):
             raise InvalidArgument("a username is one word without spaces")
+        if "@" in username:
+            raise InvalidArgument("a username cannot contain '@' (users log in as username@agency)")
         if len(password or "") < _MIN_PASSWORD:
             raise InvalidArgument(f"a password needs at least {_MIN_PASSWORD} characters")
         bad = sorted(set(roles) - set(ROLES))
         if bad or not roles:
             raise InvalidArgument(f"roles must be some of {', '.join(ROLES)}; got {', '.join(roles) or 'none'}")
         agency_id = self.agency_id(agency)
-        if self._one("SELECT id FROM users WHERE username = ?", username):
-            raise Conflict(f"user {username!r} already exists")
+        # unique within the agency only: whether the name exists in another agency is never consulted
+        if self._one("SELECT id FROM users WHERE agency_id = ? AND username = ?", agency_id, username):
+            raise Conflict(f"user {username!r} already exists in {agency}")
+        recorded = f"{username}@{agency}"
         with self.catalogue.atomic():
-            user_id = self.conn.execute(
-                "INSERT INTO users (username, agency_id, password_hash, created_at) VALUES (?, ?, ?, ?)",
-                (username, agency_id, _HASHER.hash(password), utc_now())).lastrowid
+            try:
+                user_id = self.conn.execute(
+                    "INSERT INTO users (username, agency_id, password_hash, created_at, actor) VALUES (?, ?, ?, ?, ?)",
+                    (username, agency_id, _HASHER.hash(password), utc_now(), recorded)).lastrowid
+            except sqlite3.IntegrityError as exc:  # a concurrent add of the same name, or a pre-v10 login "x@y"
+                raise Conflict(f"user {username!r} already exists in {agency}") from exc
             self.conn.executemany("INSERT INTO user_roles VALUES (?, ?)", [(user_id, r) for r in set(roles)])
-            self.catalogue.audit(actor, "admin.user_add", {"user": username, "agency": agency,
+            self.catalogue.audit(actor, "admin.user_add", {"user": recorded, "agency": agency,
                                                           "roles": sorted(set(roles)), "reason": reason})
         return self.user(user_id)
 
     def user(self, user_id: int) -> User:
-        row = self._one("""SELECT u.id, u.username, u.agency_id, a.name FROM users u
+        row = self._one("""SELECT u.id, u.actor, u.agency_id, a.name, u.username FROM users u
                            JOIN agencies a ON a.id = u.agency_id WHERE u.id = ? AND u.active = 1""", user_id)
         if row is None:
             raise AuthenticationFailed("unknown or disabled user")
         roles = frozenset(r[0] for r in self.conn.execute("SELECT role FROM user_roles WHERE user_id = ?",
                                                           (user_id,)))
-        return User(row[0], row[1], row[2], row[3], roles)
+        return User(row[0], row[1], row[2], row[3], roles, login=row[4])
 
     def users(self, agency_id: int | None = None) -> list[User]:
         sql = "SELECT id FROM users WHERE active = 1" + (" AND agency_id = ?" if agency_id else "")
         return [self.user(r[0]) for r in self.conn.execute(sql + " ORDER BY username",
                                                            (agency_id,) if agency_id else ())]
 
-    def authenticate(self, username: str, password: str) -> User:
-        """The user with this password; ``AuthenticationFailed`` (one message for every cause) otherwise."""
-        row = self._one("SELECT id, password_hash FROM users WHERE username = ? AND active = 1", username or "")
+    def authenticate(self, username: str, password: str, agency: str | None = None) -> User:
+        """The user with this password; ``AuthenticationFailed`` (one message for every cause) otherwise.
+
+        A user is named within an agency: ``username`` with ``agency``, or without it the recorded name
+        (``login@agency``; a user made before schema 10 may still give their bare login, unique then).
+        Nothing is looked up across agencies, so a login never depends on who exists elsewhere.
+        """
+        username, agency = (username or "").strip(), (agency or "").strip()
+        if agency:
+            login = username[:-len(agency) - 1] if username.endswith(f"@{agency}") else username
+            row = self._one("""SELECT u.id, u.password_hash FROM users u JOIN agencies a ON a.id = u.agency_id
+                               WHERE a.name = ? AND u.username = ? AND u.active = 1""", agency, login)
+        else:
+            row = self._one("SELECT id, password_hash FROM users WHERE actor = ? AND active = 1", username)
         try:
             if row is None:
                 _HASHER.hash(password or "x")  # same cost whether or not the user exists
                 raise VerificationError()
             _HASHER.verify(row[1], password or "")
         except (VerificationError, InvalidHashError):
-            raise AuthenticationFailed("wrong username or password") from None
+            raise AuthenticationFailed("wrong agency, username or password") from None
         return self.user(row[0])
 
     # -- API tokens and sessions -----------------------------------------------------------------------
@@ -293,21 +321,19 @@ class Accounts:
         return [dict(r) for r in self.conn.execute(
             "SELECT * FROM cases WHERE agency_id = ? ORDER BY reference", (agency_id,))]
 
-    def assign_run(self, run_id: int, *, collection_id: int | None = None, case_id: int | None = None) -> int:
-        """Give every image of ingest run ``run_id`` that has no owner yet to a collection or case."""
+    def assign_run(self, run_id: int, *, collection_id: int) -> int:
+        """Give every image of ingest run ``run_id`` that has no owner yet to a collection (adopting images
+        ingested without one; an ingest with a collection owns its images as it stores them). Each image
+        also enters the collection's agency's dedupe scope, unless that agency stores the same file already."""
         with self.catalogue.atomic():
-            return self.conn.execute(
-                "INSERT OR IGNORE INTO image_owners (image_id, collection_id, case_id) "
-                "SELECT id, ?, ? FROM images WHERE run_id = ?", (collection_id, case_id, run_id)).rowcount
-
-    def assign_scene_run(self, run_id: int, agency_id: int) -> int:
-        """Give every crime-scene image of run ``run_id`` to ``agency_id``'s case of the same reference."""
-        with self.catalogue.atomic():
-            rows = self.conn.execute("SELECT id, case_ref FROM images WHERE run_id = ? AND kind = 'scene' "
-                                     "AND case_ref IS NOT NULL", (run_id,)).fetchall()
-            pairs = [(r[0], self.case_id(agency_id, r[1], create=True)) for r in rows]
-            self.conn.executemany("INSERT OR IGNORE INTO image_owners (image_id, case_id) VALUES (?, ?)", pairs)
-        return len(pairs)
+            agency_id = self._one("SELECT agency_id FROM collections WHERE id = ?", collection_id)[0]
+            n = self.conn.execute(
+                "INSERT OR IGNORE INTO image_owners (image_id, collection_id) "
+                "SELECT id, ? FROM images WHERE run_id = ?", (collection_id, run_id)).rowcount
+            self.conn.execute("UPDATE OR IGNORE images SET owner_agency = ? WHERE run_id = ? AND owner_agency = 0 "
+                              "AND id IN (SELECT image_id FROM image_owners WHERE collection_id = ?)",
+                              (agency_id, run_id, collection_id))
+            return n
 
     # -- what a search may see --------------------------------------------------------------------------
 
@@ -399,7 +425,8 @@ class Accounts:
         return row[0], tuple(box) if box else None, row[2]
 
     def agency_usernames(self, agency_id: int) -> list[str]:
-        return [r[0] for r in self.conn.execute("SELECT username FROM users WHERE agency_id = ?", (agency_id,))]
+        """The names ``agency_id``'s users are recorded under (``User.username``)."""
+        return [r[0] for r in self.conn.execute("SELECT actor FROM users WHERE agency_id = ?", (agency_id,))]
 
     def _one(self, sql: str, *args):
         return self.conn.execute(sql, args).fetchone()

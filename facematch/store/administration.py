@@ -41,21 +41,23 @@ class AgencyAdmin:
 
     def users(self) -> list[dict]:
         """Every user of the agency, disabled ones included, with roles and live token count."""
-        rows = self.conn.execute("""SELECT u.id, u.username, u.active, u.created_at,
+        rows = self.conn.execute("""SELECT u.id, u.username, u.actor, u.active, u.created_at,
             (SELECT group_concat(role) FROM user_roles r WHERE r.user_id = u.id) AS roles,
             (SELECT COUNT(*) FROM api_tokens t WHERE t.user_id = u.id AND t.revoked_at IS NULL) AS tokens
             FROM users u WHERE u.agency_id = ? ORDER BY u.username""", (self.admin.agency_id,))
-        return [{"username": r["username"], "active": bool(r["active"]), "created_at": r["created_at"],
+        return [{"username": r["username"], "recorded_as": r["actor"], "active": bool(r["active"]),
+                 "created_at": r["created_at"],
                  "roles": sorted((r["roles"] or "").split(",")) if r["roles"] else [], "tokens": r["tokens"]}
                 for r in rows]
 
-    def _member(self, username: str) -> tuple[int, bool]:
-        """``(user id, active)`` of a user of this agency; ``NotFound`` for anyone else's."""
-        row = self.conn.execute("SELECT id, active FROM users WHERE username = ? AND agency_id = ?",
+    def _member(self, username: str) -> tuple[int, bool, str]:
+        """``(user id, active, recorded name)`` of a user of this agency (``username``: their login, unique
+        within it); ``NotFound`` for anyone else's."""
+        row = self.conn.execute("SELECT id, active, actor FROM users WHERE username = ? AND agency_id = ?",
                                 (username, self.admin.agency_id)).fetchone()
         if row is None:
             raise NotFound(f"no user {username!r} in {self.admin.agency}")
-        return row[0], bool(row[1])
+        return row[0], bool(row[1]), row[2]
 
     def add_user(self, username: str, password: str, roles: list[str], *, reason: str) -> User:
         return self.accounts.add_user(username, password, agency=self.admin.agency, roles=roles,
@@ -67,20 +69,20 @@ class AgencyAdmin:
         bad = sorted(set(roles) - set(ROLES))
         if bad or not roles:
             raise InvalidArgument(f"roles must be some of {', '.join(ROLES)}; got {', '.join(roles) or 'none'}")
-        user_id, _ = self._member(username)
+        user_id, _, recorded = self._member(username)
         with self.catalogue.atomic():
             before = sorted(r[0] for r in self.conn.execute("SELECT role FROM user_roles WHERE user_id = ?",
                                                             (user_id,)))
             self.conn.execute("DELETE FROM user_roles WHERE user_id = ?", (user_id,))
             self.conn.executemany("INSERT INTO user_roles VALUES (?, ?)", [(user_id, r) for r in set(roles)])
             self._keep_an_admin()
-            self._audit("admin.user_roles", reason, {"user": username, "before": before, "roles": sorted(set(roles))})
+            self._audit("admin.user_roles", reason, {"user": recorded, "before": before, "roles": sorted(set(roles))})
         return sorted(set(roles))
 
     def set_active(self, username: str, active: bool, *, reason: str) -> dict:
         """Disable (sessions ended, API tokens revoked) or enable again a user of the agency."""
         reason = _reason(reason)
-        user_id, _ = self._member(username)
+        user_id, _, recorded = self._member(username)
         with self.catalogue.atomic():
             self.conn.execute("UPDATE users SET active = ? WHERE id = ?", (int(active), user_id))
             ended = revoked = 0
@@ -90,7 +92,7 @@ class AgencyAdmin:
                                             "revoked_at IS NULL", (utc_now(), user_id)).rowcount
                 self._keep_an_admin()
             self._audit("admin.user_enable" if active else "admin.user_disable", reason,
-                        {"user": username, "sessions_ended": ended, "tokens_revoked": revoked})
+                        {"user": recorded, "sessions_ended": ended, "tokens_revoked": revoked})
         return {"user": username, "active": active, "sessions_ended": ended, "tokens_revoked": revoked}
 
     def _keep_an_admin(self) -> None:
@@ -103,14 +105,14 @@ class AgencyAdmin:
     # -- API tokens -----------------------------------------------------------------------------------
 
     def tokens(self, username: str) -> list[dict]:
-        user_id, _ = self._member(username)
+        user_id, _, _ = self._member(username)
         return [dict(r) for r in self.conn.execute(
             "SELECT id, label, created_at, revoked_at FROM api_tokens WHERE user_id = ? ORDER BY id", (user_id,))]
 
     def create_token(self, username: str, label: str, *, reason: str) -> tuple[int, str]:
         """A new API token for an active user of the agency: ``(id, secret)``, the secret shown only this once."""
         reason = _reason(reason)
-        user_id, active = self._member(username)
+        user_id, active, recorded = self._member(username)
         if not active:
             raise Conflict(f"user {username!r} is disabled: enable them first")
         secret = "fm_" + secrets.token_urlsafe(32)
@@ -118,13 +120,13 @@ class AgencyAdmin:
             token_id = self.conn.execute(
                 "INSERT INTO api_tokens (user_id, token_sha256, label, created_at) VALUES (?, ?, ?, ?)",
                 (user_id, _sha(secret), label or "api", utc_now())).lastrowid
-            self._audit("admin.token_create", reason, {"user": username, "token_id": token_id, "label": label})
+            self._audit("admin.token_create", reason, {"user": recorded, "token_id": token_id, "label": label})
         return token_id, secret
 
     def revoke_token(self, token_id: int, *, reason: str) -> None:
         reason = _reason(reason)
         with self.catalogue.atomic():
-            row = self.conn.execute("""SELECT u.username FROM api_tokens t JOIN users u ON u.id = t.user_id
+            row = self.conn.execute("""SELECT u.actor FROM api_tokens t JOIN users u ON u.id = t.user_id
                 WHERE t.id = ? AND t.revoked_at IS NULL AND u.agency_id = ?""",
                                     (token_id, self.admin.agency_id)).fetchone()
             if row is None:

@@ -55,11 +55,13 @@ class AuditFilter:
         """The SQL condition and its arguments (the case's searches read from ``conn``)."""
         # "+actor": the agency check filters rows found by the other conditions (it would pick the actor index
         # and sort all the agency's entries for every page); with no other filter, the log is read newest first
-        clauses = ["+actor IN (SELECT username FROM users WHERE agency_id = ?)"]
+        clauses = ["+actor IN (SELECT actor FROM users WHERE agency_id = ?)"]
         args: list = [self.agency_id]
-        if self.actor:
+        if self.actor:  # a login of the agency (unique within it) stands for the name it is recorded under
+            member = conn.execute("SELECT actor FROM users WHERE agency_id = ? AND username = ?",
+                                  (self.agency_id, self.actor)).fetchone()
             clauses.append("actor = ?")
-            args.append(self.actor)
+            args.append(member[0] if member else self.actor)
         if self.action:
             clauses.append("action = ?")
             args.append(self.action)

@@ -226,14 +226,16 @@ class Catalogue:
             log.warning("ingest run %d was interrupted (its process died before finishing); marked so", run_id)
         return dead
 
-    def stored_hashes(self, hashes: list[str], kind: str) -> set[str]:
-        """Which of ``hashes`` are already stored for ``kind`` (whatever their outcome)."""
+    def stored_hashes(self, hashes: list[str], kind: str, *, owner_agency: int = 0) -> set[str]:
+        """Which of ``hashes`` ``owner_agency`` already stores for ``kind`` (whatever their outcome; 0: the
+        images of no agency). Another agency's copies are never consulted."""
         found: set[str] = set()
         for start in range(0, len(hashes), 500):
             chunk = hashes[start:start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self.conn.execute(
-                f"SELECT sha256 FROM images WHERE kind = ? AND sha256 IN ({marks})", (kind, *chunk)
+                f"SELECT sha256 FROM images WHERE owner_agency = ? AND kind = ? AND sha256 IN ({marks})",
+                (owner_agency, kind, *chunk)
             )
             found.update(r[0] for r in rows)
         return found
@@ -251,14 +253,16 @@ class Catalogue:
                   subject_id: int | None = None, custody_ref: str | None = None, case_ref: str | None = None,
                   captured_at: str | None = None, source: str | None = None, width: int | None = None,
                   height: int | None = None, format: str | None = None, notes: list[str] | None = None,
-                  run_id: int | None = None, not_convicted: bool = False) -> int | None:
-        """Insert an image row; returns its id, or None if the same content is already stored for ``kind``."""
+                  run_id: int | None = None, not_convicted: bool = False, owner_agency: int = 0) -> int | None:
+        """Insert an image row; returns its id, or None if ``owner_agency`` already stores the same content
+        for ``kind`` (each agency keeps its own record of a file; 0: no agency)."""
         cur = self.conn.execute(
             """INSERT OR IGNORE INTO images (sha256, kind, subject_id, custody_ref, case_ref, captured_at,
                source, original_path, width, height, format, outcome, reason, notes, ingested_at, run_id,
-               not_convicted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               not_convicted, owner_agency) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             (sha256, kind, subject_id, custody_ref, case_ref, captured_at, source, original_path, width,
-             height, format, outcome, reason, json.dumps(notes or []), utc_now(), run_id, int(not_convicted)),
+             height, format, outcome, reason, json.dumps(notes or []), utc_now(), run_id, int(not_convicted),
+             owner_agency),
         )
         return cur.lastrowid if cur.rowcount else None
 

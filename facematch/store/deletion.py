@@ -64,34 +64,42 @@ def delete_subject(catalogue: Catalogue, reference: str, *, actor: str, reason: 
                          audit=("retention.delete_subject", catalogue._erasure_details("subject", reference)))
 
 
-def delete_case(catalogue: Catalogue, case_ref: str, *, actor: str, reason: str) -> Deletion:
-    """Delete every crime-scene image of a case and its faces. Raises ``NotFound``."""
+def delete_case(catalogue: Catalogue, case_ref: str, *, actor: str, reason: str,
+                agency_id: int | None = None) -> Deletion:
+    """Delete every crime-scene image of a case and its faces (with ``agency_id``: that agency's case
+    only; two agencies may use the same reference). Raises ``NotFound``."""
     image_ids = [r[0] for r in catalogue.conn.execute(
-        "SELECT id FROM images WHERE kind = 'scene' AND case_ref = ?", (case_ref,))]
+        "SELECT id FROM images WHERE kind = 'scene' AND case_ref = ? AND (? IS NULL OR owner_agency = ?)",
+        (case_ref, agency_id, agency_id))]
     if not image_ids:
         raise NotFound(f"no crime-scene images for case {case_ref!r} in the catalogue")
     return delete_images(catalogue, image_ids, scope="case", target=case_ref, actor=actor, reason=reason,
-                         audit=("retention.delete_case", {"case": case_ref}))
+                         audit=("retention.delete_case", {"case": case_ref}), agency_id=agency_id)
 
 
 def delete_image(catalogue: Catalogue, target: str, *, sha256: list[str], path: str | None, actor: str,
-                 reason: str) -> Deletion:
+                 reason: str, agency_id: int | None = None) -> Deletion:
     """Delete the images with any of these content hashes or stored at ``path``. Raises ``NotFound``.
 
-    ``target`` is what the user named (hash or path); it is recorded only as a salted digest.
+    ``target`` is what the user named (hash or path); it is recorded only as a salted digest. Each agency
+    keeps its own record of a file: with ``agency_id`` only that agency's copy goes, without it every copy.
     """
     marks = ",".join("?" * len(sha256)) or "NULL"
     image_ids = [r[0] for r in catalogue.conn.execute(
-        f"SELECT id FROM images WHERE sha256 IN ({marks}) OR original_path = ?", (*sha256, path))]
+        f"SELECT id FROM images WHERE (sha256 IN ({marks}) OR original_path = ?) AND (? IS NULL OR owner_agency = ?)",
+        (*sha256, path, agency_id, agency_id))]
     if not image_ids:
         raise NotFound("no stored image has that content hash or path")
     return delete_images(catalogue, image_ids, scope="image", target=target, actor=actor, reason=reason,
-                         audit=("retention.delete_image", {}))
+                         audit=("retention.delete_image", {}), agency_id=agency_id)
 
 
 def delete_images(catalogue: Catalogue, image_ids: list[int], *, scope: str, target: str, actor: str,
-                  reason: str, audit: tuple[str, dict]) -> Deletion:
-    """Delete images by id in one transaction (one audit entry ``audit`` = (action, details)); see module."""
+                  reason: str, audit: tuple[str, dict], agency_id: int | None = None) -> Deletion:
+    """Delete images by id in one transaction (one audit entry ``audit`` = (action, details)); see module.
+
+    ``agency_id``: the deletion was of that agency's copies only (recorded, so that verifying it expects
+    other agencies' copies of the same files to remain)."""
     conn = catalogue.conn
     conn.execute("PRAGMA secure_delete = ON")
     at = utc_now()
@@ -112,11 +120,12 @@ def delete_images(catalogue: Catalogue, image_ids: list[int], *, scope: str, tar
         for kind, ids in deletion.face_ids.items():
             catalogue._count_deletions(kind, len(ids))
         deletion.record_id = conn.execute(
-            "INSERT INTO deletion_records (at, actor, scope, target_digest, reason, face_ids, image_digests) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO deletion_records (at, actor, scope, target_digest, reason, face_ids, image_digests, "
+            "agency_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (at, actor, scope, salted_digest(catalogue.catalogue_id, target), reason,
              json.dumps(sorted(f["id"] for f in faces)),
-             json.dumps([salted_digest(catalogue.catalogue_id, s) for s in deletion.image_sha256]))).lastrowid
+             json.dumps([salted_digest(catalogue.catalogue_id, s) for s in deletion.image_sha256]),
+             agency_id)).lastrowid
         action, details = audit
         # the candidate rows of past searches were rewritten on purpose: the chained entry restates their
         # searches' digests, so `audit verify` tells this from tampering (facematch.store.audit_chain)

@@ -315,9 +315,74 @@ _V9_AUDIT_INDEXES = [
     "CREATE INDEX search_owners_case ON search_owners(case_id)",
 ]
 
+#: Version 10: nothing about one agency shows through another's identities or ingests.
+#: - A username is unique within its agency only ((agency, username) is the identity), so adding a name
+#:   that exists elsewhere cannot reveal it. ``users.actor`` is the name a user is recorded under (audit
+#:   actor, searches, reviews), unique in the catalogue: ``username@agency`` for users made from now on,
+#:   the bare username for those already there (unique then, and what their past entries name).
+#: - An image is stored once per kind *and owning agency* (``images.owner_agency``; 0: no agency, a
+#:   command-line ingest without collection or agency): agency B ingesting a file agency A stores gets its
+#:   own record instead of "already stored". Existing images take their owner's agency.
+#: Both tables are rebuilt (SQLite cannot drop a UNIQUE constraint): ``migrate`` turns foreign keys off
+#: for it and checks them before committing, as SQLite's documentation prescribes.
+_V10_AGENCY_SCOPE = [
+    """CREATE TABLE users_v10 (
+        id INTEGER PRIMARY KEY,
+        username TEXT NOT NULL,
+        agency_id INTEGER NOT NULL REFERENCES agencies(id),
+        password_hash TEXT NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1,
+        created_at TEXT NOT NULL,
+        actor TEXT NOT NULL UNIQUE,
+        UNIQUE (agency_id, username)
+    )""",
+    """INSERT INTO users_v10 (id, username, agency_id, password_hash, active, created_at, actor)
+       SELECT id, username, agency_id, password_hash, active, created_at, username FROM users""",
+    "DROP TABLE users",
+    "ALTER TABLE users_v10 RENAME TO users",
+    """CREATE TABLE images_v10 (
+        id INTEGER PRIMARY KEY,
+        sha256 TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('custody', 'scene')),
+        subject_id INTEGER REFERENCES subjects(id) ON DELETE CASCADE,
+        custody_ref TEXT,
+        case_ref TEXT,
+        captured_at TEXT,
+        source TEXT,
+        original_path TEXT NOT NULL,
+        width INTEGER,
+        height INTEGER,
+        format TEXT,
+        outcome TEXT NOT NULL,
+        reason TEXT,
+        notes TEXT,
+        ingested_at TEXT NOT NULL,
+        run_id INTEGER REFERENCES ingest_runs(id),
+        not_convicted INTEGER NOT NULL DEFAULT 0,
+        owner_agency INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (sha256, kind, owner_agency)
+    )""",
+    """INSERT INTO images_v10 SELECT i.id, i.sha256, i.kind, i.subject_id, i.custody_ref, i.case_ref,
+           i.captured_at, i.source, i.original_path, i.width, i.height, i.format, i.outcome, i.reason, i.notes,
+           i.ingested_at, i.run_id, i.not_convicted,
+           COALESCE((SELECT COALESCE(c.agency_id, k.agency_id) FROM image_owners o
+                     LEFT JOIN collections c ON c.id = o.collection_id LEFT JOIN cases k ON k.id = o.case_id
+                     WHERE o.image_id = i.id), 0)
+       FROM images i""",
+    "DROP TABLE images",
+    "ALTER TABLE images_v10 RENAME TO images",
+    "CREATE INDEX images_subject ON images(subject_id)",
+    "CREATE INDEX images_owner_sha ON images(owner_agency, kind, sha256)",
+    # a deletion limited to one agency's copies (NULL: every copy); verification then expects the other
+    # agencies' copies of the same files to remain
+    "ALTER TABLE deletion_records ADD COLUMN agency_id INTEGER",
+]
+
 #: Migrations in order: MIGRATIONS[i] takes the schema from version i to i + 1.
 MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4_ACCOUNTS, _V5_RETENTION, _V6_PERSON, _V7_RUN_STATUS,
-                               _V8_REVIEW_ERASURE, _V9_AUDIT_INDEXES]
+                               _V8_REVIEW_ERASURE, _V9_AUDIT_INDEXES, _V10_AGENCY_SCOPE]
+#: Migrations that rebuild tables others refer to: run with foreign keys off, checked before the commit.
+_REBUILDS = {9}
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -333,16 +398,26 @@ def migrate(conn: sqlite3.Connection) -> int:
             "upgrade facematch"
         )
     for version in range(found, SCHEMA_VERSION):
+        foreign_keys = conn.execute("PRAGMA foreign_keys").fetchone()[0]
+        if version in _REBUILDS:  # outside a transaction, or SQLite ignores it
+            conn.execute("PRAGMA foreign_keys = OFF")
         conn.execute("BEGIN IMMEDIATE")
         try:
             if conn.execute("PRAGMA user_version").fetchone()[0] > version:  # another process got here first
                 conn.execute("COMMIT")
                 continue
+            before = len(conn.execute("PRAGMA foreign_key_check").fetchall()) if version in _REBUILDS else 0
             for statement in MIGRATIONS[version]:
                 conn.execute(statement)
+            broken = len(conn.execute("PRAGMA foreign_key_check").fetchall()) if version in _REBUILDS else 0
+            if broken > before:  # rows the rebuild left pointing nowhere (any found before stay as they were)
+                raise CatalogueError(f"migration to schema {version + 1} would break {broken - before} foreign "
+                                     "key reference(s); nothing was changed")
             conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        finally:
+            conn.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
     return found

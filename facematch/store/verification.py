@@ -32,8 +32,12 @@ __all__ = ["EXEMPT_TABLES", "recorded_deletions", "catalogue_check", "index_chec
 EXEMPT_TABLES = frozenset({"audit_log", "deletion_records", "search_probes", "searches", "sqlite_sequence"})
 
 
-def recorded_deletions(catalogue: Catalogue, scope: str, target: str) -> tuple[set[int], set[str]]:
-    """(face ids, salted image digests) of every recorded deletion of ``target``. Raises ``NotFound``.
+def recorded_deletions(catalogue: Catalogue, scope: str, target: str
+                       ) -> tuple[set[int], set[str], set[int] | None]:
+    """(face ids, salted image digests, agencies) of every recorded deletion of ``target``. Raises ``NotFound``.
+
+    ``agencies``: when every such deletion removed only some agencies' copies, those agencies (the same
+    files may remain in others' records); None when one removed every copy.
 
     Face ids that now belong to a face of another image (reused ids) are left out: they are not traces.
 
@@ -43,17 +47,18 @@ def recorded_deletions(catalogue: Catalogue, scope: str, target: str) -> tuple[s
         raise NotFound(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     digest = salted_digest(catalogue.catalogue_id, target.lower() if is_sha256(target) else target)
     if scope == "image" and is_sha256(target):  # whichever deletion removed that image (subject, case, image)
-        rows = [r for r in catalogue.conn.execute("SELECT face_ids, image_digests FROM deletion_records")
+        rows = [r for r in catalogue.conn.execute("SELECT face_ids, image_digests, agency_id FROM deletion_records")
                 if digest in json.loads(r["image_digests"])]
     else:
         rows = catalogue.conn.execute(
-            "SELECT face_ids, image_digests FROM deletion_records WHERE scope = ? AND target_digest = ?",
+            "SELECT face_ids, image_digests, agency_id FROM deletion_records WHERE scope = ? AND target_digest = ?",
             (scope, digest)).fetchall()
     if not rows:
         raise NotFound(f"no deletion of {scope} {target!r} is recorded in this catalogue")
     faces = {int(i) for r in rows for i in json.loads(r["face_ids"])}
     digests = {d for r in rows for d in json.loads(r["image_digests"])}
-    return faces - _reused_ids(catalogue, faces, digests), digests
+    agencies = None if any(r["agency_id"] is None for r in rows) else {r["agency_id"] for r in rows}
+    return faces - _reused_ids(catalogue, faces, digests), digests, agencies
 
 
 def _reused_ids(catalogue: Catalogue, faces: set[int], digests: set[str]) -> set[int]:
@@ -70,8 +75,10 @@ def _reused_ids(catalogue: Catalogue, faces: set[int], digests: set[str]) -> set
     return reused
 
 
-def catalogue_check(catalogue: Catalogue, scope: str, target: str, faces: set[int], digests: set[str]) -> list[str]:
-    """Problems found in the catalogue's tables (empty: no trace)."""
+def catalogue_check(catalogue: Catalogue, scope: str, target: str, faces: set[int], digests: set[str],
+                    agencies: set[int] | None = None) -> list[str]:
+    """Problems found in the catalogue's tables (empty: no trace). With ``agencies`` (a deletion of those
+    agencies' copies), images of other agencies with the same content are not traces."""
     conn, problems = catalogue.conn, []
     tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
               if r[0] not in EXEMPT_TABLES]
@@ -79,15 +86,35 @@ def catalogue_check(catalogue: Catalogue, scope: str, target: str, faces: set[in
         for _, column, declared, *_ in conn.execute(f'PRAGMA table_info("{table}")'):
             hits = 0
             if declared.upper() == "TEXT" and not is_sha256(target):
-                hits += conn.execute(f'SELECT COUNT(*) FROM "{table}" WHERE "{column}" = ?', (target,)).fetchone()[0]
+                hits += conn.execute(f'SELECT COUNT(*) FROM "{table}" WHERE "{column}" = ?{_others_kept(table, agencies)}',
+                                     (target,)).fetchone()[0]
             if column == "face_id" or (table == "faces" and column == "id"):
                 hits += sum(1 for (i,) in conn.execute(f'SELECT "{column}" FROM "{table}"') if i in faces)
             if column == "sha256":
-                hits += sum(1 for (s,) in conn.execute(f'SELECT "{column}" FROM "{table}"')
-                            if s and salted_digest(catalogue.catalogue_id, s) in digests)
+                kept = table == "images" and agencies is not None  # only those agencies' copies are traces
+                rows = conn.execute(f'SELECT "{column}", owner_agency FROM "{table}"') if kept else \
+                    ((s, None) for (s,) in conn.execute(f'SELECT "{column}" FROM "{table}"'))
+                hits += sum(1 for s, owner in rows if s and salted_digest(catalogue.catalogue_id, s) in digests
+                            and (not kept or owner in agencies))
             if hits:
                 problems.append(f"table {table}.{column} still holds {hits} trace(s) of the deleted data")
     return problems
+
+
+def _others_kept(table: str, agencies: set[int] | None) -> str:
+    """SQL that leaves out the rows of other agencies' copies (images, and candidates showing them) when a
+    deletion was of ``agencies``' copies only: the same file path or subject may remain in their records."""
+    if agencies is None:
+        return ""
+    marks = ",".join(str(int(a)) for a in sorted(agencies)) or "NULL"
+    if table == "images":
+        return f" AND owner_agency IN ({marks})"
+    if table == "cases":
+        return f" AND agency_id IN ({marks})"
+    if table == "candidates":
+        return (" AND (face_id IS NULL OR face_id NOT IN (SELECT f.id FROM faces f JOIN images i ON i.id = "
+                f"f.image_id WHERE i.owner_agency NOT IN ({marks})))")
+    return ""
 
 
 def index_check(catalogue: Catalogue, index_dir: str | Path, faces: set[int]) -> list[str]:
