@@ -86,8 +86,9 @@ class DetectionSettings:
     every pose), which finds most heads seen from above or the side that dlib misses: first on a copy
     whose longer side is ``mtcnn_side`` px (enlarged at most 3x), then on the probe itself (at most
     ``mtcnn_max_side`` px), with the published stage thresholds ``mtcnn_thresholds``. ``mtcnn_after``
-    names the stage it follows ("cnn" or "rotated": after the turned passes). Chosen on the dev CCTV
-    crops (docs/cctv-probes.md).
+    names the stage it follows: "hog" (the default since session 8: dlib's CNN then runs only on
+    MTCNN's misses; same ranks within noise on four CCTV probe sets, 45-55% less CPU on HD and 80 px
+    stills), "cnn" (session 5's choice, before the probe augmentation) or "rotated" (docs/cctv-probes.md).
     ``mtcnn_rotation_angles``: when every other pass found nothing, MTCNN runs on copies of the probe
     (at most ``mtcnn_max_side`` px) turned by these angles, looking for faces of at least
     ``mtcnn_rotated_min_face`` px: heads bowed and turned under a high camera. Chosen on the 352x288
@@ -95,7 +96,7 @@ class DetectionSettings:
     by eye; +-45 degrees found no other face and more background; smaller faces were all background),
     confirmed on the crops and the dev CCTV protocol.
     ``probe_budget_s``: CPU seconds the probe cascade may spend; a stage that would overrun it is skipped
-    (the first HOG and CNN passes always run).
+    (the first HOG and CNN passes always run, the CNN only when MTCNN found nothing).
     ``custody_cnn``: when HOG finds no face in a custody image, run the CNN detector (profile views) on a
     copy of about ``custody_cnn_pixels`` pixels (never enlarged): 25k px finds 40 of FRMDB's 42 profile
     mugshots, as 60k px does, for ~0.2 s instead of ~0.5 s of CPU (docs/cctv-probes.md). In a large,
@@ -142,7 +143,7 @@ class DetectionSettings:
     mtcnn_side: int = 200
     mtcnn_max_side: int = 640
     mtcnn_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    mtcnn_after: str = "cnn"
+    mtcnn_after: str = "hog"
     mtcnn_rotation_angles: tuple[float, ...] = (30.0, -30.0)
     mtcnn_rotated_min_face: float = 20.0
     probe_budget_s: float = 1.8

@@ -140,7 +140,9 @@ def test_a_marked_box_around_a_side_on_face_gives_the_same_landmarks(models):
 
 def test_stage_order_and_switch():
     names = probe_stage_names(DetectionSettings(rotation_angles=(25.0,)))
-    assert names[:4] == ["hog", "cnn", MTCNN_STAGE, "cnn-rotated+25"]  # after dlib's first CNN pass
+    assert names[:4] == ["hog", MTCNN_STAGE, "cnn", "cnn-rotated+25"]  # default: dlib's CNN on MTCNN's misses
+    assert probe_stage_names(DetectionSettings(rotation_angles=(25.0,), mtcnn_after="cnn"))[:4] == [
+        "hog", "cnn", MTCNN_STAGE, "cnn-rotated+25"]
     assert probe_stage_names(DetectionSettings(rotation_angles=(25.0,), mtcnn_after="rotated"))[:4] == [
         "hog", "cnn", "cnn-rotated+25", MTCNN_STAGE]
     assert probe_stage_names(DetectionSettings(mtcnn_after="hog"))[:3] == ["hog", MTCNN_STAGE, "cnn"]

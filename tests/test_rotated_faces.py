@@ -99,7 +99,7 @@ def test_rotated_stages_follow_the_first_cnn_pass_and_obey_the_budget(models, ca
     import logging
 
     settings = DetectionSettings(rotation_angles=(25.0, -25.0))
-    assert probe_stage_names(settings)[:5] == ["hog", "cnn", "mtcnn", "cnn-rotated+25", "cnn-rotated-25"]
+    assert probe_stage_names(settings)[:5] == ["hog", "mtcnn", "cnn", "cnn-rotated+25", "cnn-rotated-25"]
     assert "cnn-rotated+25" not in probe_stage_names(DetectionSettings(cnn_fallback=False))
     caplog.set_level(logging.DEBUG, logger="facematch.faces.detection")
     noise = np.random.default_rng(2).integers(0, 256, (288, 352, 3), dtype=np.uint8)
