@@ -15,7 +15,7 @@ from facematch.evaluation import embed_cache as E
 from facematch.evaluation import runner as R
 from facematch.evaluation.protocols import GalleryEntry, ProbeEntry, Protocol, load_lfw_pairs, save_protocol_json
 from facematch.search.bands import BandScheme
-from facematch.settings import Settings
+from facematch.settings import DetectionSettings, Settings
 
 CAMERAS = (1, 2)
 
@@ -219,8 +219,9 @@ def test_central_face_is_the_one_nearest_the_image_centre():
 
 
 def test_probe_stage_shift_splits_non_mated_comparisons_by_the_probe_s_stage(cctv_protocol, cache_dir, evaluation):
-    """Every acquired probe lands in one group; only other subjects' gallery faces count (non-mated)."""
-    system = R.default_systems(Settings())[0]
+    """Every acquired probe lands in one group; only other subjects' gallery faces count (non-mated).
+    With dlib's CNN before MTCNN, so that these ten probes come from more than one stage."""
+    system = R.default_systems(Settings(detection=DetectionSettings(mtcnn_after="cnn")))[0]
     gallery, probes = _embeddings(cctv_protocol, cache_dir, system)
     stages = [p.detector for p in probes if p.acquired]
     stage = max(set(stages), key=stages.count)
