@@ -151,7 +151,7 @@ def test_migration_from_schema_9_keeps_users_tokens_images_and_the_chain(tmp_pat
     _, secret = _v9_catalogue(tmp_path, monkeypatch)
     fm = make_facematch(tmp_path)
     conn = fm.catalogue.conn
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 10
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 11
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1 and not conn.execute("PRAGMA foreign_key_check").fetchall()
     # users already there keep their name (what their past entries say) and can log in as before
     nina = fm.accounts.authenticate("nina", NORTH_PW)
@@ -292,8 +292,10 @@ def test_erasing_one_agencys_copy_leaves_the_others(two_agencies):
     assert len(_images(fm, "south", "scene")) == 0 and len(_images(fm, "north", "scene")) == 2
     proof = fm.verify_deletion("case", "OP-1")  # north's images of its own OP-1 are no trace of south's deletion
     assert not [p for p in proof["checks"]["catalogue"] if "images" in p], proof["checks"]
-    # (south's own `cases` row stays, as it did before agencies were separated: a case row outlives its images)
-    assert proof["checks"]["catalogue"] == ["table cases.reference still holds 1 trace(s) of the deleted data"]
+    # south's case row went with its images (schema 11); north's case of the same reference is no trace
+    assert proof["ok"] and proof["checks"]["catalogue"] == [], proof["checks"]
+    assert [r[0] for r in fm.catalogue.conn.execute("SELECT a.name FROM cases k JOIN agencies a ON a.id = "
+                                                     "k.agency_id WHERE k.reference = 'OP-1'")] == ["north"]
 
     # retention: north's copy is due (not convicted), south's is not; only north's goes
     flagged = custody.parent / "north.csv"

@@ -53,17 +53,22 @@ class DataLifecycle(FacematchBase):
     # -- deletion and retention (facematch.store.deletion, .verification, .retention) --------------------
 
     def delete_subject(self, subject: str, *, user: str | None = None, reason: str,
-                       cache_dir: str | Path | None = None) -> int:
+                       cache_dir: str | Path | None = None, agency: str | None = None) -> int:
         """Delete a subject's images (with or without a face), faces, index entries and evaluation-cache
-        entries (retention); past searches keep a marked candidate. Returns faces removed."""
+        entries (retention); past searches keep a marked candidate. Returns faces removed.
+
+        A reference belongs to its agency: ``agency`` names whose subject ("": the one ingested without
+        agency). Without it, a reference several agencies use is refused (``InvalidArgument``)."""
         subject, actor, reason = self._text("subject id", subject), self._user(user), self._text("reason", reason, "note")
-        return self._delete(lambda: _deletion.delete_subject(self.catalogue, subject, actor=actor, reason=reason),
-                            cache_dir)
+        agency_id = None if agency is None else self.accounts.agency_id(agency) if agency else 0
+        return self._delete(lambda: _deletion.delete_subject(self.catalogue, subject, actor=actor, reason=reason,
+                                                             agency_id=agency_id), cache_dir)
 
     def delete_case(self, case: str, *, user: str | None = None, reason: str,
                     cache_dir: str | Path | None = None, agency: str | None = None) -> int:
-        """Delete a case's crime-scene images, faces, index and cache entries; returns faces removed.
-        With ``agency``, only that agency's case of this reference (another's of the same name stays)."""
+        """Delete a case completely (``facematch.store.deletion.delete_case``: its crime-scene images, faces,
+        index and cache entries, its searches with their probes and leads, the case row); returns faces
+        removed. With ``agency``, only that agency's case of this reference (another's of the same name stays)."""
         case, actor, reason = self._text("case ref", case), self._user(user), self._text("reason", reason, "note")
         agency_id = self.accounts.agency_id(agency) if agency else None
         return self._delete(lambda: _deletion.delete_case(self.catalogue, case, actor=actor, reason=reason,
@@ -129,7 +134,8 @@ class DataLifecycle(FacematchBase):
         checks = {
             "catalogue": verification.catalogue_check(self.catalogue, scope, target, faces, digests, agencies),
             "index": verification.index_check(self.catalogue, self.settings.index_dir, faces),
-            "files": verification.leftovers_check(self.settings.data_dir, self.index_store.folder),
+            "files": (verification.leftovers_check(self.settings.data_dir, self.index_store.folder)
+                      + verification.probe_files_check(self.catalogue, digests)),
             "evaluation cache": ([f"{len(cached & digests)} deleted image(s) still cached"] if cached & digests
                                  else []),
         }

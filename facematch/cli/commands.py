@@ -336,17 +336,21 @@ def _delete_options(command):
 @delete.command("subject", context_settings=CONTEXT)
 @click.argument("subject")
 @_delete_options
+@click.option("--agency", help="Whose subject: a reference belongs to its agency, and two agencies' subjects of "
+                               "the same reference are two people ('' for the subject ingested without agency) "
+                               "[default: the one subject of that reference; refused when several agencies use it].")
 @click.pass_context
 @_fail_cleanly
-def delete_subject(ctx, subject, reason, user, cache_dir):
+def delete_subject(ctx, subject, reason, user, cache_dir, agency):
     """Delete SUBJECT's custody images (those without a face too), faces, index and evaluation-cache
-    entries; past searches show the candidate as deleted.
+    entries; past searches show the candidate as deleted. Only one agency's subject is ever deleted.
 
     \b
     Example:
       facematch delete subject 040 --reason "no further action: retention ended"
+      facematch delete subject P-123 --agency north --reason "retention ended"
     """
-    n = _open(ctx).delete_subject(subject, user=user, reason=reason, cache_dir=cache_dir)
+    n = _open(ctx).delete_subject(subject, user=user, reason=reason, cache_dir=cache_dir, agency=agency)
     click.echo(render.safe(f"Deleted subject {subject}: {n} faces removed from catalogue and index."))
 
 
@@ -361,7 +365,9 @@ _AGENCY_COPY = click.option("--agency", help="Only this agency's copy (each agen
 @click.pass_context
 @_fail_cleanly
 def delete_case(ctx, case, reason, user, cache_dir, agency):
-    """Delete every crime-scene image of CASE with its faces, index and evaluation-cache entries.
+    """Delete CASE completely: its crime-scene images with their faces, index and evaluation-cache entries,
+    the searches made in it (probes, candidate lists, decisions, reviews; uploaded probe files no other
+    search uses) and the case itself. Other searches' candidates showing its faces stay, marked deleted.
 
     \b
     Example:

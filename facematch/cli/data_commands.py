@@ -83,7 +83,7 @@ def retention_due(ctx):
         click.echo("Nothing is due.")
     for d in due:
         why = "not convicted" if d.not_convicted else "review period ended"
-        _echo(f"{d.subject:<20} {d.due_images}/{d.total_images} image(s) due since {d.review_date} ({why})")
+        _echo(f"{_subject_of(d):<20} {d.due_images}/{d.total_images} image(s) due since {d.review_date} ({why})")
 
 
 @retention.command("apply", context_settings=CONTEXT)
@@ -101,8 +101,13 @@ def retention_apply(ctx, reason, user, cache_dir):
     """
     done = _open(ctx).retention_apply(reason=reason, user=user, cache_dir=cache_dir)
     for d in done:
-        _echo(f"Deleted {d.due_images} image(s) of subject {d.subject}")
+        _echo(f"Deleted {d.due_images} image(s) of subject {_subject_of(d)}")
     click.echo(f"{len(done)} subject(s) processed.")
+
+
+def _subject_of(due) -> str:
+    """A subject with its agency (each agency's subject of a reference is another person)."""
+    return f"{due.subject} ({due.agency})" if due.agency else due.subject
 
 
 @click.command(context_settings=CONTEXT)

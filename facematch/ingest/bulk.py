@@ -377,7 +377,9 @@ def _store_batch(catalogue: Catalogue, batch: list[ItemResult], kind: str, run_i
             if result.sha256 is None:
                 continue
             # every custody image belongs to its subject, those without a face too (deletion finds them)
-            subject_id = catalogue.subject_id(result.item.subject_ref, create=True) if kind == "custody" else None
+            # ... of the owning agency: another agency's subject of the same reference is another person
+            subject_id = (catalogue.subject_id(result.item.subject_ref, create=True, agency_id=owner.agency_id)
+                          if kind == "custody" else None)
             item = result.item
             image_id = catalogue.add_image(
                 sha256=result.sha256, kind=kind, original_path=str(item.path), outcome=result.outcome,

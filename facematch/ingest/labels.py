@@ -67,7 +67,7 @@ def relabel(catalogue: Catalogue, moves: list[tuple[str, str]], *, user: str, ru
         for digest, subject in moves:
             old = catalogue.conn.execute("SELECT id, subject_id FROM images WHERE owner_agency = ? "
                                          "AND kind = 'custody' AND sha256 = ?", (agency_id, digest)).fetchone()
-            new_sid = catalogue.subject_id(subject, create=True)
+            new_sid = catalogue.subject_id(subject, create=True, agency_id=agency_id)
             catalogue.conn.execute("UPDATE images SET subject_id = ? WHERE id = ?", (new_sid, old["id"]))
             catalogue.conn.execute("UPDATE faces SET subject_id = ? WHERE image_id = ?", (new_sid, old["id"]))
             old_ref = catalogue.conn.execute("SELECT reference FROM subjects WHERE id = ?",

@@ -112,33 +112,42 @@ def rank_person(catalogue: Catalogue, index: FaceIndex, stills: Sequence, top: i
         raise NoFaceFound(f"none of the {len(stills)} stills of the person holds a searchable face: "
                           "mark the face with a box (--box or --boxes) or give other stills")
     rule = fusion_name(person.fusion, person.fusion_k)
-    subjects = sorted({c.subject for p, _ in searched for c in p.subjects})
+    # subjects by id (a reference alone may name several agencies' subjects), found from each listed face
+    listed = catalogue.face_details([c.face_id for p, _ in searched for c in p.subjects if c.face_id is not None])
+    subject_of = {face_id: d["subject_id"] for face_id, d in listed.items() if d.get("subject_id") is not None}
+    refs = {d["subject_id"]: d["subject_ref"] for d in listed.values() if d.get("subject_id") is not None}
+    subjects = sorted(refs, key=lambda sid: (refs[sid], sid))
     if not subjects or index.ntotal == 0:
         return PersonResult(rule, len(stills), len(searched))
-    dist, face_of = _subject_distances(catalogue, np.stack([e for _, e in searched]), subjects, nonfrontal_offset)
+    dist, face_of = _subject_distances(catalogue, np.stack([e for _, e in searched]), subjects, nonfrontal_offset,
+                                       getattr(index, "allowed", None))
     fused = fuse_distances(dist, [p.quality_score for p, _ in searched], rule=person.fusion, k=person.fusion_k,
                            penalty=person.quality_penalty)
-    order = sorted(range(len(subjects)), key=lambda j: (fused[j], subjects[j]))[:top]
+    order = sorted(range(len(subjects)), key=lambda j: (fused[j], refs[subjects[j]], subjects[j]))[:top]
     details = catalogue.face_details([int(face_of[int(np.argmin(dist[:, j])), j]) for j in order])
     out = []
     for rank, j in enumerate(order, start=1):
         best = int(np.argmin(dist[:, j]))
         face_id = int(face_of[best, j])
         support = [StillSupport(p.probe_no, p.path, round(float(dist[i, j]), 4),
-                                next((c.rank for c in p.subjects if c.subject == subjects[j]), None))
+                                next((c.rank for c in p.subjects if subject_of.get(c.face_id) == subjects[j]), None))
                    for i, (p, _) in enumerate(searched)]
         fmr = bands.estimated_fmr(float(dist[best, j]))
         out.append(PersonCandidate(
             rank, round(float(fused[j]), 4), similarity_score(float(fused[j])), bands.band(float(fused[j])),
             None if fmr is None else min(1.0, fmr * len(searched)), face_id,
-            details.get(face_id, {}).get("original_path", ""), subject=subjects[j], support=support))
+            details.get(face_id, {}).get("original_path", ""), subject=refs[subjects[j]], support=support))
     return PersonResult(rule, len(stills), len(searched), out)
 
 
-def _subject_distances(catalogue: Catalogue, probes: np.ndarray, subjects: list[str], nonfrontal_offset: float):
+def _subject_distances(catalogue: Catalogue, probes: np.ndarray, subjects: list[int], nonfrontal_offset: float,
+                       allowed: np.ndarray | None = None):
     """``(D, F)``: ``D[i, j]`` the smallest view-adjusted distance from probe ``i`` to subject ``j``'s
-    custody faces, ``F[i, j]`` the face id that gives it."""
+    custody faces, ``F[i, j]`` the face id that gives it; only ``allowed`` faces (a scoped search's) count."""
     faces = catalogue.custody_faces(subjects)
+    if allowed is not None:
+        visible = set(np.asarray(allowed).tolist())
+        faces = [f for f in faces if f["face_id"] in visible]
     vectors = catalogue.embeddings([f["face_id"] for f in faces])
     dist = np.full((probes.shape[0], len(subjects)), np.inf)
     face_of = np.zeros(dist.shape, dtype=np.int64)
@@ -149,7 +158,7 @@ def _subject_distances(catalogue: Catalogue, probes: np.ndarray, subjects: list[
             continue
         d = (np.linalg.norm(probes.astype(np.float64) - vec.astype(np.float64), axis=1)
              + view_offset("custody", f["detector"], nonfrontal_offset))
-        j = column[f["subject_ref"]]
+        j = column[f["subject_id"]]
         better = d < dist[:, j]
         dist[better, j] = d[better]
         face_of[better, j] = f["face_id"]

@@ -176,10 +176,10 @@ def rank_subjects(catalogue: Catalogue, index: FaceIndex, embedding: np.ndarray,
         distances, ids = index.search(embedding.reshape(1, -1).astype(np.float32), k)
         pairs = [(float(d), int(i)) for d, i in zip(distances[0], ids[0]) if i >= 0]
         details = catalogue.face_details([i for _, i in pairs])
-        best: dict[str, tuple[float, int]] = {}
+        best: dict[int, tuple[float, int]] = {}  # by subject id: two agencies' "P-123" are two people
         for distance, face_id in pairs:
             face = details.get(face_id, {})
-            subject = face.get("subject_ref")
+            subject = face.get("subject_id")
             if subject is None:
                 continue
             adjusted = adjusted_distance(distance, "custody", face.get("detector"), nonfrontal_offset)
@@ -191,10 +191,10 @@ def rank_subjects(catalogue: Catalogue, index: FaceIndex, embedding: np.ndarray,
         if enough or k >= index.ntotal:
             break
         k = min(index.ntotal, k * 4)
-    ranked = sorted(best.items(), key=lambda kv: (kv[1][0], kv[0]))[:top]
+    ranked = sorted(best.values(), key=lambda v: (v[0], details[v[1]]["subject_ref"], v[1]))[:top]
     return [
-        _candidate(rank, distance, face_id, details[face_id], bands, subject=subject)
-        for rank, (subject, (distance, face_id)) in enumerate(ranked, start=1)
+        _candidate(rank, distance, face_id, details[face_id], bands, subject=details[face_id]["subject_ref"])
+        for rank, (distance, face_id) in enumerate(ranked, start=1)
     ]
 
 

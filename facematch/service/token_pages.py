@@ -2,8 +2,8 @@
 
 A new token's secret is shown once, in the reply to the form that made it (never in a URL, never stored),
 with a warning to copy it now; that reply is not cached. Creating and revoking are audited by the library
-(``token.create``, ``token.revoke``) and, being form posts, need the session's CSRF token. The last use of
-a token is not recorded by the catalogue, so the page does not show one.
+(``token.create``, ``token.revoke``) and, being form posts, need the session's CSRF token. Each token shows
+the day (UTC) it last authenticated a request ("never" when not used since schema 11 recorded it).
 """
 
 from __future__ import annotations

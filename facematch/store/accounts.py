@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import secrets
 import sqlite3
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from facematch.errors import AuthenticationFailed, Conflict, InvalidArgument, No
 from facematch.store.catalogue import Catalogue, utc_now
 
 __all__ = ["ROLES", "User", "SearchScope", "Accounts", "normalise_until"]
+
+log = logging.getLogger(__name__)
 
 #: operator: ingests; investigator: searches for the cases of their agency; reviewer: records decisions;
 #: supervisor: reads the audit trail of their agency; admin: the users of their own agency and the sharing
@@ -196,9 +199,11 @@ class Accounts:
         return token_id, secret
 
     def tokens(self, user: User) -> list[dict]:
-        """``user``'s own API tokens, revoked ones included (never the secrets; last use is not recorded)."""
+        """``user``'s own API tokens, revoked ones included (never the secrets), with ``last_used_at``: the
+        day (UTC) each last authenticated a request, None when never since it was recorded (schema 11)."""
         return [dict(r) for r in self.conn.execute(
-            "SELECT id, label, created_at, revoked_at FROM api_tokens WHERE user_id = ? ORDER BY id", (user.id,))]
+            "SELECT id, label, created_at, revoked_at, last_used_at FROM api_tokens WHERE user_id = ? ORDER BY id",
+            (user.id,))]
 
     def revoke_token(self, user: User, token_id: int) -> None:
         with self.catalogue.atomic():
@@ -209,11 +214,26 @@ class Accounts:
             self.catalogue.audit(user.username, "token.revoke", {"token_id": token_id})
 
     def token_user(self, secret: str) -> User:
-        row = self._one("SELECT user_id FROM api_tokens WHERE token_sha256 = ? AND revoked_at IS NULL",
+        """The user of a live API token; records the day it was used (``last_used_at``)."""
+        row = self._one("SELECT id, user_id, last_used_at FROM api_tokens WHERE token_sha256 = ? AND revoked_at IS NULL",
                         _sha(secret or ""))
         if row is None:
             raise AuthenticationFailed("unknown or revoked API token")
-        return self.user(row[0])
+        self._note_token_use(row["id"], row["last_used_at"])
+        return self.user(row["user_id"])
+
+    def _note_token_use(self, token_id: int, last: str | None) -> None:
+        """Record today as the token's last use: at most one write per token per day (day precision is what
+        an admin needs to spot a stale token, and a write per request would contend with ingests). Best
+        effort: a busy catalogue never fails the request; the next day's first use records it."""
+        today = utc_now()[:10]
+        if last == today:
+            return
+        try:
+            self.conn.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ? AND "
+                              "(last_used_at IS NULL OR last_used_at < ?)", (today, token_id, today))
+        except sqlite3.OperationalError as exc:  # e.g. locked for longer than the busy timeout
+            log.warning("API token %d: last use not recorded (%s)", token_id, exc)
 
     def create_session(self, user: User, *, hours: float) -> tuple[str, str]:
         """A web session: ``(cookie value, CSRF token)``."""
@@ -330,10 +350,29 @@ class Accounts:
             n = self.conn.execute(
                 "INSERT OR IGNORE INTO image_owners (image_id, collection_id) "
                 "SELECT id, ? FROM images WHERE run_id = ?", (collection_id, run_id)).rowcount
+            adopted = [r[0] for r in self.conn.execute(
+                "SELECT id FROM images WHERE run_id = ? AND owner_agency = 0 "
+                "AND id IN (SELECT image_id FROM image_owners WHERE collection_id = ?)", (run_id, collection_id))]
             self.conn.execute("UPDATE OR IGNORE images SET owner_agency = ? WHERE run_id = ? AND owner_agency = 0 "
                               "AND id IN (SELECT image_id FROM image_owners WHERE collection_id = ?)",
                               (agency_id, run_id, collection_id))
+            self._subjects_follow(adopted, agency_id)
             return n
+
+    def _subjects_follow(self, image_ids: list[int], agency_id: int) -> None:
+        """Images that joined ``agency_id`` move to that agency's subject of their reference (a subject
+        belongs to one agency); a subject left with no image goes."""
+        for image_id in image_ids:
+            row = self._one("""SELECT i.subject_id, s.reference FROM images i JOIN subjects s ON s.id = i.subject_id
+                               WHERE i.id = ? AND i.owner_agency = ? AND s.agency_id <> ?""",
+                            image_id, agency_id, agency_id)
+            if row is None:
+                continue
+            new_sid = self.catalogue.subject_id(row["reference"], create=True, agency_id=agency_id)
+            self.conn.execute("UPDATE images SET subject_id = ? WHERE id = ?", (new_sid, image_id))
+            self.conn.execute("UPDATE faces SET subject_id = ? WHERE image_id = ?", (new_sid, image_id))
+            self.conn.execute("DELETE FROM subjects WHERE id = ? AND NOT EXISTS "
+                              "(SELECT 1 FROM images WHERE subject_id = ?)", (row["subject_id"], row["subject_id"]))
 
     # -- what a search may see --------------------------------------------------------------------------
 

@@ -107,7 +107,8 @@ class AgencyAdmin:
     def tokens(self, username: str) -> list[dict]:
         user_id, _, _ = self._member(username)
         return [dict(r) for r in self.conn.execute(
-            "SELECT id, label, created_at, revoked_at FROM api_tokens WHERE user_id = ? ORDER BY id", (user_id,))]
+            "SELECT id, label, created_at, revoked_at, last_used_at FROM api_tokens WHERE user_id = ? ORDER BY id",
+            (user_id,))]
 
     def create_token(self, username: str, label: str, *, reason: str) -> tuple[int, str]:
         """A new API token for an active user of the agency: ``(id, secret)``, the secret shown only this once."""

@@ -240,14 +240,26 @@ class Catalogue:
             found.update(r[0] for r in rows)
         return found
 
-    def subject_id(self, reference: str, *, create: bool = False) -> int | None:
-        row = self.conn.execute("SELECT id FROM subjects WHERE reference = ?", (reference,)).fetchone()
+    def subject_id(self, reference: str, *, create: bool = False, agency_id: int = 0) -> int | None:
+        """The id of ``agency_id``'s subject ``reference`` (0: no agency); with ``create``, made when new.
+
+        A reference belongs to its agency (schema 11): another agency's subject of the same reference is
+        another person, never found here."""
+        row = self.conn.execute("SELECT id FROM subjects WHERE agency_id = ? AND reference = ?",
+                                (agency_id, reference)).fetchone()
         if row or not create:
             return row[0] if row else None
         cur = self.conn.execute(
-            "INSERT INTO subjects (reference, created_at) VALUES (?, ?)", (reference, utc_now())
-        )
+            "INSERT INTO subjects (reference, agency_id, created_at) VALUES (?, ?, ?)",
+            (reference, agency_id, utc_now()))
         return cur.lastrowid
+
+    def subjects_named(self, reference: str) -> list[dict]:
+        """Every subject of this reference, one per agency that uses it: ``{"id", "agency_id", "agency"}``
+        (``agency`` None for no agency), by agency id."""
+        return [dict(r) for r in self.conn.execute(
+            """SELECT s.id, s.agency_id, a.name AS agency FROM subjects s LEFT JOIN agencies a ON a.id = s.agency_id
+               WHERE s.reference = ? ORDER BY s.agency_id""", (reference,))]
 
     def add_image(self, *, sha256: str, kind: str, original_path: str, outcome: str, reason: str | None,
                   subject_id: int | None = None, custody_ref: str | None = None, case_ref: str | None = None,
@@ -350,15 +362,16 @@ class Catalogue:
                 out[r[0]] = np.frombuffer(r[1], dtype=np.float32).copy()
         return out
 
-    def custody_faces(self, subjects: list[str]) -> list[dict]:
-        """Every custody face of the given subject references: ``{"face_id", "subject_ref", "detector"}``."""
+    def custody_faces(self, subject_ids: list[int]) -> list[dict]:
+        """Every custody face of the given subjects (ids: a reference alone may name several agencies'
+        subjects): ``{"face_id", "subject_id", "subject_ref", "detector"}``."""
         out: list[dict] = []
-        for start in range(0, len(subjects), 500):
-            chunk = list(subjects[start:start + 500])
+        for start in range(0, len(subject_ids), 500):
+            chunk = [int(i) for i in subject_ids[start:start + 500]]
             marks = ",".join("?" * len(chunk))
             out += [dict(r) for r in self.conn.execute(
-                f"""SELECT f.id AS face_id, s.reference AS subject_ref, f.detector FROM faces f
-                    JOIN subjects s ON s.id = f.subject_id WHERE f.kind = 'custody' AND s.reference IN ({marks})
+                f"""SELECT f.id AS face_id, f.subject_id, s.reference AS subject_ref, f.detector FROM faces f
+                    JOIN subjects s ON s.id = f.subject_id WHERE f.kind = 'custody' AND f.subject_id IN ({marks})
                     ORDER BY f.id""", chunk)]
         return out
 
@@ -370,7 +383,7 @@ class Catalogue:
             marks = ",".join("?" * len(chunk))
             rows = self.conn.execute(
                 f"""SELECT f.id AS face_id, f.image_id, f.kind, f.detector, f.quality_score, f.flags,
-                           s.reference AS subject_ref, i.case_ref, i.custody_ref, i.original_path,
+                           f.subject_id, s.reference AS subject_ref, i.case_ref, i.custody_ref, i.original_path,
                            i.captured_at
                     FROM faces f JOIN images i ON i.id = f.image_id
                     LEFT JOIN subjects s ON s.id = f.subject_id WHERE f.id IN ({marks})""",
@@ -393,14 +406,15 @@ class Catalogue:
 
     # -- deletion (retention) --------------------------------------------------------------------------
 
-    def delete_subject(self, reference: str, *, actor: str, reason: str) -> list[int]:
+    def delete_subject(self, reference: str, *, actor: str, reason: str, agency_id: int | None = None) -> list[int]:
         """Delete a subject with all its images and faces; returns the removed face ids (for the index).
 
         The work is :func:`facematch.store.deletion.delete_subject`'s (candidates, records, audit).
         """
         from facematch.store import deletion
 
-        return deletion.delete_subject(self, reference, actor=actor, reason=reason).face_ids.get("custody", [])
+        return deletion.delete_subject(self, reference, actor=actor, reason=reason,
+                                       agency_id=agency_id).face_ids.get("custody", [])
 
     def delete_case(self, case_ref: str, *, actor: str, reason: str) -> list[int]:
         """Delete every crime-scene image of a case and its faces; returns the removed face ids."""

@@ -18,7 +18,8 @@ __all__ = ["DueSubject", "review_date", "due_subjects", "apply_retention"]
 
 @dataclass(frozen=True)
 class DueSubject:
-    """A subject with custody images due for deletion: how many of its images, since when, and why."""
+    """A subject with custody images due for deletion: how many of its images, since when, and why.
+    ``agency``: whose subject (None: no agency); another agency's subject of the same reference is apart."""
 
     subject: str
     due_images: int
@@ -26,6 +27,8 @@ class DueSubject:
     review_date: str
     not_convicted: bool
     image_ids: tuple[int, ...]
+    agency_id: int = 0
+    agency: str | None = None
 
 
 def review_date(captured_at: str | None, ingested_at: str, not_convicted: bool, review_after_days: int) -> dt.date:
@@ -42,19 +45,21 @@ def review_date(captured_at: str | None, ingested_at: str, not_convicted: bool, 
 
 def due_subjects(catalogue: Catalogue, *, today: dt.date, review_after_days: int) -> list[DueSubject]:
     """Subjects with at least one custody image due on ``today``, earliest review date first."""
-    per_subject: dict[str, list] = {}
+    per_subject: dict[tuple, list] = {}  # by subject: each agency's subject of a reference on its own dates
     for r in catalogue.conn.execute(
-            "SELECT i.id, i.captured_at, i.ingested_at, i.not_convicted, s.reference FROM images i "
-            "JOIN subjects s ON s.id = i.subject_id WHERE i.kind = 'custody' ORDER BY i.id"):
+            "SELECT i.id, i.captured_at, i.ingested_at, i.not_convicted, s.id AS sid, s.reference, s.agency_id, "
+            "a.name AS agency FROM images i JOIN subjects s ON s.id = i.subject_id "
+            "LEFT JOIN agencies a ON a.id = s.agency_id WHERE i.kind = 'custody' ORDER BY i.id"):
         when = review_date(r["captured_at"], r["ingested_at"], bool(r["not_convicted"]), review_after_days)
-        per_subject.setdefault(r["reference"], []).append((r["id"], when, bool(r["not_convicted"])))
+        key = (r["sid"], r["reference"], r["agency_id"], r["agency"])
+        per_subject.setdefault(key, []).append((r["id"], when, bool(r["not_convicted"])))
     out = []
-    for subject, images in per_subject.items():
+    for (_, subject, agency_id, agency), images in per_subject.items():
         due = [i for i in images if i[1] <= today]
         if due:
             out.append(DueSubject(subject, len(due), len(images), min(i[1] for i in due).isoformat(),
-                                  any(i[2] for i in due), tuple(i[0] for i in due)))
-    return sorted(out, key=lambda d: (d.review_date, d.subject))
+                                  any(i[2] for i in due), tuple(i[0] for i in due), agency_id, agency))
+    return sorted(out, key=lambda d: (d.review_date, d.subject, d.agency_id))
 
 
 def apply_retention(catalogue: Catalogue, due: list[DueSubject], *, actor: str, reason: str) -> list[Deletion]:
@@ -67,8 +72,8 @@ def apply_retention(catalogue: Catalogue, due: list[DueSubject], *, actor: str, 
     for d in due:
         whole = d.due_images == d.total_images
         details = {"subject_digest": salted_digest(catalogue.catalogue_id, d.subject), "whole_subject": whole, "review_date": d.review_date,
-                   "not_convicted": d.not_convicted}
+                   "not_convicted": d.not_convicted, "agency_id": d.agency_id}
         deletions.append(delete_images(catalogue, list(d.image_ids), scope="subject" if whole else "image",
                                        target=d.subject, actor=actor, reason=reason,
-                                       audit=("retention.apply", details)))
+                                       audit=("retention.apply", details), agency_id=d.agency_id))
     return deletions

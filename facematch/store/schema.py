@@ -378,11 +378,44 @@ _V10_AGENCY_SCOPE = [
     "ALTER TABLE deletion_records ADD COLUMN agency_id INTEGER",
 ]
 
+#: Version 11: a subject reference belongs to its agency, as images do since version 10.
+#: - ``subjects`` is unique by (``agency_id``, ``reference``) (0: no agency, as ``images.owner_agency``): agency
+#:   A's "P-123" and agency B's "P-123" are two subjects, ranked, reviewed and erased apart. An existing
+#:   subject takes the agency of the images it holds (the lowest, 0 first); a subject whose images belong to
+#:   several agencies is split, one subject per agency (its images and faces move to their agency's subject;
+#:   the ids of the faces, and so the FAISS index, do not change).
+#: - ``api_tokens.last_used_at``: the day (UTC, ``YYYY-MM-DD``) a token last authenticated a request,
+#:   written at most once per token per day (NULL: not used since it was recorded).
+_V11_SUBJECT_AGENCY = [
+    """CREATE TABLE subjects_v11 (
+        id INTEGER PRIMARY KEY,
+        reference TEXT NOT NULL,
+        agency_id INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        UNIQUE (agency_id, reference)
+    )""",
+    """INSERT INTO subjects_v11 (id, reference, agency_id, created_at)
+       SELECT s.id, s.reference, COALESCE((SELECT MIN(i.owner_agency) FROM images i WHERE i.subject_id = s.id), 0),
+              s.created_at FROM subjects s""",
+    """INSERT INTO subjects_v11 (reference, agency_id, created_at)
+       SELECT DISTINCT s.reference, i.owner_agency, s.created_at FROM images i JOIN subjects s ON s.id = i.subject_id
+       WHERE i.owner_agency <> (SELECT n.agency_id FROM subjects_v11 n WHERE n.id = s.id)""",
+    """UPDATE images SET subject_id = (
+           SELECT n.id FROM subjects_v11 n JOIN subjects s ON s.reference = n.reference
+           WHERE s.id = images.subject_id AND n.agency_id = images.owner_agency)
+       WHERE subject_id IS NOT NULL""",
+    """UPDATE faces SET subject_id = (SELECT i.subject_id FROM images i WHERE i.id = faces.image_id)
+       WHERE subject_id IS NOT NULL""",
+    "DROP TABLE subjects",
+    "ALTER TABLE subjects_v11 RENAME TO subjects",
+    "ALTER TABLE api_tokens ADD COLUMN last_used_at TEXT",
+]
+
 #: Migrations in order: MIGRATIONS[i] takes the schema from version i to i + 1.
 MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4_ACCOUNTS, _V5_RETENTION, _V6_PERSON, _V7_RUN_STATUS,
-                               _V8_REVIEW_ERASURE, _V9_AUDIT_INDEXES, _V10_AGENCY_SCOPE]
+                               _V8_REVIEW_ERASURE, _V9_AUDIT_INDEXES, _V10_AGENCY_SCOPE, _V11_SUBJECT_AGENCY]
 #: Migrations that rebuild tables others refer to: run with foreign keys off, checked before the commit.
-_REBUILDS = {9}
+_REBUILDS = {9, 10}
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

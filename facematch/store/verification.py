@@ -4,12 +4,14 @@ A nearest-neighbour check with the deleted embeddings is impossible once they ar
 rests on what the deletion recorded (``deletion_records``: face ids and salted image digests):
 
 - catalogue: no row of any table (the audit log and the deletion records excepted: they are the
-  accountable record; past searches' probes are the searcher's own images) holds the subject or case
-  reference, a deleted face id, or an image whose salted hash is a deleted one;
+  accountable record; past searches' probes are the searcher's own images, except that a case's
+  deletion erases the searches made in it) holds the subject or case reference, a deleted face id, or an
+  image whose salted hash is a deleted one; after a deletion of some agencies' data only (a subject, a
+  case, an image copy), another agency's rows of the same reference or file are not traces;
 - index: no index file (nor its raw-vector file) holds a deleted face id, and each sidecar was saved
   after the deletion (its deletion count is the catalogue's);
 - files: no temporary file (``*.tmp``, an interrupted save) is left in the data or index folder, since
-  one could hold the deleted vectors.
+  one could hold the deleted vectors, and no uploaded probe file of an erased search is left.
 
 The evaluation cache is checked by the caller (it belongs to a higher layer).
 """
@@ -25,8 +27,8 @@ from facematch.store.deletion import SCOPES, is_sha256, salted_digest
 from facematch.store.index import FaceIndex
 from facematch.types import IMAGE_KINDS
 
-__all__ = ["EXEMPT_TABLES", "recorded_deletions", "catalogue_check", "index_check", "leftovers_check",
-           "temp_leftovers"]
+__all__ = ["EXEMPT_TABLES", "recorded_deletions", "catalogue_check", "probe_files_check", "index_check",
+           "leftovers_check", "temp_leftovers"]
 
 #: Tables that keep an accountable record of what was done and are not searched for traces.
 EXEMPT_TABLES = frozenset({"audit_log", "deletion_records", "search_probes", "searches", "sqlite_sequence"})
@@ -80,8 +82,10 @@ def catalogue_check(catalogue: Catalogue, scope: str, target: str, faces: set[in
     """Problems found in the catalogue's tables (empty: no trace). With ``agencies`` (a deletion of those
     agencies' copies), images of other agencies with the same content are not traces."""
     conn, problems = catalogue.conn, []
+    # a case's deletion erases the searches made in it: one still naming the case is a trace
+    exempt = EXEMPT_TABLES - {"searches"} if scope == "case" else EXEMPT_TABLES
     tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-              if r[0] not in EXEMPT_TABLES]
+              if r[0] not in exempt]
     for table in tables:
         for _, column, declared, *_ in conn.execute(f'PRAGMA table_info("{table}")'):
             hits = 0
@@ -109,12 +113,23 @@ def _others_kept(table: str, agencies: set[int] | None) -> str:
     marks = ",".join(str(int(a)) for a in sorted(agencies)) or "NULL"
     if table == "images":
         return f" AND owner_agency IN ({marks})"
-    if table == "cases":
+    if table in ("cases", "subjects"):  # another agency's case or subject of the same reference stays
         return f" AND agency_id IN ({marks})"
+    if table == "searches":  # a search's agency: its owner's (none: a command-line search)
+        return f" AND COALESCE((SELECT o.agency_id FROM search_owners o WHERE o.search_id = searches.id), 0) IN ({marks})"
     if table == "candidates":
         return (" AND (face_id IS NULL OR face_id NOT IN (SELECT f.id FROM faces f JOIN images i ON i.id = "
                 f"f.image_id WHERE i.owner_agency NOT IN ({marks})))")
     return ""
+
+
+def probe_files_check(catalogue: Catalogue, digests: set[str]) -> list[str]:
+    """Uploaded probe files (``<data_dir>/probes/<sha256>.<ext>``) a deletion recorded as removed (an
+    erased case's searches) that are still there."""
+    folder = catalogue.data_dir / "probes"
+    left = [p for p in sorted(folder.iterdir()) if p.is_file() and is_sha256(p.stem)
+            and salted_digest(catalogue.catalogue_id, p.stem.lower()) in digests] if folder.is_dir() else []
+    return [f"uploaded probe file {p.name} of an erased search is still there" for p in left]
 
 
 def index_check(catalogue: Catalogue, index_dir: str | Path, faces: set[int]) -> list[str]:
