@@ -299,3 +299,21 @@ def test_token_last_use_is_recorded_once_a_day_and_shown(tmp_path):
     fm.accounts.token_user(secret)
     assert conn.execute("SELECT last_used_at FROM api_tokens WHERE id = ?", (token_id,)).fetchone()[0] == today
     fm.close()
+
+
+def test_images_adopted_by_a_collection_join_that_agencys_subject(tmp_path):
+    """A command-line ingest (no agency) later given to south's collection: its subject becomes south's,
+    merged with south's subject of the same reference, and north's P-123 stays apart."""
+    north = _custody_folder(tmp_path / "north", "052")
+    loose = _custody_folder(tmp_path / "loose", "040")
+    fm = make_facematch(tmp_path, workers=1)
+    _agencies_and_users(fm)
+    fm.ingest_custody(north, collection="north-custody")
+    run = fm.ingest_custody(loose)
+    assert _subjects(fm) == [("P-123", "-", 2), ("P-123", "north", 2)]
+    fm.accounts.assign_run(run.run_id, collection_id=fm.accounts.collection("south-custody")["id"])
+    assert _subjects(fm) == [("P-123", "north", 2), ("P-123", "south", 2)]
+    faces = fm.catalogue.conn.execute("""SELECT COUNT(*) FROM faces f JOIN images i ON i.id = f.image_id
+        JOIN subjects s ON s.id = f.subject_id WHERE s.agency_id <> i.owner_agency""").fetchone()[0]
+    assert faces == 0
+    fm.close()

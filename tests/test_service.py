@@ -8,6 +8,7 @@ CCTV crops.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 from pathlib import Path
@@ -60,6 +61,8 @@ def service(frmdb_gallery, tmp_path_factory):
         conn.execute("""UPDATE images SET owner_agency = (SELECT c.agency_id FROM image_owners o
                         JOIN collections c ON c.id = o.collection_id WHERE o.image_id = images.id)
                         WHERE id IN (SELECT image_id FROM image_owners)""")
+        conn.execute("""UPDATE subjects SET agency_id = (SELECT i.owner_agency FROM images i
+                        WHERE i.subject_id = subjects.id LIMIT 1)""")  # a subject belongs to its images' agency
     ingest_root = home.parent / "ingest-root"
     (ingest_root / "052").mkdir(parents=True)
     for view in ("Img_33.jpg", "Img_23.jpg"):
@@ -791,7 +794,8 @@ def test_api_tokens_on_the_web_page_and_the_admin_page(service):
     assert bearer.get("/api/me").json()["user"] == who("rita")
     token_id = next(t["id"] for t in bearer.get("/api/tokens").json() if t["label"] == "review export script")
     listed = rita.get("/tokens")
-    assert secret not in listed.text and "review export script" in listed.text and "not recorded" in listed.text
+    used = dt.datetime.now(dt.timezone.utc).date().isoformat()  # the bearer's request above, recorded by day
+    assert secret not in listed.text and "review export script" in listed.text and f"<td>{used}</td>" in listed.text
     assert client(app, "ravi").post(f"/tokens/{token_id}/revoke").status_code == 404  # not his
     r = rita.post(f"/tokens/{token_id}/revoke", data={"csrf_token": csrf}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/tokens"

@@ -10,6 +10,11 @@ identifier in clear), so :mod:`facematch.store.verification` can later prove the
 ``secure_delete`` overwrites the freed pages and the WAL is checkpointed and truncated afterwards.
 The index entries and evaluation-cache entries are removed by the caller (``Facematch``) with the
 ``Deletion`` returned here.
+
+A subject and a case belong to one agency (schema 11): a deletion names whose, and is recorded with it,
+so verification expects another agency's subject or case of the same reference to remain. A case's
+deletion also erases the searches made in it (the case is closed: its own records go, not only its
+images), the uploaded probe files only they used, and the case row.
 """
 
 from __future__ import annotations
