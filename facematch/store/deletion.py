@@ -22,8 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from facematch.errors import InvalidArgument, NotFound
 from facematch.store import audit_chain as chain
