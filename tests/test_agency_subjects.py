@@ -88,6 +88,14 @@ def test_same_reference_in_two_agencies_is_two_subjects_ranked_apart(p123):
     assert [c.subject for c in listed] == ["P-123", "P-123"]
     assert [_face_agency(fm, c.face_id) for c in listed] == ["north", "south"]  # 052's own images first
     assert listed[0].distance < listed[1].distance
+    # the service names each candidate's collection, so a reviewer tells the two P-123 apart
+    app = create_app(fm.settings, ServiceSettings(), web=False)
+    path = require_data("frmdb-dev", "cctv_crops", "052", "Img_01.jpg")
+    r = _login(app, "north").post("/api/searches", files=[("images", (path.name, path.read_bytes(), "image/jpeg"))],
+                                  data={"case": "OP-2", "reason": "robbery, CCTV still", "top": "5"})
+    assert r.status_code == 201, r.text
+    assert [(c["subject"], c["collection"]) for c in r.json()["probes"][0]["subjects"]] == [
+        ("P-123", "north-custody"), ("P-123", "south-custody")]
     # a person-level search fuses per subject too
     person = fm.search([probe, require_data("frmdb-dev", "cctv_crops", "052", "Img_02.jpg")], top=5,
                        one_person=True, user=north.username, reason="test", scope=fm.accounts.search_scope(north))

@@ -162,7 +162,10 @@ def search_view(state: ServiceState, user: User, search_id: int, *, reason: str 
                               "(header X-Reason); it is recorded in the audit log")
     reviews = state.fm.candidate_reviews(search_id, viewer=user.username)
     doc = result.to_dict() | {"consultation": ref(entry), "consultation_entry": entry}
+    collections = state.fm.accounts.face_collections([c["face_id"] for p in doc["probes"] for c in p["subjects"]])
     for probe in doc["probes"]:
+        for cand in probe["subjects"]:  # whose subject: one reference may be two agencies' subjects
+            cand["collection"] = collections.get(cand["face_id"])
         probe.pop("path", None)
         probe["face_url"] = f"/api/searches/{search_id}/probes/{probe['probe_no']}/face.jpg?consultation={ref(entry)}"
         for list_name, key in (("custody", "subjects"), ("scene", "scene_faces")):

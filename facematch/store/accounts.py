@@ -454,6 +454,15 @@ class Accounts:
             raise NotFound(f"no face {face_id}")
         return row[0], (row[1], row[2], row[3] - row[1], row[4] - row[2])
 
+    def face_collections(self, face_ids: list[int]) -> dict[int, str]:
+        """``{face_id: name of the collection holding its image}``: two agencies' subjects of one reference
+        are told apart by their collection when a shared search lists both."""
+        ids = [int(i) for i in face_ids if i is not None]
+        marks = ",".join("?" * len(ids)) or "NULL"
+        return {r[0]: r[1] for r in self.conn.execute(
+            f"""SELECT f.id, c.name FROM faces f JOIN image_owners o ON o.image_id = f.image_id
+                JOIN collections c ON c.id = o.collection_id WHERE f.id IN ({marks})""", ids)}
+
     def probe_location(self, search_id: int, probe_no: int) -> tuple[str, tuple[int, int, int, int] | None, str]:
         """The stored probe image of one probe face of a search: ``(path, box or None, sha256)``."""
         row = self._one("SELECT path, box, sha256 FROM search_probes WHERE search_id = ? AND probe_no = ?",
