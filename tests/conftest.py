@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from facematch.api import Facematch
-from facematch.settings import Settings
+from facematch.settings import EvaluationSettings, Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,8 +36,11 @@ def astronaut() -> np.ndarray:
 
 
 def make_facematch(root: Path, **settings) -> Facematch:
-    """A Facematch on a fresh catalogue and index folder under ``root`` (one worker unless told)."""
-    base = Settings(data_dir=root / "data", index_dir=root / "indexes", workers=settings.pop("workers", 1))
+    """A Facematch on a fresh catalogue, index folder and evaluation cache under ``root`` (one worker unless
+    told): deletion proofs look in the evaluation cache, and the machine's own (``.cache/``, full after an
+    evaluation) must not decide a test."""
+    base = Settings(data_dir=root / "data", index_dir=root / "indexes", workers=settings.pop("workers", 1),
+                    evaluation=EvaluationSettings(cache_dir=root / "eval-cache"))
     return Facematch(settings=base.replace(**settings))
 
 
