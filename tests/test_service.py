@@ -968,3 +968,48 @@ def test_two_workers_creating_the_same_case_get_one_case(tmp_path):
         loser._one = stale_then_real
         assert loser.case_id(agency_id, "RACE-1", create=True) == made
         assert looked and first.catalogue.conn.execute("SELECT COUNT(*) FROM cases").fetchone()[0] == 1
+
+
+def test_ingest_list_outlives_a_restart_and_shows_only_the_agencys_runs(service):
+    """After a restart the ingest page still lists the agency's ingests from the catalogue (who, when, what,
+    counts, state); a run recorded as started whose process is gone shows as interrupted; another agency's
+    runs never show."""
+    app, fm = service
+    otto = client(app, "otto")
+    stills = [require_data("frmdb-dev", "cctv_crops", "050", v) for v in ("Img_01.jpg", "Img_02.jpg")]
+    job = otto.post("/api/ingest/scene", data={"case": "OP-RESTART"},
+                    files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in stills])
+    assert job.status_code == 202, job.text
+    state = _wait(otto, job.json()["id"])
+    assert state["state"] == "finished", state
+    north = fm.accounts.agency_id("north")
+    stale = fm.catalogue.start_ingest_run("custody", "/mnt/old", "otto", agency_id=north,
+                                          collection_id=fm.accounts.collection("north-custody")["id"])
+    south_run = fm.catalogue.start_ingest_run("scene", "/mnt/south", "sam", agency_id=fm.accounts.agency_id("south"),
+                                              case_ref="OP-SOUTH-SECRET")
+    fm.catalogue.finish_ingest_run(south_run, "sam", {"processed": 3, "faces_stored": 3, "total": 3})
+
+    restarted = create_app(fm.settings, ServiceSettings(ingest_roots=(app.state.ingest_root, app.state.scene_root)))
+    otto2, sam2 = client(restarted, "otto", fresh=True), client(restarted, "sam", fresh=True)
+    listed = otto2.get("/api/ingest").json()
+    runs = {e["run_id"]: e for e in listed}
+    assert [e["run_id"] for e in listed] == sorted(runs, reverse=True)  # newest first
+    done = runs[state["summary"]["run_id"]]
+    assert (done["state"], done["case"], done["user"], done["processed"], done["faces_stored"], done["failures"]) == (
+        "finished", "OP-RESTART", who("otto"), 2, state["summary"]["faces_stored"], 0), done
+    assert done["started_at"] and done["finished_at"] and done["id"] is None  # not a job of this server
+    assert runs[stale]["state"] == "interrupted" and runs[stale]["collection"] == "north-custody"
+    assert south_run not in runs
+    page = otto2.get("/ingest").text
+    assert f"run {done['run_id']} case OP-RESTART: finished 2/2 · started by {who('otto')}" in page
+    assert f"run {stale} north-custody: interrupted" in page and "OP-SOUTH-SECRET" not in page
+    south = {e["run_id"]: e for e in sam2.get("/api/ingest").json()}
+    owners = {r: fm.catalogue.conn.execute("SELECT agency_id FROM ingest_runs WHERE id = ?", (r,)).fetchone()[0]
+              for r in south}
+    assert set(owners.values()) == {fm.accounts.agency_id("south")}, owners  # only south's runs
+    assert south[south_run]["case"] == "OP-SOUTH-SECRET" and done["run_id"] not in south and stale not in south
+    assert "OP-RESTART" not in sam2.get("/ingest").text
+    # the command-line run adopted into north's collection (the fixture's gallery) is north's
+    gallery = fm.catalogue.conn.execute("SELECT MIN(id) FROM ingest_runs").fetchone()[0]
+    assert runs[gallery]["collection"] == "north-custody" and runs[gallery]["state"] == "finished"
+    assert runs[gallery]["faces_stored"] > 0

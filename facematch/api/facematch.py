@@ -8,7 +8,7 @@ writes (the catalogue is in WAL mode; the index is caught up from the catalogue,
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +48,8 @@ class Facematch(DataLifecycle, Measurement):
 
     def ingest_custody(self, source: str | Path, *, workers: int | None = None, batch_size: int | None = None,
                        user: str | None = None, progress: ProgressCallback | None = None,
-                       collection: str | None = None, allow_relabel: bool = False) -> IngestSummary:
+                       collection: str | None = None, allow_relabel: bool = False,
+                       on_run: Callable[[int], None] | None = None) -> IngestSummary:
         """Ingest custody images from a ``<subject_id>/<image>`` folder or a CSV manifest.
 
         ``collection`` (an existing collection's name) is the agency collection the new images join;
@@ -56,26 +57,31 @@ class Facematch(DataLifecycle, Measurement):
         agency already stores is skipped, and one it stores under another subject id is refused unless
         ``allow_relabel`` (``facematch.ingest.labels``); another agency's copies are never consulted, so
         the same file ingested by two agencies is stored once for each. Rows with invalid fields are
-        recorded as failures.
+        recorded as failures. ``on_run`` is told the run's id once it is recorded.
         """
         target = self.accounts.collection(collection) if collection else None
         owner = Owner(target["agency_id"], target["id"]) if target else Owner()
         items = custody_items(source, self.settings.text_limits)
-        return self._ingest(items, "custody", source, workers, batch_size, user, progress, allow_relabel, owner)
+        return self._ingest(items, "custody", source, workers, batch_size, user, progress, allow_relabel, owner,
+                            on_run=on_run)
 
     def ingest_scene(self, source: str | Path, *, case: str | None = None, workers: int | None = None,
                      batch_size: int | None = None, user: str | None = None,
-                     progress: ProgressCallback | None = None, agency: str | None = None) -> IngestSummary:
+                     progress: ProgressCallback | None = None, agency: str | None = None,
+                     on_run: Callable[[int], None] | None = None) -> IngestSummary:
         """Ingest crime-scene images (folder with ``case``, or a manifest with a case_ref column).
 
-        With ``agency`` the images' cases become that agency's cases (created when new).
+        With ``agency`` the images' cases become that agency's cases (created when new). ``on_run`` is
+        told the run's id once it is recorded.
         """
         owner = Owner(self.accounts.agency_id(agency)) if agency else Owner()
-        items = scene_items(source, self._optional("case ref", case), self.settings.text_limits)
-        return self._ingest(items, "scene", source, workers, batch_size, user, progress, False, owner)
+        case = self._optional("case ref", case)
+        items = scene_items(source, case, self.settings.text_limits)
+        return self._ingest(items, "scene", source, workers, batch_size, user, progress, False, owner,
+                            case_ref=case, on_run=on_run)
 
     def _ingest(self, items, kind, source, workers, batch_size, user, progress, allow_relabel,
-                owner: Owner) -> IngestSummary:
+                owner: Owner, *, case_ref: str | None = None, on_run=None) -> IngestSummary:
         """One ingest run; ``owner``'s images only count as "already stored" (another agency's never do)."""
         for name, value in (("workers", workers), ("batch size", batch_size)):
             if value is not None:
@@ -83,7 +89,7 @@ class Facematch(DataLifecycle, Measurement):
         settings = self.settings.replace(workers=workers, batch_size=batch_size)
         return ingest(self.catalogue, self.index_store, items, kind=kind, settings=settings,
                       user=self._user(user), source=os.path.abspath(source), progress=progress,
-                      allow_relabel=allow_relabel, owner=owner)
+                      allow_relabel=allow_relabel, owner=owner, case_ref=case_ref, on_run=on_run)
 
     # -- search and review ------------------------------------------------------------------------
 

@@ -123,7 +123,8 @@ Analyse = Callable[[list[Job], Settings], Iterable[ItemResult]]
 
 def ingest(catalogue: Catalogue, index_store: IndexStore, items: list[IngestItem], *, kind: str,
            settings: Settings, user: str, source: str, progress: ProgressCallback | None = None,
-           analyse: Analyse | None = None, allow_relabel: bool = False, owner: Owner = Owner()) -> IngestSummary:
+           analyse: Analyse | None = None, allow_relabel: bool = False, owner: Owner = Owner(),
+           case_ref: str | None = None, on_run: Callable[[int], None] | None = None) -> IngestSummary:
     """Ingest ``items`` of ``kind`` ("custody" or "scene") into the catalogue and its index.
 
     The data directory's writer lock is held per batch (commit, index update, periodic save), not for the
@@ -134,17 +135,22 @@ def ingest(catalogue: Catalogue, index_store: IndexStore, items: list[IngestItem
     ``facematch.ingest.labels``; relabelling a stored image only when ``allow_relabel``). Returns the
     run's summary, with per-stage times in ``summary.stages``. ``owner``: whose images these are (each
     stored image is owned in the transaction that stores it; duplicates are looked for in its scope only).
+    ``case_ref``: the one case of a crime-scene run (recorded with the run); ``on_run`` is told the run's
+    id once it is recorded (the service's job list ties its live progress to the catalogue's run).
     """
     started = time.perf_counter()
     require_embedding_model(catalogue, kind, settings)
     with contextlib.ExitStack() as alive:
         with index_store.writer("ingest"):
             catalogue.mark_interrupted_runs()
-            run_id = catalogue.start_ingest_run(kind, source, user)
+            run_id = catalogue.start_ingest_run(kind, source, user, agency_id=owner.agency_id,
+                                                collection_id=owner.collection_id, case_ref=case_ref)
             alive.enter_context(hold_run(catalogue.data_dir, run_id))
             index = index_store.load_for_write(kind)
             if index_store.token(kind) is None:  # a first index file, so readers never find none
                 index_store.save(kind, index)
+        if on_run:
+            on_run(run_id)
         summary = IngestSummary(run_id=run_id, kind=kind, total=len(items))
         with summary.stages.time("hash"):  # wall time is the figure here: threads do the reading
             todo = _new_items(catalogue, items, kind, summary, run_id, user, allow_relabel, owner.agency_id)

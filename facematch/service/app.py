@@ -515,9 +515,11 @@ def _ingest_routes(app: FastAPI, state: ServiceState, current) -> None:
 
     @app.get("/api/ingest", tags=["ingest"])
     def ingest_jobs(user: User = Depends(current)):
-        """Your agency's ingest jobs of this server's run, newest first (the ingest page polls it)."""
+        """Your agency's last 50 ingests, newest first: the runs the catalogue records (also those started
+        before this server, or from the command line into your collections) with the live progress of this
+        server's jobs; state running, finished, failed or interrupted (the ingest page polls it)."""
         require(user, "operator")
-        return [job.to_dict() for job in reversed(state.jobs.for_agency(user.agency_id))]
+        return state.jobs.listing(state.fm.catalogue, user.agency_id)
 
     @app.get("/api/ingest/{job_id}", tags=["ingest"])
     def ingest_progress(job_id: int, user: User = Depends(current)):

@@ -244,5 +244,5 @@ def add_web_routes(app: FastAPI, state: ServiceState, current) -> None:
     @app.get("/ingest", response_class=HTMLResponse, include_in_schema=False)
     def ingest_page(request: Request, user=Depends(page_user)):
         require(user, "operator")
-        return render(request, "ingest.html", user, jobs=[j.to_dict() for j in state.jobs.for_agency(user.agency_id)],
+        return render(request, "ingest.html", user, jobs=state.jobs.listing(state.fm.catalogue, user.agency_id),
                       roots=[str(r) for r in state.service.ingest_roots])

@@ -357,6 +357,8 @@ class Accounts:
                               "AND id IN (SELECT image_id FROM image_owners WHERE collection_id = ?)",
                               (agency_id, run_id, collection_id))
             self._subjects_follow(adopted, agency_id)
+            self.conn.execute("UPDATE ingest_runs SET agency_id = ?, collection_id = ? WHERE id = ? AND agency_id = 0",
+                              (agency_id, collection_id, run_id))  # the run is listed as the agency's now
             return n
 
     def _subjects_follow(self, image_ids: list[int], agency_id: int) -> None:

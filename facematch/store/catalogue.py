@@ -195,14 +195,49 @@ class Catalogue:
 
     # -- ingestion -------------------------------------------------------------------------------
 
-    def start_ingest_run(self, kind: str, source: str, user: str) -> int:
+    def start_ingest_run(self, kind: str, source: str, user: str, *, agency_id: int = 0,
+                         collection_id: int | None = None, case_ref: str | None = None) -> int:
+        """Record a run as started, with whose it is (``agency_id``, 0: none; its ``collection_id`` or
+        the ``case_ref`` of a one-case crime-scene run), so the agency's ingest list shows it later."""
         with self.atomic():
             cur = self.conn.execute(
-                "INSERT INTO ingest_runs (kind, source, user, started_at) VALUES (?, ?, ?, ?)",
-                (kind, source, user, utc_now()),
+                "INSERT INTO ingest_runs (kind, source, user, started_at, agency_id, collection_id, case_ref) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (kind, source, user, utc_now(), agency_id, collection_id, case_ref),
             )
             self.audit(user, "ingest.start", {"run_id": cur.lastrowid, "kind": kind, "source": source})
         return cur.lastrowid
+
+    def ingest_runs(self, agency_id: int, *, limit: int = 50) -> list[dict]:
+        """``agency_id``'s ingest runs, newest first, at most ``limit``: id, kind, user, started_at,
+        finished_at, collection (name), case_ref, state (running, finished, interrupted: recorded as
+        started, not finished, and no process holds it) and processed / faces_stored / failures (from
+        the run's summary once finished, counted from what it stored so far otherwise)."""
+        rows = self.conn.execute(
+            """SELECT r.id, r.kind, r.user, r.started_at, r.finished_at, r.status, r.counts, r.case_ref,
+                      c.name AS collection,
+                      (SELECT COUNT(*) FROM ingest_failures f WHERE f.run_id = r.id) AS failures
+               FROM ingest_runs r LEFT JOIN collections c ON c.id = r.collection_id
+               WHERE r.agency_id = ? ORDER BY r.id DESC LIMIT ?""", (agency_id, limit)).fetchall()
+        runs = []
+        for r in rows:
+            run = {k: r[k] for k in ("id", "kind", "user", "started_at", "finished_at", "collection", "case_ref",
+                                     "failures")}
+            counts = json.loads(r["counts"]) if r["counts"] else None
+            if counts is None:
+                counts = {"processed": self.conn.execute("SELECT COUNT(*) FROM images WHERE run_id = ?",
+                                                         (r["id"],)).fetchone()[0],
+                          "faces_stored": self.conn.execute(
+                              "SELECT COUNT(*) FROM faces WHERE image_id IN (SELECT id FROM images WHERE run_id = ?)",
+                              (r["id"],)).fetchone()[0]}
+            run.update(processed=counts.get("processed", 0), faces_stored=counts.get("faces_stored", 0),
+                       total=counts.get("total"))
+            if r["status"]:
+                run["state"] = r["status"]
+            else:
+                run["state"] = "running" if run_alive(self.data_dir, r["id"]) else "interrupted"
+            runs.append(run)
+        return runs
 
     def finish_ingest_run(self, run_id: int, user: str, counts: dict) -> None:
         with self.atomic():

@@ -411,9 +411,27 @@ _V11_SUBJECT_AGENCY = [
     "ALTER TABLE api_tokens ADD COLUMN last_used_at TEXT",
 ]
 
+#: Version 12: an ingest run names whose it is, so the service lists an agency's past ingests after a
+#: restart (``Catalogue.ingest_runs``): ``agency_id`` (0: no agency), ``collection_id`` (custody) and
+#: ``case_ref`` (a crime-scene run of one case). Existing runs take them from the images they stored (a
+#: run that stored none stays 0: it is shown to no agency).
+_V12_RUN_OWNER = [
+    "ALTER TABLE ingest_runs ADD COLUMN agency_id INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE ingest_runs ADD COLUMN collection_id INTEGER REFERENCES collections(id)",
+    "ALTER TABLE ingest_runs ADD COLUMN case_ref TEXT",
+    """UPDATE ingest_runs SET
+         agency_id = COALESCE((SELECT MIN(i.owner_agency) FROM images i WHERE i.run_id = ingest_runs.id), 0),
+         collection_id = (SELECT MIN(o.collection_id) FROM image_owners o JOIN images i ON i.id = o.image_id
+                          WHERE i.run_id = ingest_runs.id),
+         case_ref = (SELECT CASE WHEN COUNT(DISTINCT i.case_ref) = 1 THEN MIN(i.case_ref) END FROM images i
+                     WHERE i.run_id = ingest_runs.id AND i.kind = 'scene')""",
+    "CREATE INDEX ingest_runs_agency ON ingest_runs(agency_id, id)",
+]
+
 #: Migrations in order: MIGRATIONS[i] takes the schema from version i to i + 1.
 MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4_ACCOUNTS, _V5_RETENTION, _V6_PERSON, _V7_RUN_STATUS,
-                               _V8_REVIEW_ERASURE, _V9_AUDIT_INDEXES, _V10_AGENCY_SCOPE, _V11_SUBJECT_AGENCY]
+                               _V8_REVIEW_ERASURE, _V9_AUDIT_INDEXES, _V10_AGENCY_SCOPE, _V11_SUBJECT_AGENCY,
+                               _V12_RUN_OWNER]
 #: Migrations that rebuild tables others refer to: run with foreign keys off, checked before the commit.
 _REBUILDS = {9, 10}
 SCHEMA_VERSION = len(MIGRATIONS)

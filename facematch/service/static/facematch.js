@@ -79,14 +79,18 @@ function setUpKeys() {
   });
 }
 
-// The job list, drawn from /api/ingest (same text as the server's list); every 2 s while the page is shown.
+// The job list, drawn from /api/ingest (same text as the server's list: the agency's last 50 ingests,
+// recorded runs and this server's live jobs); every 2 s while the page is shown.
 function drawJobs(jobs) {
   const list = document.getElementById("jobs");
   const items = jobs.map((j) => {
     const li = document.createElement("li");
-    li.id = `job-${j.id}`;
-    li.textContent = `#${j.id} ${j.collection || "case " + j.case}: ${j.state} ${j.done}/${j.total}` +
-      (j.error ? ` (${j.error})` : "") + ` · started by ${j.user}`;
+    li.id = j.id ? `job-${j.id}` : `run-${j.run_id}`;
+    const what = j.collection || (j.case ? `case ${j.case}` : (j.kind === "scene" ? "crime-scene images" : "custody images"));
+    li.textContent = (j.id ? `#${j.id} ` : "") + (j.run_id ? `run ${j.run_id} ` : "") +
+      `${what}: ${j.state} ${j.done}/${j.total}` + (j.error ? ` (${j.error})` : "") +
+      ` · started by ${j.user} ${j.started_at} · ${j.faces_stored} faces stored` +
+      (j.failures === null || j.failures === undefined ? "" : ` · ${j.failures} failures`);
     return li;
   });
   if (!items.length) {
