@@ -744,6 +744,38 @@ def test_web_consultation_posts_the_reason_and_its_id_is_bound_to_user_and_sessi
     assert _entries(fm, "review")[0]["details"]["reason_stated"] is False
 
 
+def test_review_queue_link_keeps_its_candidate_anchor_through_the_reason_form(service, north_search):
+    """The queue links to a candidate (``/searches/ID#p1-custody-3``); the reason form carries that anchor in a
+    hidden field and the redirect after it ends at the candidate. Only a candidate anchor goes through: any
+    other value (a URL, a header, markup) is dropped, never put into the redirect."""
+    app, fm = service
+    sid = north_search["search_id"]
+    ravi = client(app, "ravi", fresh=True)
+    csrf = ravi.headers["X-CSRF-Token"]
+    import re
+    links = re.findall(r'href="(/searches/%d#[^"]+)"' % sid, ravi.get("/queue").text)
+    assert links, "the review queue should link to the search's candidates"
+    path, fragment = links[-1].split("#")
+    form = ravi.get(path)
+    assert 'name="anchor"' in form.text and 'id="consult-anchor"' in form.text
+    r = ravi.post(f"/searches/{sid}/consult", follow_redirects=False,
+                  data={"reason": "second review from the queue", "csrf_token": csrf, "anchor": fragment})
+    assert r.status_code == 303 and r.headers["location"].startswith(f"/searches/{sid}?c=")
+    assert r.headers["location"].endswith(f"#{fragment}")
+    assert f'id="{fragment}"' in ravi.get(r.headers["location"].split("#")[0]).text  # the anchor is on the page
+    for hostile in ("//evil.example/", "https://evil.example/#p1-custody-1", "p1-custody-1/../../x",
+                    "p1-custody-1?next=//evil.example", "p1-custody-1\r\nSet-Cookie: x=1", '"><script>', "p1-x-1"):
+        r = ravi.post(f"/searches/{sid}/consult", follow_redirects=False,
+                      data={"reason": "second review from the queue", "csrf_token": csrf, "anchor": hostile})
+        target = r.headers["location"]
+        assert r.status_code == 303 and "#" not in target and "evil" not in target and "\n" not in target, target
+        assert target.startswith(f"/searches/{sid}?c=")
+    again = ravi.post(f"/searches/{sid}/consult", data={"reason": " ", "csrf_token": csrf, "anchor": fragment})
+    assert again.status_code == 422 and f'value="{fragment}"' in again.text  # stating the reason again keeps it
+    hostile = ravi.post(f"/searches/{sid}/consult", data={"reason": " ", "csrf_token": csrf, "anchor": '"><b>x'})
+    assert hostile.status_code == 422 and "<b>x" not in hostile.text
+
+
 def test_web_audit_reading_posts_the_reason_then_pages_under_its_consultation(service, north_search):
     app, fm = service
     sue = client(app, "sue", fresh=True)

@@ -17,13 +17,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 
 from fastapi import Request
 from starlette.exceptions import HTTPException
 
 from facematch.errors import InvalidArgument
 
-__all__ = ["QUERY_REASON_REFUSED", "refuse_query_reason", "consultation_ref", "consultation_entry"]
+__all__ = ["QUERY_REASON_REFUSED", "refuse_query_reason", "consultation_ref", "consultation_entry",
+           "candidate_anchor"]
 
 QUERY_REASON_REFUSED = ("a reason is never accepted in the URL's query string (access logs keep URLs): send it "
                         "in the X-Reason header (API) or state it in the page's form")
@@ -73,3 +75,14 @@ def consultation_entry(request: Request, ref: str | None) -> int | None:
     if not hmac.compare_digest(data[8:], hmac.new(key, b"entry" + raw, "sha256").digest()[:16]):
         raise refused
     return int.from_bytes(raw, "big")
+
+
+#: A candidate's anchor on the results page (``p<probe>-<list>-<rank>``), as the review queue links to it.
+_ANCHOR = re.compile(r"p\d{1,6}-(custody|scene)-\d{1,6}")
+
+
+def candidate_anchor(value: str | None) -> str | None:
+    """``value`` when it is a candidate anchor, else None: the reason form carries the queue link's fragment
+    through its POST, and only this token (never a URL: no open redirect) is added to the redirect."""
+    value = (value or "").strip().lstrip("#")
+    return value if _ANCHOR.fullmatch(value) else None

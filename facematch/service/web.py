@@ -24,7 +24,8 @@ from facematch.service.admin import add_admin_pages
 from facematch.service.app import (ServiceState, audit_csv_response, audit_filter, consultation_since, run_search,
                                    search_view, set_session_cookie)
 from facematch.service.auth import SESSION_COOKIE, authenticate, check_csrf, require
-from facematch.service.consultation import QUERY_REASON_REFUSED, consultation_entry, consultation_ref
+from facematch.service.consultation import (QUERY_REASON_REFUSED, candidate_anchor, consultation_entry,
+                                           consultation_ref)
 from facematch.service.token_pages import add_token_pages
 
 __all__ = ["add_web_routes", "safe_next"]
@@ -134,10 +135,11 @@ def add_web_routes(app: FastAPI, state: ServiceState, current) -> None:
             raise NotFound(f"no search with id {search_id}")
         return found
 
-    def opened(request: Request, search_id: int, entry: int) -> RedirectResponse:
-        """To the results page under consultation ``entry``: a same-site path built here, never taken from input."""
-        return RedirectResponse(f"/searches/{int(search_id)}?c={quote(str(consultation_ref(request, entry)))}",
-                                status_code=303)
+    def opened(request: Request, search_id: int, entry: int, anchor: str | None = None) -> RedirectResponse:
+        """To the results page under consultation ``entry``: a same-site path built here, never taken from input;
+        ``anchor`` (a candidate's, checked by ``candidate_anchor``) only names a place on that page."""
+        return RedirectResponse(f"/searches/{int(search_id)}?c={quote(str(consultation_ref(request, entry)))}"
+                                + (f"#{anchor}" if anchor else ""), status_code=303)
 
     @app.get("/searches/{search_id}", response_class=HTMLResponse, include_in_schema=False)
     def results(request: Request, search_id: int, c: str | None = None, user=Depends(page_user)):
@@ -164,14 +166,17 @@ def add_web_routes(app: FastAPI, state: ServiceState, current) -> None:
         return opened(request, search_id, search_view(state, user, search_id)["consultation_entry"])
 
     @app.post("/searches/{search_id}/consult", include_in_schema=False)
-    def consult(request: Request, search_id: int, reason: str = Form(""), user=Depends(page_user)):
-        """The reason stated in the form: the consultation is recorded, then the results open under it."""
+    def consult(request: Request, search_id: int, reason: str = Form(""), anchor: str = Form(""),
+                user=Depends(page_user)):
+        """The reason stated in the form: the consultation is recorded, then the results open under it, at the
+        candidate the review queue linked to (``anchor``, kept only when it is a candidate anchor)."""
         found = agency_search(user, search_id)
+        anchor = candidate_anchor(anchor)
         if not reason.strip():
-            return render(request, "consult.html", user, status=422, search=found,
+            return render(request, "consult.html", user, status=422, search=found, anchor=anchor,
                           error="state why you are opening this search: it is recorded in the audit log")
         doc = search_view(state, user, search_id, reason=reason.strip())
-        return opened(request, search_id, doc["consultation_entry"])
+        return opened(request, search_id, doc["consultation_entry"], anchor)
 
     @app.post("/searches/{search_id}/decide", include_in_schema=False)
     def decide(request: Request, search_id: int, probe: int = Form(...), rank: int = Form(...),

@@ -9,7 +9,15 @@ document.addEventListener("DOMContentLoaded", () => {
   setUpBoxes();
   setUpKeys();
   setUpIngest();
+  keepAnchor();
 });
+
+// The reason form of a search opened from the review queue (/searches/ID#p1-custody-3): the fragment never
+// reaches the server, so it goes in a hidden field; the server checks its form and adds it to its redirect.
+function keepAnchor() {
+  const field = document.getElementById("consult-anchor");
+  if (field && !field.value && /^#p\d+-(custody|scene)-\d+$/.test(location.hash)) field.value = location.hash.slice(1);
+}
 
 function setUpBoxes() {
   const input = document.getElementById("images");
