@@ -130,6 +130,32 @@ def test_deleting_one_agencys_subject_leaves_the_other(p123):
     assert _subjects(fm) == [] and fm.verify_deletion("subject", "P-123")["ok"]
 
 
+def test_verify_deletion_covers_one_agencys_deletion_with_agency(p123):
+    """``verify-deletion --agency`` proves one agency's deletion of a reference; without it every recorded
+    deletion of the reference is combined, and the output says whose."""
+    import json
+    fm, _ = p123
+    base = ["--data-dir", str(fm.settings.data_dir), "--index-dir", str(fm.settings.index_dir)]
+    run = lambda *args: CliRunner().invoke(cli, base + list(args))  # noqa: E731
+    assert run("delete", "subject", "P-123", "--agency", "south", "--reason", "retention ended").exit_code == 0
+    south = run("verify-deletion", "subject", "P-123", "--agency", "south")
+    assert south.exit_code == 0, south.output
+    assert "Deletion of subject P-123 (recorded deletions of: south): 2 face(s), 2 image(s)" in south.output
+    unrecorded = run("verify-deletion", "subject", "P-123", "--agency", "north")  # north's P-123 is still there
+    assert unrecorded.exit_code != 0 and "no deletion of that agency's subject 'P-123'" in unrecorded.output
+    assert "removed the data of: south" in unrecorded.output
+    assert run("verify-deletion", "subject", "P-123", "--agency", "east").exit_code != 0  # no such agency
+
+    assert run("delete", "subject", "P-123", "--agency", "north", "--reason", "retention ended").exit_code == 0
+    north = json.loads(run("verify-deletion", "subject", "P-123", "--agency", "north", "--json").output)
+    assert (north["ok"], north["agencies"], north["faces"], north["images"]) == (True, ["north"], 2, 2)
+    every = run("verify-deletion", "subject", "P-123")  # today's behaviour: both deletions, named
+    assert every.exit_code == 0, every.output
+    assert "Deletion of subject P-123 (recorded deletions of: north, south): 4 face(s), 4 image(s)" in every.output
+    proof = fm.verify_deletion("subject", "P-123", agency="south")
+    assert proof["ok"] and proof["agencies"] == ["south"] and proof["faces"] == 2
+
+
 def test_retention_deletes_only_the_due_agencys_subject(tmp_path):
     north = _custody_folder(tmp_path / "north", "052")
     manifest = tmp_path / "north.csv"
@@ -183,7 +209,7 @@ def test_migration_from_schema_10_splits_a_subject_shared_by_agencies(tmp_path, 
 
     fm = make_facematch(tmp_path)
     conn = fm.catalogue.conn
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 11
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION >= 11
     assert not conn.execute("PRAGMA foreign_key_check").fetchall()
     subjects = {(r[0], r[1]): r[2] for r in conn.execute("SELECT reference, agency_id, id FROM subjects")}
     assert set(subjects) == {("P-123", 0), ("P-123", 1), ("P-123", 2), ("P-9", 2), ("EMPTY", 0)}

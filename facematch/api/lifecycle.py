@@ -118,17 +118,23 @@ class DataLifecycle(FacematchBase):
     def _cache_dir(self, cache_dir: str | Path | None) -> Path:
         return Path(cache_dir) if cache_dir is not None else self.settings.evaluation.cache_dir
 
-    def verify_deletion(self, scope: str, target: str, *, cache_dir: str | Path | None = None) -> dict:
+    def verify_deletion(self, scope: str, target: str, *, cache_dir: str | Path | None = None,
+                        agency: str | None = None) -> dict:
         """Prove that a recorded deletion of ``scope`` ("subject", "image", "case") ``target`` left no trace.
 
-        Returns ``{"scope", "target", "faces", "images", "checks": {name: [problems]}, "ok"}``: the
-        catalogue's tables, the index files and sidecars, leftover temporary files, the evaluation cache
+        A reference belongs to its agency: ``agency`` limits the proof to the deletion of that agency's
+        data ("": the data of no agency); without it every recorded deletion of ``target`` is covered.
+        Returns ``{"scope", "target", "agencies", "faces", "images", "checks": {name: [problems]}, "ok"}``:
+        ``agencies`` names whose deletions the proof covers; the checks are the catalogue's tables, the
+        index files and sidecars, leftover temporary files, the evaluation cache
         (``facematch.store.verification``). Raises ``NotFound`` when no such deletion is recorded.
         """
         target = self._text(scope, target, "note")
         if scope == "image" and not _deletion.is_sha256(target):
             target = os.path.abspath(target)
-        faces, digests, agencies = verification.recorded_deletions(self.catalogue, scope, target)
+        agency_id = None if agency is None else self.accounts.agency_id(agency) if agency else 0
+        faces, digests, agencies = verification.recorded_deletions(self.catalogue, scope, target, agency_id=agency_id)
+        covered = verification.covered_agencies(self.catalogue, scope, target, agency_id=agency_id)
         cached = {_deletion.salted_digest(self.catalogue.catalogue_id, s)
                   for s in embed_cache.cached_hashes(self._cache_dir(cache_dir))}
         checks = {
@@ -139,8 +145,8 @@ class DataLifecycle(FacematchBase):
             "evaluation cache": ([f"{len(cached & digests)} deleted image(s) still cached"] if cached & digests
                                  else []),
         }
-        return {"scope": scope, "target": target, "faces": len(faces), "images": len(digests), "checks": checks,
-                "ok": not any(checks.values())}
+        return {"scope": scope, "target": target, "agencies": covered, "faces": len(faces), "images": len(digests),
+                "checks": checks, "ok": not any(checks.values())}
 
     def retention_due(self, *, today: dt.date | None = None) -> list[retention.DueSubject]:
         """Subjects with custody images due for deletion on ``today`` (default: today, UTC)."""

@@ -34,22 +34,26 @@ def _echo(line: str) -> None:
 @click.argument("scope", type=click.Choice(["subject", "image", "case"]))
 @click.argument("target")
 @_CACHE_DIR
+@click.option("--agency", help="Only the deletion of this agency's SCOPE TARGET (a reference belongs to its "
+              "agency; '' for data ingested without agency). Default: every recorded deletion of TARGET.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verification as JSON.")
 @click.pass_context
 @_fail_cleanly
-def verify_deletion(ctx, scope, target, cache_dir, as_json):
+def verify_deletion(ctx, scope, target, cache_dir, agency, as_json):
     """Prove that the recorded deletion of SCOPE TARGET left no trace: catalogue tables, index files and
-    sidecars, leftover temporary files, evaluation cache. Exit 1 when a trace remains.
+    sidecars, leftover temporary files, evaluation cache. Exit 1 when a trace remains. The output names
+    whose deletions the proof covers.
 
     \b
     Example:
-      facematch verify-deletion subject 040
+      facematch verify-deletion subject P-123 --agency north
     """
-    report = _open(ctx).verify_deletion(scope, target, cache_dir=cache_dir)
+    report = _open(ctx).verify_deletion(scope, target, cache_dir=cache_dir, agency=agency)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        _echo(f"Deletion of {scope} {report['target']}: {report['faces']} face(s), {report['images']} image(s)")
+        _echo(f"Deletion of {scope} {report['target']} (recorded deletions of: {', '.join(report['agencies'])}): "
+              f"{report['faces']} face(s), {report['images']} image(s)")
         for name, problems in report["checks"].items():
             _echo(f"  {name}: " + ("no trace" if not problems else "; ".join(problems)))
     if not report["ok"]:

@@ -27,24 +27,42 @@ from facematch.store.deletion import SCOPES, is_sha256, salted_digest
 from facematch.store.index import FaceIndex
 from facematch.types import IMAGE_KINDS
 
-__all__ = ["EXEMPT_TABLES", "recorded_deletions", "catalogue_check", "probe_files_check", "index_check",
+__all__ = ["EXEMPT_TABLES", "recorded_deletions", "covered_agencies", "catalogue_check", "probe_files_check", "index_check",
            "leftovers_check", "temp_leftovers"]
 
 #: Tables that keep an accountable record of what was done and are not searched for traces.
 EXEMPT_TABLES = frozenset({"audit_log", "deletion_records", "search_probes", "searches", "sqlite_sequence"})
 
 
-def recorded_deletions(catalogue: Catalogue, scope: str, target: str
+def recorded_deletions(catalogue: Catalogue, scope: str, target: str, *, agency_id: int | None = None
                        ) -> tuple[set[int], set[str], set[int] | None]:
     """(face ids, salted image digests, agencies) of every recorded deletion of ``target``. Raises ``NotFound``.
 
-    ``agencies``: when every such deletion removed only some agencies' copies, those agencies (the same
-    files may remain in others' records); None when one removed every copy.
+    ``agency_id``: only the deletions of that agency's data (0: of no agency's; None: every deletion,
+    whichever agency's). ``agencies``: when every such deletion removed only some agencies' copies, those
+    agencies (the same files may remain in others' records); None when one removed every copy.
 
     Face ids that now belong to a face of another image (reused ids) are left out: they are not traces.
 
     An image named by its SHA-256 is found in any deletion that removed it (of its subject, case or itself).
     """
+    rows = _records(catalogue, scope, target, agency_id)
+    faces = {int(i) for r in rows for i in json.loads(r["face_ids"])}
+    digests = {d for r in rows for d in json.loads(r["image_digests"])}
+    agencies = None if any(r["agency_id"] is None for r in rows) else {r["agency_id"] for r in rows}
+    return faces - _reused_ids(catalogue, faces, digests), digests, agencies
+
+
+def covered_agencies(catalogue: Catalogue, scope: str, target: str, *, agency_id: int | None = None) -> list[str]:
+    """Whose data the recorded deletions of ``target`` removed (as ``recorded_deletions`` selects them), by
+    name: "no agency" for data ingested without one, "every agency" for a deletion of every copy."""
+    names = dict(catalogue.conn.execute("SELECT id, name FROM agencies").fetchall())
+    owners = {r["agency_id"] for r in _records(catalogue, scope, target, agency_id)}
+    return sorted("every agency" if a is None else "no agency" if a == 0 else names.get(a, f"agency {a}")
+                  for a in owners)
+
+
+def _records(catalogue: Catalogue, scope: str, target: str, agency_id: int | None) -> list:
     if scope not in SCOPES:
         raise NotFound(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     digest = salted_digest(catalogue.catalogue_id, target.lower() if is_sha256(target) else target)
@@ -57,10 +75,14 @@ def recorded_deletions(catalogue: Catalogue, scope: str, target: str
             (scope, digest)).fetchall()
     if not rows:
         raise NotFound(f"no deletion of {scope} {target!r} is recorded in this catalogue")
-    faces = {int(i) for r in rows for i in json.loads(r["face_ids"])}
-    digests = {d for r in rows for d in json.loads(r["image_digests"])}
-    agencies = None if any(r["agency_id"] is None for r in rows) else {r["agency_id"] for r in rows}
-    return faces - _reused_ids(catalogue, faces, digests), digests, agencies
+    if agency_id is not None:
+        mine = [r for r in rows if r["agency_id"] == agency_id]
+        if not mine:
+            raise NotFound(f"no deletion of that agency's {scope} {target!r} is recorded in this catalogue (the "
+                           f"recorded ones removed the data of: "
+                           f"{', '.join(covered_agencies(catalogue, scope, target))})")
+        rows = mine
+    return rows
 
 
 def _reused_ids(catalogue: Catalogue, faces: set[int], digests: set[str]) -> set[int]:
