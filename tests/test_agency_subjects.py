@@ -229,6 +229,36 @@ def test_migration_from_schema_10_splits_a_subject_shared_by_agencies(tmp_path, 
     fm.close()
 
 
+def test_migration_to_schema_12_ties_past_ingest_runs_to_their_agency(tmp_path, monkeypatch):
+    """Runs recorded before schema 12 take their agency, collection and (one) case from the images they
+    stored; a run that stored nothing belongs to no agency."""
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:11])
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 11)
+    cat = Catalogue(tmp_path / "data")
+    with cat.atomic() as conn:
+        for name in ("north", "south"):
+            conn.execute("INSERT INTO agencies (name, created_at) VALUES (?, '2026-01-01')", (name,))
+        conn.execute("INSERT INTO collections (id, name, agency_id, created_at) VALUES (7, 'south-custody', 2, '2026-01-01')")
+        conn.execute("INSERT INTO cases (id, agency_id, reference, created_at) VALUES (3, 1, 'OP-1', '2026-01-01')")
+        for run_id, kind in ((1, "custody"), (2, "scene"), (3, "custody")):
+            conn.execute("INSERT INTO ingest_runs (id, kind, source, user, started_at, finished_at, status) "
+                         "VALUES (?, ?, '/src', 'otto', '2026-01-01', '2026-01-01', 'finished')", (run_id, kind))
+        for image_id, kind, owner, run_id, case_ref in ((1, "custody", 2, 1, None), (2, "scene", 1, 2, "OP-1")):
+            conn.execute("INSERT INTO images (id, sha256, kind, case_ref, original_path, outcome, ingested_at, run_id, "
+                         "owner_agency) VALUES (?, ?, ?, ?, '/x.jpg', 'ok', '2026-01-01', ?, ?)",
+                         (image_id, f"{image_id:064x}", kind, case_ref, run_id, owner))
+        conn.execute("INSERT INTO image_owners (image_id, collection_id) VALUES (1, 7)")
+        conn.execute("INSERT INTO image_owners (image_id, case_id) VALUES (2, 3)")
+    cat.close()
+    monkeypatch.undo()
+    cat = Catalogue(tmp_path / "data")
+    rows = cat.conn.execute("SELECT id, agency_id, collection_id, case_ref FROM ingest_runs ORDER BY id").fetchall()
+    assert [tuple(r) for r in rows] == [(1, 2, 7, None), (2, 1, None, "OP-1"), (3, 0, None, None)]
+    assert [r["id"] for r in cat.ingest_runs(2)] == [1] and cat.ingest_runs(2)[0]["collection"] == "south-custody"
+    assert [(r["id"], r["case_ref"], r["state"]) for r in cat.ingest_runs(1)] == [(2, "OP-1", "finished")]
+    cat.close()
+
+
 # -- complete case deletion ---------------------------------------------------------------------
 
 
