@@ -238,7 +238,8 @@ def test_migration_to_schema_12_ties_past_ingest_runs_to_their_agency(tmp_path, 
     with cat.atomic() as conn:
         for name in ("north", "south"):
             conn.execute("INSERT INTO agencies (name, created_at) VALUES (?, '2026-01-01')", (name,))
-        conn.execute("INSERT INTO collections (id, name, agency_id, created_at) VALUES (7, 'south-custody', 2, '2026-01-01')")
+        conn.execute("INSERT INTO collections (id, name, agency_id, created_at) "
+                     "VALUES (7, 'south-custody', 2, '2026-01-01')")
         conn.execute("INSERT INTO cases (id, agency_id, reference, created_at) VALUES (3, 1, 'OP-1', '2026-01-01')")
         for run_id, kind in ((1, "custody"), (2, "scene"), (3, "custody")):
             conn.execute("INSERT INTO ingest_runs (id, kind, source, user, started_at, finished_at, status) "

@@ -157,6 +157,9 @@ def delete_images(catalogue: Catalogue, image_ids: list[int], *, scope: str, tar
         searches, decisions, reviews = (set(marked) | set(searches), sorted(set(decisions) | erased["decisions"]),
                                         sorted(set(reviews) | erased["reviews"]))
         conn.execute(f"DELETE FROM images WHERE id IN ({marks})", image_ids)
+        if scope == "case":  # the ingest runs keep their record, not the case's reference (schema 12)
+            conn.execute("UPDATE ingest_runs SET case_ref = NULL WHERE case_ref = ? AND (? IS NULL OR agency_id = ?)",
+                         (target, agency_id, agency_id))
         for start in range(0, len(cases), 500):  # their images and searches are gone: nothing refers to them
             chunk = list(cases[start:start + 500])
             conn.execute(f"DELETE FROM cases WHERE id IN ({','.join('?' * len(chunk))})", chunk)

@@ -27,7 +27,8 @@ from facematch.store.deletion import SCOPES, is_sha256, salted_digest
 from facematch.store.index import FaceIndex
 from facematch.types import IMAGE_KINDS
 
-__all__ = ["EXEMPT_TABLES", "recorded_deletions", "covered_agencies", "catalogue_check", "probe_files_check", "index_check",
+__all__ = ["EXEMPT_TABLES", "recorded_deletions", "covered_agencies", "catalogue_check", "probe_files_check",
+           "index_check",
            "leftovers_check", "temp_leftovers"]
 
 #: Tables that keep an accountable record of what was done and are not searched for traces.
@@ -135,7 +136,7 @@ def _others_kept(table: str, agencies: set[int] | None) -> str:
     marks = ",".join(str(int(a)) for a in sorted(agencies)) or "NULL"
     if table == "images":
         return f" AND owner_agency IN ({marks})"
-    if table in ("cases", "subjects"):  # another agency's case or subject of the same reference stays
+    if table in ("cases", "subjects", "ingest_runs"):  # another agency's case or subject of the same reference stays
         return f" AND agency_id IN ({marks})"
     if table == "searches":  # a search's agency: its owner's (none: a command-line search)
         return f" AND COALESCE((SELECT o.agency_id FROM search_owners o WHERE o.search_id = searches.id), 0) IN ({marks})"
