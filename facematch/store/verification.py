@@ -28,8 +28,7 @@ from facematch.store.index import FaceIndex
 from facematch.types import IMAGE_KINDS
 
 __all__ = ["EXEMPT_TABLES", "recorded_deletions", "covered_agencies", "catalogue_check", "probe_files_check",
-           "index_check",
-           "leftovers_check", "temp_leftovers"]
+           "index_check", "leftovers_check", "temp_leftovers"]
 
 #: Tables that keep an accountable record of what was done and are not searched for traces.
 EXEMPT_TABLES = frozenset({"audit_log", "deletion_records", "search_probes", "searches", "sqlite_sequence"})
