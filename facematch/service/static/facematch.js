@@ -97,7 +97,7 @@ function drawJobs(jobs) {
     const what = j.collection || (j.case ? `case ${j.case}` : (j.kind === "scene" ? "crime-scene images" : "custody images"));
     li.textContent = (j.id ? `#${j.id} ` : "") + (j.run_id ? `run ${j.run_id} ` : "") +
       `${what}: ${j.state} ${j.done}/${j.total}` + (j.error ? ` (${j.error})` : "") +
-      ` · started by ${j.user} ${j.started_at} · ${j.faces_stored} faces stored` +
+      ` · started by ${j.user} ${j.started_at.replace("T", " ").replace("+00:00", " UTC")} · ${j.faces_stored} face(s) stored` +
       (j.failures === null || j.failures === undefined ? "" : ` · ${j.failures} failures`);
     return li;
   });
