@@ -95,6 +95,10 @@ class DetectionSettings:
     frames of protocols/frmdb-lowres-cctv.json (5 of the 22 frames no stage acquired, every face checked
     by eye; +-45 degrees found no other face and more background; smaller faces were all background),
     confirmed on the crops and the dev CCTV protocol.
+    ``mtcnn_stretch_factors``: when even those found nothing, MTCNN runs on copies of the probe (scaled as
+    the turned passes' copies) stretched vertically by these factors: a head bowed under a high camera
+    shows a face foreshortened top to bottom. Chosen on the frames (4 of their 17 faceless frames, every
+    face checked by eye), confirmed on the crops (3 of 24, the same faces; docs/cctv-probes.md).
     ``probe_budget_s``: CPU seconds the probe cascade may spend; a stage that would overrun it is skipped
     (the first HOG and CNN passes always run, the CNN only when MTCNN found nothing).
     ``custody_cnn``: when HOG finds no face in a custody image, run the CNN detector (profile views) on a
@@ -146,6 +150,7 @@ class DetectionSettings:
     mtcnn_after: str = "hog"
     mtcnn_rotation_angles: tuple[float, ...] = (30.0, -30.0)
     mtcnn_rotated_min_face: float = 20.0
+    mtcnn_stretch_factors: tuple[float, ...] = (1.25, 1.5)
     probe_budget_s: float = 1.8
     custody_cnn: bool = True
     custody_cnn_pixels: int = 25_000

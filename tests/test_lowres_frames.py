@@ -53,7 +53,11 @@ def test_turned_mtcnn_adds_no_face_where_there_is_none(name):
     import cv2
     import numpy as np
 
-    from facematch.faces.detection import mtcnn_rotated_stage_name, run_probe_stage
+    from facematch.faces.detection import (
+        mtcnn_rotated_stage_name,
+        mtcnn_stretched_stage_name,
+        run_probe_stage,
+    )
 
     if name == "noise":
         frame = np.random.default_rng(3).integers(0, 256, (288, 352, 3), dtype=np.uint8)
@@ -65,3 +69,31 @@ def test_turned_mtcnn_adds_no_face_where_there_is_none(name):
     models, settings = DlibModels(), DetectionSettings()
     for angle in settings.mtcnn_rotation_angles:
         assert run_probe_stage(mtcnn_rotated_stage_name(angle), models, frame, settings) == []
+    for stretch in settings.mtcnn_stretch_factors:
+        assert run_probe_stage(mtcnn_stretched_stage_name(stretch), models, frame, settings) == []
+
+
+#: A frame of subject 026 walking under the camera, head bowed: his face, foreshortened top to bottom,
+#: is found by no stage but MTCNN on a vertically stretched copy. The head in it (the dataset's crop
+#: cctv_crops/026/Img_05.png located by template matching):
+BOWED = ("frmdb-lowres", "cctv_frames", "026", "Img_05.jpg")
+BOWED_HEAD = (148, 0, 238, 87)
+
+
+def test_stretched_mtcnn_finds_the_foreshortened_face():
+    from facematch.faces.detection import MTCNN_STRETCHED_STAGE
+
+    frame = load_image(require_data(*BOWED)).pixels
+    models = DlibModels()
+    before = dataclasses.replace(DetectionSettings(), mtcnn_stretch_factors=())
+    assert detect_faces(models, frame, before, purpose="probe") == []
+    found = detect_faces(models, frame, DetectionSettings(), purpose="probe")
+    assert found and found[0].detector.startswith(MTCNN_STRETCHED_STAGE), found
+    box = found[0].box
+    cx, cy = (box.left + box.right) / 2, (box.top + box.bottom) / 2
+    assert BOWED_HEAD[0] <= cx <= BOWED_HEAD[2] and BOWED_HEAD[1] <= cy <= BOWED_HEAD[3], box
+    assert 30 <= box.width <= 90 and box.height < box.width  # the face, foreshortened, not the head
+    faces = FacePipeline(Settings()).analyse(frame, purpose="probe")
+    assert faces and faces[0].embedding.shape == (128,)
+    assert all(BOWED_HEAD[0] - 10 <= x <= BOWED_HEAD[2] + 10 and BOWED_HEAD[1] - 10 <= y <= BOWED_HEAD[3] + 10
+               for x, y in faces[0].landmarks), "landmarks off the head"
