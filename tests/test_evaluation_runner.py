@@ -109,8 +109,15 @@ def test_report_has_both_systems_and_breakdowns(evaluation, tmp_path):
     assert sum(groups["probe quality (facematch)"]["n_mated"].values()) == 8
     labels = [p["label"] for p in doc["systems"]["facematch"]["identification"]["at_thresholds"]]
     assert labels == ["face_recognition tolerance 0.6", "strong band", "possible band", "weak band"]
+    for name in ("facematch", "baseline"):  # the 2 LFW distractors removed: ranked among 040-043 only
+        ident, alone = (doc["systems"][name][k] for k in ("identification", "identification_without_distractors"))
+        assert (alone["n_subjects"], alone["n_distractor_subjects"], alone["n_mated"]) == (4, 2, 8)
+        assert alone["chance_rank1"] == 0.25
+        full = {c["rank"]: c["hit_rate"] for c in ident["cmc"]}
+        assert alone["cmc"][0]["rank"] == 1 and alone["cmc"][0]["hit_rate"] >= full[1]  # fewer to beat
     markdown = paths["markdown"].read_text()
     assert "| metric | facematch | baseline |" in markdown and "Rank-1 hit rate by camera" in markdown
+    assert "Rank among the probed subjects only (distractors removed)" in markdown
     assert {p.name for p in paths["plots"]} >= {"det.png", "cmc.png", "search_scores_baseline.png"}
 
 

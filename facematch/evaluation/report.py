@@ -30,6 +30,10 @@ sections with :func:`verification_summary` and :func:`identification_summary`, t
                     "by_group": {"camera": {"metric": "rank-1 hit rate", "values": {group: v},
                                             "n_mated": {group: n}, "differential": {...}}},
                 },
+                "identification_without_distractors": {    # null without distractor subjects
+                    "n_subjects", "n_distractor_subjects", "n_mated", "chance_rank1",
+                    "cmc": [{"rank", "hit_rate", "ci"}, ...],  # mated searches ranked among probed subjects
+                },
             },
             "baseline": {...},
         },
@@ -233,6 +237,19 @@ def _person_md(sec: dict) -> list[str]:
     return lines
 
 
+def _without_distractors_md(sec: dict) -> list[str]:
+    names, vals = list(sec), list(sec.values())
+    first = vals[0]
+    rows = [[f"rank-{c['rank']} hit rate (95% CI)"] + [_rate(_by_value(s["cmc"], "rank", c["rank"]), "hit_rate")
+                                                     for s in vals] for c in first["cmc"]]
+    rows.append(["rank-1 by chance"] + [_pct(s["chance_rank1"]) for s in vals])
+    return ["### Rank among the probed subjects only (distractors removed)", "",
+            f"The {first['n_mated']} mated searches ranked among the {first['n_subjects']} gallery subjects some probe "
+            f"shows, the {first['n_distractor_subjects']} others (distractors) removed: a system that only told the "
+            "gallery's sources apart would gain rank-k above without gaining here (facematch.evaluation.distractors).",
+            ""] + _table(["metric"] + names, rows)
+
+
 def _identification_md(sec: dict, *, title: str = "## Identification (1:N)", intro: list[str] | None = None
                        ) -> list[str]:
     names, vals = list(sec), list(sec.values())
@@ -300,6 +317,7 @@ def _markdown(result: Mapping, images: dict[str, list[str]]) -> str:
             lines.append(f"- **{name}**: {desc}")
     lines.append("")
     for key, render in (("verification", _verification_md), ("identification", _identification_md),
+                        ("identification_without_distractors", _without_distractors_md),
                         ("person_identification", _person_md)):
         sec = _section(result["systems"], key)
         if sec:

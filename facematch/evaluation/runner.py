@@ -43,6 +43,7 @@ from facematch.evaluation.embed_cache import (
     embedding_matrix,
     summary,
 )
+from facematch.evaluation.distractors import without_distractors
 from facematch.evaluation.grouped import AUTO_GROUP, describe, group_outcomes, probe_groups
 from facematch.evaluation.protocols import (
     Pair,
@@ -266,6 +267,8 @@ def _system_on_protocol(protocol: Protocol, system: SystemSpec, emb: _Embedded, 
              "search_scores": {"mated": _finite(mated_d), "nonmated": top_nonmated}}
     section = {"description": system.description(), "system": system.describe(), "verification": ver,
                "identification": ident,
+               "identification_without_distractors": without_distractors(outcomes, subjects, fused, n_boot=n_boot,
+                                                                         seed=seed),
                "embedding": {"gallery": summary(emb.gallery), "probes": summary(emb.probes),
                              "seconds": emb.seconds}}
     if person is not None:  # (group_by, {probe id: group}, PersonSettings): the same searches, one per person
