@@ -7,6 +7,7 @@ another agency holds the same image, and erasing one agency's copy leaves the ot
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -272,6 +273,36 @@ def test_a_crashed_ingest_rerun_loses_and_duplicates_nothing_within_the_agency(t
     assert rerun.already_stored == 1 and rerun.faces_stored == 1
     assert [r[2] for r in _images(fm, "south")] == ["south-custody", "south-custody"]
     assert len(_images(fm, "north")) == 2
+
+
+def test_an_ingest_that_raises_is_recorded_as_failed_with_its_reason(two_agencies):
+    """An error (not a kill) ends the run as "failed" with the message its user saw, audited; what it stored
+    stays, a later writer does not call it interrupted, and a re-run stores the rest once."""
+    fm, custody, _ = two_agencies
+    coll = fm.accounts.collection("north-custody")
+
+    def disk_full_after_one(jobs, settings):
+        for n, result in enumerate(analyse_locally(jobs, settings)):
+            if n == 1:
+                raise OSError("No space left on device")
+            yield result
+
+    with pytest.raises(OSError):
+        ingest(fm.catalogue, fm.index_store, custody_items(custody), kind="custody",
+               settings=fm.settings.replace(batch_size=1), user="otto@north", source=str(custody),
+               analyse=disk_full_after_one, owner=Owner(coll["agency_id"], coll["id"]))
+    assert len(_images(fm, "north")) == 1
+    fm.ingest_custody(custody, collection="north-custody")  # a later writer marks dead runs interrupted
+    runs = fm.catalogue.ingest_runs(coll["agency_id"])
+    failed, rerun = runs[1], runs[0]
+    assert (failed["state"], failed["error"], failed["processed"]) == ("failed", "internal error: OSError", 1)
+    assert failed["finished_at"] and (rerun["state"], rerun["error"], rerun["processed"]) == ("finished", None, 1)
+    assert len(_images(fm, "north")) == 2
+    audited = fm.catalogue.conn.execute(
+        "SELECT actor, details FROM audit_log WHERE action = 'ingest.failed'").fetchall()
+    assert [(u, json.loads(d)) for u, d in audited] == [
+        ("otto@north", {"run_id": failed["id"], "error": "internal error: OSError"})]
+    assert not fm.catalogue.conn.execute("SELECT 1 FROM audit_log WHERE action = 'ingest.interrupted'").fetchall()
 
 
 def test_erasing_one_agencys_copy_leaves_the_others(two_agencies):

@@ -1004,7 +1004,8 @@ def test_two_workers_creating_the_same_case_get_one_case(tmp_path):
 
 def test_ingest_list_outlives_a_restart_and_shows_only_the_agencys_runs(service):
     """After a restart the ingest page still lists the agency's ingests from the catalogue (who, when, what,
-    counts, state); a run recorded as started whose process is gone shows as interrupted; another agency's
+    counts, state); a run recorded as started whose process is gone shows as interrupted, one that failed
+    with its reason; another agency's
     runs never show."""
     app, fm = service
     otto = client(app, "otto")
@@ -1020,6 +1021,8 @@ def test_ingest_list_outlives_a_restart_and_shows_only_the_agencys_runs(service)
     south_run = fm.catalogue.start_ingest_run("scene", "/mnt/south", "sam", agency_id=fm.accounts.agency_id("south"),
                                               case_ref="OP-SOUTH-SECRET")
     fm.catalogue.finish_ingest_run(south_run, "sam", {"processed": 3, "faces_stored": 3, "total": 3})
+    failed = fm.catalogue.start_ingest_run("scene", "/mnt/full", "otto", agency_id=north, case_ref="OP-FULL")
+    fm.catalogue.fail_ingest_run(failed, "otto", "No space left on device")
 
     restarted = create_app(fm.settings, ServiceSettings(ingest_roots=(app.state.ingest_root, app.state.scene_root)))
     otto2, sam2 = client(restarted, "otto", fresh=True), client(restarted, "sam", fresh=True)
@@ -1031,10 +1034,12 @@ def test_ingest_list_outlives_a_restart_and_shows_only_the_agencys_runs(service)
         "finished", "OP-RESTART", who("otto"), 2, state["summary"]["faces_stored"], 0), done
     assert done["started_at"] and done["finished_at"] and done["id"] is None  # not a job of this server
     assert runs[stale]["state"] == "interrupted" and runs[stale]["collection"] == "north-custody"
+    assert (runs[failed]["state"], runs[failed]["error"]) == ("failed", "No space left on device")
     assert south_run not in runs
     page = otto2.get("/ingest").text
     assert f"run {done['run_id']} case OP-RESTART: finished 2/2 · started by {who('otto')}" in page
     assert f"run {stale} north-custody: interrupted" in page and "OP-SOUTH-SECRET" not in page
+    assert f"run {failed} case OP-FULL: failed 0/0 (No space left on device)" in page
     south = {e["run_id"]: e for e in sam2.get("/api/ingest").json()}
     owners = {r: fm.catalogue.conn.execute("SELECT agency_id FROM ingest_runs WHERE id = ?", (r,)).fetchone()[0]
               for r in south}

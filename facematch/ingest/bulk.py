@@ -151,32 +151,46 @@ def ingest(catalogue: Catalogue, index_store: IndexStore, items: list[IngestItem
                 index_store.save(kind, index)
         if on_run:
             on_run(run_id)
-        summary = IngestSummary(run_id=run_id, kind=kind, total=len(items))
-        with summary.stages.time("hash"):  # wall time is the figure here: threads do the reading
-            todo = _new_items(catalogue, items, kind, summary, run_id, user, allow_relabel, owner.agency_id)
-        done = summary.total - len(todo)
-        if progress:
-            progress(done, summary.total)
-        last_save = time.monotonic()
-        results = (analyse or analyse_locally)([(item, kind) for item, _ in todo], settings)
-        for batch in _chunks(results, settings.batch_size):
-            with summary.stages.time("store"), index_store.writer("ingest"):
-                index = index_store.load_for_write(kind, index)  # reopened if another writer saved it
-                ids, vectors = _store_batch(catalogue, batch, kind, run_id, summary, settings, owner)
-                if len(ids):
-                    index.add(ids, vectors)
-                if time.monotonic() - last_save > _SAVE_INTERVAL_S:
-                    index_store.save(kind, index)
-                    last_save = time.monotonic()
-            done += len(batch)
+        try:
+            summary = IngestSummary(run_id=run_id, kind=kind, total=len(items))
+            with summary.stages.time("hash"):  # wall time is the figure here: threads do the reading
+                todo = _new_items(catalogue, items, kind, summary, run_id, user, allow_relabel, owner.agency_id)
+            done = summary.total - len(todo)
             if progress:
                 progress(done, summary.total)
-        with summary.stages.time("index_save"), index_store.writer("ingest"):
-            index_store.save(kind, index_store.load_for_write(kind, index))
-            summary.seconds = time.perf_counter() - started
-            catalogue.finish_ingest_run(run_id, user, summary.to_dict())
+            last_save = time.monotonic()
+            results = (analyse or analyse_locally)([(item, kind) for item, _ in todo], settings)
+            for batch in _chunks(results, settings.batch_size):
+                with summary.stages.time("store"), index_store.writer("ingest"):
+                    index = index_store.load_for_write(kind, index)  # reopened if another writer saved it
+                    ids, vectors = _store_batch(catalogue, batch, kind, run_id, summary, settings, owner)
+                    if len(ids):
+                        index.add(ids, vectors)
+                    if time.monotonic() - last_save > _SAVE_INTERVAL_S:
+                        index_store.save(kind, index)
+                        last_save = time.monotonic()
+                done += len(batch)
+                if progress:
+                    progress(done, summary.total)
+            with summary.stages.time("index_save"), index_store.writer("ingest"):
+                index_store.save(kind, index_store.load_for_write(kind, index))
+                summary.seconds = time.perf_counter() - started
+                catalogue.finish_ingest_run(run_id, user, summary.to_dict())
+        except Exception as exc:
+            _record_failure(catalogue, index_store, run_id, user, exc)
+            raise
     log.info("ingest run %d: %s", run_id, summary.to_dict())
     return summary
+
+
+def _record_failure(catalogue: Catalogue, index_store: IndexStore, run_id: int, user: str, exc: Exception) -> None:
+    """Mark the run failed with the error its user sees (a kill leaves it to be marked interrupted)."""
+    message = str(exc) if isinstance(exc, FacematchError) else f"internal error: {type(exc).__name__}"
+    try:
+        with index_store.writer("ingest"):
+            catalogue.fail_ingest_run(run_id, user, message)
+    except Exception:  # the original error is the one to raise
+        log.exception("could not record ingest run %d as failed", run_id)
 
 
 #: Seconds between index saves during an ingest (and one at the end). Between saves the file lags the

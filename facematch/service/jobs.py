@@ -68,7 +68,8 @@ def job_list(runs: list[dict], jobs: list[IngestJob], *, limit: int = 50) -> lis
                  "collection": run["collection"], "case": run["case_ref"], "started_at": run["started_at"],
                  "finished_at": run["finished_at"], "done": run["processed"],
                  "total": run["total"] if run["total"] is not None else run["processed"], "state": run["state"],
-                 "error": None, "summary": {}, "processed": run["processed"], "faces_stored": run["faces_stored"],
+                 "error": run.get("error"), "summary": {}, "processed": run["processed"],
+                 "faces_stored": run["faces_stored"],
                  "failures": run["failures"], "percent": 100.0 if run["state"] == "finished" else None}
         job = by_run.pop(run["id"], None)
         if job is not None:  # this server's job: its live progress (or its error) wins over the record

@@ -210,11 +210,12 @@ class Catalogue:
 
     def ingest_runs(self, agency_id: int, *, limit: int = 50) -> list[dict]:
         """``agency_id``'s ingest runs, newest first, at most ``limit``: id, kind, user, started_at,
-        finished_at, collection (name), case_ref, state (running, finished, interrupted: recorded as
-        started, not finished, and no process holds it) and processed / faces_stored / failures (from
-        the run's summary once finished, counted from what it stored so far otherwise)."""
+        finished_at, collection (name), case_ref, state (running, finished, failed: it raised, with its
+        ``error``; interrupted: recorded as started, not finished, and no process holds it) and processed /
+        faces_stored / failures (from the run's summary once finished, counted from what it stored so far
+        otherwise)."""
         rows = self.conn.execute(
-            """SELECT r.id, r.kind, r.user, r.started_at, r.finished_at, r.status, r.counts, r.case_ref,
+            """SELECT r.id, r.kind, r.user, r.started_at, r.finished_at, r.status, r.error, r.counts, r.case_ref,
                       c.name AS collection,
                       (SELECT COUNT(*) FROM ingest_failures f WHERE f.run_id = r.id) AS failures
                FROM ingest_runs r LEFT JOIN collections c ON c.id = r.collection_id
@@ -222,7 +223,7 @@ class Catalogue:
         runs = []
         for r in rows:
             run = {k: r[k] for k in ("id", "kind", "user", "started_at", "finished_at", "collection", "case_ref",
-                                     "failures")}
+                                     "failures", "error")}
             counts = json.loads(r["counts"]) if r["counts"] else None
             if counts is None:
                 counts = {"processed": self.conn.execute("SELECT COUNT(*) FROM images WHERE run_id = ?",
@@ -246,6 +247,16 @@ class Catalogue:
                 (utc_now(), json.dumps(counts, sort_keys=True), run_id),
             )
             self.audit(user, "ingest.finish", {"run_id": run_id, "counts": counts})
+
+    def fail_ingest_run(self, run_id: int, user: str, error: str) -> None:
+        """Record that run ``run_id`` stopped on an error (``error``, the message its user saw), with an audit
+        entry; a run already finished or marked keeps its state. Call it holding the writer lock."""
+        with self.atomic():
+            changed = self.conn.execute(
+                "UPDATE ingest_runs SET status = 'failed', error = ?, finished_at = ? WHERE id = ? AND status IS NULL",
+                (error, utc_now(), run_id)).rowcount
+            if changed:
+                self.audit(user, "ingest.failed", {"run_id": run_id, "error": error})
 
     def mark_interrupted_runs(self) -> list[int]:
         """Mark ingest runs that never finished and whose process is gone as interrupted, with an audit

@@ -428,10 +428,16 @@ _V12_RUN_OWNER = [
     "CREATE INDEX ingest_runs_agency ON ingest_runs(agency_id, id)",
 ]
 
+#: Version 13: an ingest run that raised (not killed) is recorded as ``status`` "failed" with its ``error``
+#: message, so an agency's ingest list still says why after a restart instead of calling it interrupted.
+_V13_RUN_ERROR = [
+    "ALTER TABLE ingest_runs ADD COLUMN error TEXT",
+]
+
 #: Migrations in order: MIGRATIONS[i] takes the schema from version i to i + 1.
 MIGRATIONS: list[list[str]] = [_V1, _V2, _V3, _V4_ACCOUNTS, _V5_RETENTION, _V6_PERSON, _V7_RUN_STATUS,
                                _V8_REVIEW_ERASURE, _V9_AUDIT_INDEXES, _V10_AGENCY_SCOPE, _V11_SUBJECT_AGENCY,
-                               _V12_RUN_OWNER]
+                               _V12_RUN_OWNER, _V13_RUN_ERROR]
 #: Migrations that rebuild tables others refer to: run with foreign keys off, checked before the commit.
 _REBUILDS = {9, 10}
 SCHEMA_VERSION = len(MIGRATIONS)
