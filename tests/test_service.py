@@ -1050,3 +1050,35 @@ def test_ingest_list_outlives_a_restart_and_shows_only_the_agencys_runs(service)
     gallery = fm.catalogue.conn.execute("SELECT MIN(id) FROM ingest_runs").fetchone()[0]
     assert runs[gallery]["collection"] == "north-custody" and runs[gallery]["state"] == "finished"
     assert runs[gallery]["faces_stored"] > 0
+
+
+def test_ingest_list_pages_back_past_the_last_fifty(service):
+    """An agency with more than a page of ingests reaches the older ones: the API with ``before``, the
+    page with an "Older ingests" link; each page newest first, no run twice, none lost."""
+    app, fm = service
+    otto = client(app, "otto")
+    north = fm.accounts.agency_id("north")
+    made = []
+    for n in range(55):
+        run = fm.catalogue.start_ingest_run("scene", f"/mnt/batch-{n}", "otto", agency_id=north, case_ref=f"OP-P{n}")
+        fm.catalogue.finish_ingest_run(run, "otto", {"processed": 1, "faces_stored": 1, "total": 1})
+        made.append(run)
+    everything = [r["id"] for r in fm.catalogue.ingest_runs(north, limit=1000)]
+    first = otto.get("/api/ingest").json()
+    assert len(first) == 50 and [e["run_id"] for e in first] == everything[:50]
+    seen = [e["run_id"] for e in first]
+    while True:
+        page = otto.get("/api/ingest", params={"before": seen[-1]}).json()
+        if not page:
+            break
+        assert [e["run_id"] for e in page] == sorted((e["run_id"] for e in page), reverse=True)
+        seen += [e["run_id"] for e in page]
+    assert seen == everything and set(made) <= set(seen)  # each once, newest first, down to the first
+    assert len(otto.get("/api/ingest", params={"limit": 7}).json()) == 7
+    assert otto.get("/api/ingest", params={"before": "x"}).status_code == 422
+    html = otto.get("/ingest").text
+    assert f'href="/ingest?before={everything[49]}">Older ingests</a>' in html and f"run {everything[50]} " not in html
+    older = otto.get(f"/ingest?before={everything[49]}").text
+    assert f"run {everything[50]} " in older  # the first of the older page
+    assert f"run {everything[49]} " not in older and "Newest ingests" in older
+    assert ("Older ingests" in older) == (len(everything) > 100)

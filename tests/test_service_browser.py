@@ -181,7 +181,8 @@ def test_agency_admin_page_and_crime_scene_ingest_in_chromium(base_url):
 
 def test_api_token_and_live_ingest_list_in_chromium(base_url, service):  # noqa: F811
     """A user creates an API token on /tokens (shown once, with the warning), sees it listed and revokes it;
-    an operator's ingest page lists a job started elsewhere (another tab, another operator) without a reload."""
+    an operator's ingest page lists a job started elsewhere (another tab, another operator) without a reload,
+    and pages back to older ingests (the older page keeps itself while it polls)."""
     import httpx
 
     app, _ = service
@@ -224,4 +225,20 @@ def test_api_token_and_live_ingest_list_in_chromium(base_url, service):  # noqa:
         playwright.expect(page.locator(f"#job-{job}")).to_contain_text("finished", timeout=180_000)
         page.screenshot(path="/tmp/facematch-browser-10-live-job-finished.png", full_page=True)
         other.close()
+
+        # more than a page of ingests: the older page is reached by its link and stays itself while it polls
+        fm = service[1]
+        north = fm.accounts.agency_id("north")
+        for n in range(55):
+            run = fm.catalogue.start_ingest_run("scene", f"/mnt/old-{n}", "otto", agency_id=north, case_ref=f"OP-OLD{n}")
+            fm.catalogue.finish_ingest_run(run, "otto", {"processed": 1, "faces_stored": 1, "total": 1})
+        newest = [r["id"] for r in fm.catalogue.ingest_runs(north, limit=51)]
+        page.goto(f"{base_url}/ingest")
+        page.click("#older")
+        page.wait_for_url(f"**/ingest?before={newest[49]}")
+        page.wait_for_timeout(4500)  # two polling rounds
+        assert page.locator("#jobs li").first.get_attribute("id") == f"run-{newest[50]}"
+        assert page.locator(f"#run-{newest[0]}").count() == 0 and "Newest ingests" in page.inner_text("main")
+        playwright.expect(page.locator(f"#job-{job}")).to_contain_text("case OP-LIVE-LIST")  # its run is older
+        page.screenshot(path="/tmp/facematch-browser-11-older-ingests.png", full_page=True)
         browser.close()

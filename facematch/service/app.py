@@ -45,7 +45,7 @@ from facematch.service import worker
 from facematch.service.admin import add_admin_routes
 from facematch.service.auth import RateLimited, RateLimiter, authenticate, check_csrf, require
 from facematch.service.consultation import consultation_entry, consultation_ref, refuse_query_reason
-from facematch.service.jobs import IngestJobs
+from facematch.service.jobs import INGEST_PAGE, IngestJobs
 from facematch.service.uploads import face_crop, keep_probe, sniff
 from facematch.settings import ServiceSettings, Settings
 from facematch.store.accounts import User
@@ -514,12 +514,14 @@ def _ingest_routes(app: FastAPI, state: ServiceState, current) -> None:
         return job.to_dict()
 
     @app.get("/api/ingest", tags=["ingest"])
-    def ingest_jobs(user: User = Depends(current)):
-        """Your agency's last 50 ingests, newest first: the runs the catalogue records (also those started
-        before this server, or from the command line into your collections) with the live progress of this
-        server's jobs; state running, finished, failed or interrupted (the ingest page polls it)."""
+    def ingest_jobs(before: int | None = Query(None, ge=1), limit: int = Query(INGEST_PAGE, ge=1, le=500),
+                    user: User = Depends(current)):
+        """Your agency's last ``limit`` ingests (default 50), newest first: the runs the catalogue records
+        (also those started before this server, or from the command line into your collections) with the
+        live progress of this server's jobs; state running, finished, failed (with its error) or
+        interrupted (the ingest page polls it). ``before`` (a run id) pages back: the runs before it."""
         require(user, "operator")
-        return state.jobs.listing(state.fm.catalogue, user.agency_id)
+        return state.jobs.listing(state.fm.catalogue, user.agency_id, limit=limit, before=before)
 
     @app.get("/api/ingest/{job_id}", tags=["ingest"])
     def ingest_progress(job_id: int, user: User = Depends(current)):

@@ -23,7 +23,10 @@ from facematch.ingest.bulk import _single_threaded_children
 from facematch.settings import Settings
 from facematch.store.catalogue import utc_now
 
-__all__ = ["IngestJob", "IngestJobs", "job_list"]
+__all__ = ["INGEST_PAGE", "IngestJob", "IngestJobs", "job_list"]
+
+#: Ingests listed per page (the API's default and the ingest page's).
+INGEST_PAGE = 50
 
 #: Seconds the relay thread waits for a message before checking that the child is still alive.
 _POLL_S = 1.0
@@ -138,9 +141,16 @@ class IngestJobs:
     def for_agency(self, agency_id: int) -> list[IngestJob]:
         return [j for j in self.jobs.values() if j.agency_id == agency_id]
 
-    def listing(self, catalogue, agency_id: int, *, limit: int = 50) -> list[dict]:
-        """The agency's last ``limit`` ingests: the catalogue's runs with this server's live jobs."""
-        return job_list(catalogue.ingest_runs(agency_id, limit=limit), self.for_agency(agency_id), limit=limit)
+    def listing(self, catalogue, agency_id: int, *, limit: int = INGEST_PAGE, before: int | None = None) -> list[dict]:
+        """The agency's last ``limit`` ingests: the catalogue's runs with this server's live jobs. With
+        ``before`` (a run id), the older page: runs recorded before that one, with the live progress of any
+        of them that is this server's job (jobs not recorded yet belong to the newest page)."""
+        runs = catalogue.ingest_runs(agency_id, limit=limit, before=before)
+        jobs = self.for_agency(agency_id)
+        if before is not None:
+            ids = {r["id"] for r in runs}
+            jobs = [j for j in jobs if j.run_id in ids]
+        return job_list(runs, jobs, limit=limit)
 
     def _run(self, job: IngestJob, agency: str | None) -> None:
         out = self._context.Queue()

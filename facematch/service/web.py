@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -26,6 +26,7 @@ from facematch.service.app import (ServiceState, audit_csv_response, audit_filte
 from facematch.service.auth import SESSION_COOKIE, authenticate, check_csrf, require
 from facematch.service.consultation import (QUERY_REASON_REFUSED, candidate_anchor, consultation_entry,
                                            consultation_ref)
+from facematch.service.jobs import INGEST_PAGE
 from facematch.service.token_pages import add_token_pages
 
 __all__ = ["add_web_routes", "safe_next"]
@@ -247,7 +248,10 @@ def add_web_routes(app: FastAPI, state: ServiceState, current) -> None:
     add_token_pages(app, state, render, page_user)
 
     @app.get("/ingest", response_class=HTMLResponse, include_in_schema=False)
-    def ingest_page(request: Request, user=Depends(page_user)):
+    def ingest_page(request: Request, before: int | None = Query(None, ge=1), user=Depends(page_user)):
         require(user, "operator")
-        return render(request, "ingest.html", user, jobs=state.jobs.listing(state.fm.catalogue, user.agency_id),
+        jobs = state.jobs.listing(state.fm.catalogue, user.agency_id, before=before)
+        oldest = min((j["run_id"] for j in jobs if j["run_id"]), default=None)
+        older = oldest if oldest and state.fm.catalogue.ingest_runs(user.agency_id, limit=1, before=oldest) else None
+        return render(request, "ingest.html", user, jobs=jobs, before=before, older=older, page_size=INGEST_PAGE,
                       roots=[str(r) for r in state.service.ingest_roots])

@@ -208,8 +208,9 @@ class Catalogue:
             self.audit(user, "ingest.start", {"run_id": cur.lastrowid, "kind": kind, "source": source})
         return cur.lastrowid
 
-    def ingest_runs(self, agency_id: int, *, limit: int = 50) -> list[dict]:
-        """``agency_id``'s ingest runs, newest first, at most ``limit``: id, kind, user, started_at,
+    def ingest_runs(self, agency_id: int, *, limit: int = 50, before: int | None = None) -> list[dict]:
+        """``agency_id``'s ingest runs, newest first, at most ``limit`` (with ``before``: only runs with a
+        smaller id, the next page of an older list): id, kind, user, started_at,
         finished_at, collection (name), case_ref, state (running, finished, failed: it raised, with its
         ``error``; interrupted: recorded as started, not finished, and no process holds it) and processed /
         faces_stored / failures (from the run's summary once finished, counted from what it stored so far
@@ -219,7 +220,8 @@ class Catalogue:
                       c.name AS collection,
                       (SELECT COUNT(*) FROM ingest_failures f WHERE f.run_id = r.id) AS failures
                FROM ingest_runs r LEFT JOIN collections c ON c.id = r.collection_id
-               WHERE r.agency_id = ? ORDER BY r.id DESC LIMIT ?""", (agency_id, limit)).fetchall()
+               WHERE r.agency_id = ? AND r.id < ? ORDER BY r.id DESC LIMIT ?""",
+            (agency_id, before if before is not None else 2 ** 62, limit)).fetchall()
         runs = []
         for r in rows:
             run = {k: r[k] for k in ("id", "kind", "user", "started_at", "finished_at", "collection", "case_ref",

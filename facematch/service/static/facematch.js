@@ -87,8 +87,8 @@ function setUpKeys() {
   });
 }
 
-// The job list, drawn from /api/ingest (same text as the server's list: the agency's last 50 ingests,
-// recorded runs and this server's live jobs); every 2 s while the page is shown.
+// The job list, drawn from /api/ingest (same text as the server's list: the agency's last 50 ingests, or
+// the older page the address names, recorded runs and this server's live jobs); every 2 s while shown.
 function drawJobs(jobs) {
   const list = document.getElementById("jobs");
   const items = jobs.map((j) => {
@@ -112,7 +112,9 @@ function drawJobs(jobs) {
 
 async function refreshJobs() {
   try {
-    const reply = await fetch("/api/ingest", { headers: { Accept: "application/json" } });
+    const before = new URLSearchParams(window.location.search).get("before");  // an older page stays that page
+    const url = before ? `/api/ingest?before=${encodeURIComponent(before)}` : "/api/ingest";
+    const reply = await fetch(url, { headers: { Accept: "application/json" } });
     if (reply.ok) drawJobs(await reply.json());
   } catch (err) { /* the server is away for a moment: the next round tries again */ }
 }
