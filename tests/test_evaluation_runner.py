@@ -187,6 +187,7 @@ def test_evaluate_and_calibrate_commands(tmp_path, cctv_protocol, cache_dir, eva
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"Report: {tmp_path / 'report' / 'report.md'}")
     assert "  facematch: rank-1 hit rate" in result.output and "  baseline: rank-1 hit rate" in result.output
+    assert "rank-1 among the 4 probed subjects" in result.output and "(chance 25.0%)" in result.output
 
     strict = CliRunner().invoke(calibrate, [str(proto), "--strict", "-o", str(tmp_path / "c.json"), *common])
     assert strict.exit_code == 1 and not (tmp_path / "c.json").exists()

@@ -156,6 +156,10 @@ def _headline(section: dict) -> str:
     if (ident := section.get("identification")):
         rank1 = next(c["hit_rate"] for c in ident["cmc"] if c["rank"] == 1)
         parts.append(f"rank-1 hit rate {100 * rank1:.1f}%, failure to acquire {100 * ident['failures']['fta']:.1f}%")
+    if (alone := section.get("identification_without_distractors")):
+        rank1 = next(c["hit_rate"] for c in alone["cmc"] if c["rank"] == 1)
+        parts.append(f"rank-1 among the {alone['n_subjects']} probed subjects {100 * rank1:.1f}% "
+                     f"(chance {100 * alone['chance_rank1']:.1f}%)")
     if (person := section.get("person_identification")):
         rank1 = next(c["hit_rate"] for c in person["cmc"] if c["rank"] == 1)
         parts.append(f"person-level rank-1 {100 * rank1:.1f}% of {person['n_mated']} mated {person['group_by']} groups")
