@@ -252,18 +252,23 @@ def test_relabelled_copy_in_one_agency_is_no_conflict_in_the_other(two_agencies)
     assert [r[0] for r in subjects] == ["052"]  # north's copy was not moved
 
 
+def _raising_after_one(exc: BaseException):
+    """An analysis backend that yields its first result, then raises ``exc`` (a kill, or an error)."""
+    def analyse(jobs, settings):
+        for n, result in enumerate(analyse_locally(jobs, settings)):
+            if n == 1:
+                raise exc
+            yield result
+    return analyse
+
+
 def test_a_crashed_ingest_rerun_loses_and_duplicates_nothing_within_the_agency(two_agencies):
     fm, custody, _ = two_agencies
     fm.ingest_custody(custody, collection="north-custody")
     coll = fm.accounts.collection("south-custody")
     settings = fm.settings.replace(batch_size=1)
 
-    def killed_after_one(jobs, settings):
-        for n, result in enumerate(analyse_locally(jobs, settings)):
-            if n == 1:
-                raise KeyboardInterrupt("killed mid-run")
-            yield result
-
+    killed_after_one = _raising_after_one(KeyboardInterrupt("killed mid-run"))
     with pytest.raises(KeyboardInterrupt):
         ingest(fm.catalogue, fm.index_store, custody_items(custody), kind="custody", settings=settings,
                user="otto@south", source=str(custody), analyse=killed_after_one,
@@ -281,12 +286,7 @@ def test_an_ingest_that_raises_is_recorded_as_failed_with_its_reason(two_agencie
     fm, custody, _ = two_agencies
     coll = fm.accounts.collection("north-custody")
 
-    def disk_full_after_one(jobs, settings):
-        for n, result in enumerate(analyse_locally(jobs, settings)):
-            if n == 1:
-                raise OSError("No space left on device")
-            yield result
-
+    disk_full_after_one = _raising_after_one(OSError("No space left on device"))
     with pytest.raises(OSError):
         ingest(fm.catalogue, fm.index_store, custody_items(custody), kind="custody",
                settings=fm.settings.replace(batch_size=1), user="otto@north", source=str(custody),

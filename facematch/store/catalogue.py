@@ -220,8 +220,8 @@ class Catalogue:
                       c.name AS collection,
                       (SELECT COUNT(*) FROM ingest_failures f WHERE f.run_id = r.id) AS failures
                FROM ingest_runs r LEFT JOIN collections c ON c.id = r.collection_id
-               WHERE r.agency_id = ? AND r.id < ? ORDER BY r.id DESC LIMIT ?""",
-            (agency_id, before if before is not None else 2 ** 62, limit)).fetchall()
+               WHERE r.agency_id = ? AND (? IS NULL OR r.id < ?) ORDER BY r.id DESC LIMIT ?""",
+            (agency_id, before, before, limit)).fetchall()
         runs = []
         for r in rows:
             run = {k: r[k] for k in ("id", "kind", "user", "started_at", "finished_at", "collection", "case_ref",
