@@ -124,6 +124,35 @@ def test_file_round_trip_gives_a_calibrated_scheme(tmp_path):
     assert scheme.estimated_fmr(0.5) == pytest.approx(0.5)
 
 
+def test_the_file_keeps_the_mated_curve_and_bands_say_what_they_reach(tmp_path):
+    # mated (0.05, 0.35, 0.55): a third of the enrolled people come within 0.3, two thirds within 0.5
+    path, doc = _write(tmp_path)
+    assert doc["schema_version"] == C.SCHEMA_VERSION == 2
+    assert doc["mated_curves"] == [{"source": "ten", "description": "hand-made", "n_mated": 3,
+                                    "curve": [[0.05, 1 / 3], [0.35, 2 / 3], [0.55, 1.0]]}]
+    scheme = C.load_band_scheme(Settings(calibration_file=path))
+    assert scheme.mated_curves == (("ten", 3, ((0.05, 1 / 3), (0.35, 2 / 3), (0.55, 1.0))),)
+    # ten non-mated comparisons support a per-face FMR >= 3/10: at three faces only weak (1 false, 1/3 per face)
+    bands = scheme.for_gallery(3, 3)
+    reach = {b.band: b.mated_reach for b in bands.bands}
+    assert reach["strong"] == () and reach["possible"] == ()  # not supported: hold nothing, reach nothing
+    weak = bands.bands[2]
+    assert weak.threshold == _below(0.4)  # the curve's last point with FMR <= 1/3 (0.3)...
+    assert weak.mated_reach == (("ten", 3, 2 / 3),)  # ...and two of the three mated distances lie within it
+    assert bands.describe()["bands"][2]["mated_reach"] == [{"source": "ten", "n_mated": 3, "fraction": 2 / 3}]
+
+
+def test_schema_1_files_still_load_without_the_mated_side(tmp_path):
+    _, doc = _write(tmp_path)
+    del doc["mated_curves"]
+    doc["schema_version"] = 1
+    path = C.write_calibration(doc, tmp_path / "v1.json")
+    scheme = C.load_band_scheme(Settings(calibration_file=path))
+    assert scheme.calibrated and scheme.mated_curves == ()
+    assert all(b.mated_reach == () for b in scheme.for_gallery(1, 1).bands)
+    assert render.band_lines(scheme.for_gallery(1, 1).describe(), 0.5)[-1].startswith("Expected false")
+
+
 def test_load_band_scheme_finds_the_data_dir_file(tmp_path):
     settings = Settings(data_dir=tmp_path)
     assert C.load_band_scheme(settings) == BandScheme.uncalibrated(settings.bands)
@@ -136,6 +165,9 @@ def test_load_band_scheme_finds_the_data_dir_file(tmp_path):
     ({"schema": "something.else"}, "not a facematch calibration"),
     ({"thresholds": {"strong": 0.6, "possible": 0.5, "weak": 0.7}}, "bad thresholds"),
     ({"fmr_curve": [[0.5, 0.2], [0.4, 0.3]]}, "ascending in distance"),
+    ({"schema_version": 3}, "schema version 3 is not supported"),
+    ({"mated_curves": [{"source": "ten", "n_mated": 3, "curve": [[0.5, 0.6], [0.4, 0.9]]}]}, "mated curve of ten"),
+    ({"mated_curves": [{"source": "ten", "curve": [[0.5, 1.0]]}]}, "bad mated curve"),
 ])
 def test_bad_files_are_refused(tmp_path, changes, message):
     path, _ = _write(tmp_path, **changes)

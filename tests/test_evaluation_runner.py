@@ -198,6 +198,28 @@ def test_evaluate_and_calibrate_commands(tmp_path, cctv_protocol, cache_dir, eva
     doc = json.loads((tmp_path / "c.json").read_text())
     assert doc["sources"][0]["name"] == "mini.json" and doc["targets"]["weak"] == 0.4
     assert f"weak     FMR 0.4: distance <= {doc['thresholds']['weak']:.4f}" in loose.output
+    # the mated side is kept: each acquired mated probe's distance to its own subject, as a curve
+    (mated,) = doc["mated_curves"]
+    assert mated["source"] == "mini.json" and mated["n_mated"] == doc["sources"][0]["n_mated"] >= 1
+    assert mated["curve"][-1][1] == 1.0
+    for band in doc["bands"]:
+        within = [f for d, f in mated["curve"] if d <= band["threshold"]]
+        reach = within[-1] if within else 0.0
+        assert reach == pytest.approx(band["per_source"]["mini.json"]["tar_at_threshold"])
+    # an evaluation with that calibration puts the FNIR the calibration predicts beside the one it observes
+    env = {"FACEMATCH_CALIBRATION": str(tmp_path / "c.json")}
+    result = CliRunner().invoke(evaluate, [str(proto), "-o", str(tmp_path / "calibrated"), "--n-boot", "0", *common],
+                                env=env)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "calibrated" / "report.json").read_text())
+    rows = [r for r in report["gallery_bands"]["bands"] if r["threshold"] is not None]
+    assert rows and all(set(r["predicted_fnir"]) == {"mini.json"} for r in rows)
+    for row in rows:  # the same probes: prediction and observation agree once probes without a face are set aside
+        observed = row["observed"]["facematch"]
+        failures_to_acquire = observed["n_mated"] - mated["n_mated"]
+        misses_with_a_face = observed["fnir"] * observed["n_mated"] - failures_to_acquire
+        assert row["predicted_fnir"]["mini.json"] == pytest.approx(misses_with_a_face / mated["n_mated"])
+    assert "| predicted FNIR |" in (tmp_path / "calibrated" / "report.md").read_text()
 
 
 def test_bad_pairs_file_is_a_clean_error(tmp_path):

@@ -18,9 +18,10 @@ import pytest
 pytest.importorskip("fastapi", reason="the service extra is not installed (pip install -e '.[service]')")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from facematch.search.bands import REACH_HEADING, reach_summary  # noqa: E402
 from facematch.service.app import create_app  # noqa: E402
 from facematch.settings import ServiceSettings  # noqa: E402
-from tests.conftest import make_facematch, require_data  # noqa: E402
+from tests.conftest import REPO, make_facematch, require_data  # noqa: E402
 
 PASSWORD = "correct horse battery"
 NORTH = [f"{n:03d}" for n in range(40, 46)]
@@ -122,6 +123,30 @@ def test_search_ranks_only_own_collection_and_reports_only_its_size(service, nor
     assert found and found <= set(NORTH), found
     assert north_search["gallery_subjects"] == len(NORTH)  # never the other agency's count
     assert "image_path" not in north_search["probes"][0]["subjects"][0]
+
+
+def test_calibrated_results_page_says_how_often_the_bands_held_an_enrolled_person(service, monkeypatch):
+    """With a calibration that kept its mated side, the page and the API say what an empty band does not mean."""
+    from markupsafe import escape
+
+    app, _ = service
+    library = app.state.fm.fm
+    monkeypatch.setattr(library, "settings", library.settings.replace(
+        calibration_file=REPO / "docs" / "calibration-dev.json"))
+    r = search(client(app, "nina"), "041")
+    assert r.status_code == 201, r.text
+    doc = r.json()
+    possible = doc["bands"]["bands"][1]
+    assert possible["band"] == "possible" and [m["source"] for m in possible["mated_reach"]] == [
+        "frmdb-dev-cctv", "lfw-pair-images"]
+    summary = reach_summary(doc["bands"]["bands"])
+    assert summary[0].startswith("frmdb-dev-cctv (104 mated comparisons): strong ")
+    nina = client(app, "nina", fresh=True)
+    opened = nina.get(f"/searches/{doc['search_id']}", follow_redirects=False)
+    assert opened.status_code == 303
+    page = nina.get(opened.headers["location"])
+    assert page.status_code == 200 and 'id="p1-custody-1"' in page.text
+    assert f"{escape(REACH_HEADING)}: {escape('; '.join(summary))}." in page.text
 
 
 def test_probe_of_other_agencys_subject_finds_nothing_of_theirs(service):

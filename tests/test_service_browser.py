@@ -242,3 +242,30 @@ def test_api_token_and_live_ingest_list_in_chromium(base_url, service):  # noqa:
         playwright.expect(page.locator(f"#job-{job}")).to_contain_text("case OP-LIVE-LIST")  # its run is older
         page.screenshot(path="/tmp/facematch-browser-11-older-ingests.png", full_page=True)
         browser.close()
+
+
+def test_calibrated_results_page_shows_the_miss_side_in_chromium(base_url, service, monkeypatch):  # noqa: F811
+    """With the committed dev calibration, the search's author sees under the search facts how often each band
+    held an enrolled person in the calibration data (an empty band is not "not enrolled")."""
+    from tests.conftest import REPO
+    from tests.test_service import client, search
+
+    app, _ = service
+    library = app.state.fm.fm
+    monkeypatch.setattr(library, "settings", library.settings.replace(
+        calibration_file=REPO / "docs" / "calibration-dev.json"))
+    made = search(client(app, "nina"), "043")
+    assert made.status_code == 201, made.text
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        _login(page, base_url, "nina")
+        page.goto(f"{base_url}/searches/{made.json()['search_id']}")  # the author: opened with its own reason
+        reach = page.locator("p.reach")
+        playwright.expect(reach).to_be_visible()
+        text = reach.inner_text()
+        assert text.startswith("If the person is enrolled: how often the calibration's comparisons")
+        assert "frmdb-dev-cctv (104 mated comparisons): strong " in text and "lfw-pair-images (8,101" in text
+        assert page.locator("#p1-custody-1").is_visible()
+        page.screenshot(path="/tmp/facematch-browser-12-miss-side.png")
+        browser.close()

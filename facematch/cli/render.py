@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from facematch.search.bands import one_in
+from facematch.search.bands import REACH_HEADING, one_in, reach_summary
 from facematch.search.ranking import SearchResult
 from facematch.validation import forbidden_character
 
@@ -88,7 +88,13 @@ def band_lines(bands: dict, expected_false: float | None) -> list[str]:
     elif expected_false is not None:
         lines.append(f"Expected false candidates per probe face inside the bands at this gallery size: "
                      f"about {expected_false:.2g}.")
-    return lines
+    return lines + _reach_lines(bands.get("bands") or [])
+
+
+def _reach_lines(bands: list[dict]) -> list[str]:
+    """The miss side of the bands: how often each would have held an enrolled person (calibration data)."""
+    summary = reach_summary(bands)
+    return [REACH_HEADING + ":"] + [f"  {line}" for line in summary] if summary else []
 
 
 def person_lines(person, top: int) -> list[str]:

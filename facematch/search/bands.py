@@ -7,6 +7,11 @@ one (``facematch calibrate``), each band means the same at every gallery size: a
 ``settings.FalseCandidateTargets`` false candidates expected per search of someone not enrolled. Its
 distance comes from the calibration's non-mated FMR curve at the live number of subjects, and a band whose
 rate the calibration has too few comparisons to support (rule of three) holds no candidates and says why.
+
+The other side of a band is what it misses: a calibration that kept its mated searches' distances (schema
+2) also says, for each band at this gallery size, how often an enrolled person's own images came that
+close in the calibration data (``GalleryBand.mated_reach``), so nobody reads an empty band as "not
+enrolled".
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from dataclasses import asdict, dataclass
 
 from facematch.settings import BandThresholds, FalseCandidateTargets
 
-__all__ = ["BANDS", "NO_BAND", "RULE_OF_THREE", "similarity_score", "supported_faces", "curve_threshold", "GalleryBand",
-           "GalleryBands", "BandScheme", "one_in"]
+__all__ = ["BANDS", "NO_BAND", "RULE_OF_THREE", "similarity_score", "supported_faces", "curve_threshold", "curve_reach",
+           "GalleryBand", "GalleryBands", "BandScheme", "one_in", "reach_summary", "REACH_HEADING"]
 
 BANDS = ("strong", "possible", "weak")
 NO_BAND = "below"
@@ -46,6 +51,9 @@ class GalleryBand:
     gallery size). ``expected_false`` is the predicted number of false candidates per search of someone
     not enrolled at or below ``threshold`` (faces x FMR there); ``needs_nonmated`` the non-mated
     comparisons a calibration needs to support the band here (rule of three). None: uncalibrated.
+    ``mated_reach``: per calibration data set with mated searches, ``(name, n_mated, fraction)``: how many
+    of its enrolled people's searches had their true subject at or below ``threshold`` (empty when the
+    band holds nothing or the calibration kept no mated distances).
     """
 
     band: str
@@ -57,6 +65,7 @@ class GalleryBand:
     face_fmr: float | None = None
     expected_false: float | None = None
     needs_nonmated: int | None = None
+    mated_reach: tuple[tuple[str, int, float], ...] = ()
 
     @property
     def predicted_fpir(self) -> float | None:
@@ -82,6 +91,18 @@ def curve_threshold(curve, fmr: float) -> float | None:
             break
         best = distance
     return best
+
+
+def curve_reach(curve, distance: float) -> float:
+    """Fraction of mated searches whose true subject came within ``distance``, from an ascending
+    ``(distance, fraction)`` curve: the last point at or below it (conservative between points); 0 before
+    the first."""
+    reach = 0.0
+    for point, fraction in curve:
+        if point > distance:
+            break
+        reach = fraction
+    return reach
 
 
 @dataclass(frozen=True)
@@ -119,7 +140,9 @@ class GalleryBands:
     def describe(self) -> dict:
         return {**self.scheme.describe(), "gallery_subjects": self.subjects, "gallery_faces": self.faces,
                 "thresholds": {b.band: b.threshold for b in self.bands},
-                "bands": [dict(asdict(b), predicted_fpir=b.predicted_fpir) for b in self.bands]}
+                "bands": [dict(asdict(b), predicted_fpir=b.predicted_fpir,
+                               mated_reach=[{"source": name, "n_mated": n, "fraction": f}
+                                            for name, n, f in b.mated_reach]) for b in self.bands]}
 
 
 @dataclass(frozen=True)
@@ -131,6 +154,8 @@ class BandScheme:
     ``n_nonmated``: non-mated comparisons of the calibration's smallest data set (the rule of three);
     ``false_targets``: each band's expected false candidates per search (``settings.FalseCandidateTargets``).
     ``thresholds``: the uncalibrated distances, or the calibration's fixed-FMR reference thresholds.
+    ``mated_curves``: per calibration data set, ``(name, n_mated, curve)`` with ``curve`` the ascending
+    ``(distance, fraction of mated searches at or below it)`` points (calibration schema 2; empty before).
     """
 
     thresholds: BandThresholds
@@ -140,6 +165,7 @@ class BandScheme:
     target_fmr: tuple[tuple[str, float], ...] = ()
     n_nonmated: int = 0
     false_targets: FalseCandidateTargets = FalseCandidateTargets()
+    mated_curves: tuple[tuple[str, int, tuple[tuple[float, float], ...]], ...] = ()
 
     @classmethod
     def uncalibrated(cls, thresholds: BandThresholds | None = None) -> "BandScheme":
@@ -177,9 +203,10 @@ class BandScheme:
                                f"{faces:,} faces): needs >= {needs:,} non-mated comparisons, the calibration "
                                f"has {self.n_nonmated:,}; holds no candidates", False, **common)
         expected = faces * self.estimated_fmr(threshold)
+        reach = tuple((name, n, curve_reach(curve, threshold)) for name, n, curve in self.mated_curves)
         return GalleryBand(band, threshold, f"{band}: at most {target:g} false candidate{'' if target == 1 else 's'} expected per search of "
                            f"someone not enrolled, among {subjects:,} subjects; distance <= {threshold:.3f}",
-                           True, expected_false=expected, **common)
+                           True, expected_false=expected, mated_reach=reach, **common)
 
     def band(self, distance: float) -> str:
         """The band of ``distance`` by the fixed ``thresholds`` (uncalibrated defaults or FMR references)."""
@@ -224,3 +251,19 @@ def one_in(fmr: float | None) -> str:
     if fmr <= 0:
         return "rarer than the calibration could measure"
     return f"about 1 in {max(1, round(1 / fmr)):,} comparisons of different people score this close"
+
+
+#: What the lines of :func:`reach_summary` answer, for a reader of a candidate list.
+REACH_HEADING = ("If the person is enrolled: how often the calibration's comparisons of the same person came within "
+                 "each band at this gallery size (an empty band does not mean the person is not enrolled)")
+
+
+def reach_summary(bands: list[dict]) -> list[str]:
+    """One phrase per calibration data set from a search's band records (``GalleryBands.describe()["bands"]``):
+    "frmdb-dev-cctv (104 mated comparisons): possible 27%, weak 43%". Empty for searches stored before the
+    calibration recorded its mated side, and for bands that hold nothing."""
+    sources: dict[str, tuple[int, list[str]]] = {}
+    for b in bands:
+        for r in b.get("mated_reach") or []:
+            sources.setdefault(r["source"], (r["n_mated"], []))[1].append(f"{b['band']} {100 * r['fraction']:.0f}%")
+    return [f"{name} ({n:,} mated comparisons): {', '.join(parts)}" for name, (n, parts) in sources.items()]

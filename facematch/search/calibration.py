@@ -17,13 +17,18 @@ match on any set) and is marked unsupported, with a warning.
 The calibration file (JSON, ``schema: facematch.calibration``) records its provenance: data sets and
 counts, date, model name and version, pipeline settings, targets, thresholds per set, warnings, and a
 downsampled FMR curve of ``(distance, fmr)`` points that search interpolates for each candidate's
-estimated FMR. :func:`load_band_scheme` finds and validates it. Search bands by the curve, not by the
-fixed-FMR thresholds: each band's distance is resolved at the live gallery size for a number of expected
-false candidates per search (``BandScheme.for_gallery``); the thresholds stay as references.
+estimated FMR. Since schema 2 it also keeps, per data set with mated comparisons, a downsampled curve of
+the fraction of mated searches at or below each distance (``mated_curves``): search reports with each
+band how many enrolled people of that data set it would have reached, the miss side of the band.
+:func:`load_band_scheme` finds and validates it (schema 1 files still load, without the mated curves).
+Search bands by the curve, not by the fixed-FMR thresholds: each band's distance is resolved at the live
+gallery size for a number of expected false candidates per search (``BandScheme.for_gallery``); the
+thresholds stay as references.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -45,7 +50,9 @@ __all__ = ["DEFAULT_TARGETS", "CALIBRATION_FILE_NAME", "SCHEMA", "SCHEMA_VERSION
 log = logging.getLogger(__name__)
 
 SCHEMA = "facematch.calibration"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Schema versions read: version 1 lacks ``mated_curves`` (bands then say nothing of what they miss).
+READABLE_SCHEMA_VERSIONS = (1, 2)
 #: Target false-match rate of each review band.
 DEFAULT_TARGETS = FmrTargets().as_dict()
 CALIBRATION_FILE_NAME = "calibration.json"
@@ -100,6 +107,15 @@ class ScoreSample:
             raise CalibrationError(f"{self.name}: target FMR {target:g} lies above the stored part of the "
                                    f"non-mated distances (cap {self.cap:.3f})")
         return float(np.nextafter(self.nonmated_low[k], -np.inf))
+
+    def mated_curve(self, n_points: int = 200) -> list[list[float]]:
+        """``(distance, fraction of mated distances at or below it)`` at up to ``n_points`` of the sorted mated
+        distances, evenly spaced in rank, the largest always included; empty without mated distances."""
+        mated = np.sort(self.mated[np.isfinite(self.mated)])
+        if mated.size == 0:
+            return []
+        ranks = np.unique(np.round(np.linspace(1, mated.size, min(n_points, mated.size))).astype(int))
+        return [[float(mated[k - 1]), k / mated.size] for k in ranks]
 
     def curve_distances(self, n_points: int = 120) -> np.ndarray:
         """Distances where this sample's FMR steps, spaced geometrically in FMR (for the stored curve)."""
@@ -230,6 +246,9 @@ def compute_calibration(samples: list[ScoreSample], *, targets: dict | None = No
         "combination": "upper envelope of the data sets' FMR curves (each threshold meets its target on every set)",
         "warnings": warnings,
         "fmr_curve": _envelope_curve(samples, list(thresholds.values())),
+        "mated_curves": [{"source": s.name, "description": s.description,
+                          "n_mated": int(np.isfinite(s.mated).sum()), "curve": s.mated_curve()}
+                         for s in samples if np.isfinite(s.mated).any()],
     }
 
 
@@ -263,9 +282,9 @@ def read_calibration(path: str | Path, settings: Settings | None = None) -> dict
         raise CalibrationError(f"calibration file {path}: cannot read it ({exc})") from exc
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise CalibrationError(f"calibration file {path}: not a facematch calibration (schema {SCHEMA!r})")
-    if doc.get("schema_version") != SCHEMA_VERSION:
+    if doc.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
         raise CalibrationError(f"calibration file {path}: schema version {doc.get('schema_version')} is not "
-                               f"supported (expected {SCHEMA_VERSION})")
+                               f"supported (expected one of {', '.join(map(str, READABLE_SCHEMA_VERSIONS))})")
     model = doc.get("model") or {}
     if model.get("name") != MODEL_NAME or model.get("version") != version:
         raise CalibrationError(f"calibration file {path} was made for model {model.get('name')} "
@@ -280,7 +299,22 @@ def read_calibration(path: str | Path, settings: Settings | None = None) -> dict
             or not all(0.0 <= f <= 1.0 for _, f in curve):
         raise CalibrationError(f"calibration file {path}: the FMR curve must be non-empty, ascending in "
                                "distance, non-decreasing in FMR and within 0..1")
+    for entry in doc.get("mated_curves") or []:
+        _check_mated_curve(path, entry)
     return doc
+
+
+def _check_mated_curve(path: Path, entry) -> None:
+    """A mated curve names its data set and count and ascends in distance and fraction within 0..1."""
+    try:
+        name, n = str(entry["source"]), int(entry["n_mated"])
+        curve = [(float(d), float(f)) for d, f in entry["curve"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CalibrationError(f"calibration file {path}: bad mated curve ({exc})") from exc
+    if n < 1 or not curve or any(b[0] < a[0] or b[1] < a[1] for a, b in itertools.pairwise(curve)) \
+            or not all(0.0 < f <= 1.0 for _, f in curve):
+        raise CalibrationError(f"calibration file {path}: the mated curve of {name} must be non-empty, "
+                               "ascending in distance and fraction, and within 0..1")
 
 
 def band_scheme_from_calibration(doc: dict, path: str | Path,
@@ -296,7 +330,9 @@ def band_scheme_from_calibration(doc: dict, path: str | Path,
         thresholds, True, f"calibration {path} ({doc.get('dataset', 'unknown data')}, {doc.get('created_at')})",
         fmr_curve=tuple((float(d), float(f)) for d, f in doc["fmr_curve"]),
         target_fmr=tuple((b, float(doc["targets"][b])) for b in BANDS if b in doc.get("targets", {})),
-        n_nonmated=_n_nonmated(doc), false_targets=false_targets or FalseCandidateTargets())
+        n_nonmated=_n_nonmated(doc), false_targets=false_targets or FalseCandidateTargets(),
+        mated_curves=tuple((str(c["source"]), int(c["n_mated"]), tuple((float(d), float(f)) for d, f in c["curve"]))
+                           for c in doc.get("mated_curves") or []))
 
 
 def _n_nonmated(doc: dict) -> int:

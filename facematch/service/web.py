@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from facematch.errors import AuthenticationFailed, InvalidArgument, NotFound, PermissionDenied
-from facematch.search.bands import one_in
+from facematch.search.bands import REACH_HEADING, one_in, reach_summary
 from facematch.service.admin import add_admin_pages
 from facematch.service.app import (ServiceState, audit_csv_response, audit_filter, consultation_since, run_search,
                                    search_view, set_session_cookie)
@@ -53,7 +53,8 @@ def safe_next(target: str | None) -> str:
 
 def add_web_routes(app: FastAPI, state: ServiceState, current) -> None:
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
-    templates.env.globals.update(one_in=one_in, meaning=_MEANING)
+    templates.env.globals.update(one_in=one_in, meaning=_MEANING, reach_summary=reach_summary,
+                                 reach_heading=REACH_HEADING)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
 
     async def page_user(request: Request):
