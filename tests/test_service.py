@@ -125,17 +125,22 @@ def test_search_ranks_only_own_collection_and_reports_only_its_size(service, nor
     assert "image_path" not in north_search["probes"][0]["subjects"][0]
 
 
+def calibrated_search(app, monkeypatch, subject: str) -> dict:
+    """nina's search of ``subject``'s CCTV still while the service uses the committed dev calibration."""
+    library = app.state.fm.fm
+    monkeypatch.setattr(library, "settings", library.settings.replace(
+        calibration_file=REPO / "docs" / "calibration-dev.json"))
+    r = search(client(app, "nina"), subject)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
 def test_calibrated_results_page_says_how_often_the_bands_held_an_enrolled_person(service, monkeypatch):
     """With a calibration that kept its mated side, the page and the API say what an empty band does not mean."""
     from markupsafe import escape
 
     app, _ = service
-    library = app.state.fm.fm
-    monkeypatch.setattr(library, "settings", library.settings.replace(
-        calibration_file=REPO / "docs" / "calibration-dev.json"))
-    r = search(client(app, "nina"), "041")
-    assert r.status_code == 201, r.text
-    doc = r.json()
+    doc = calibrated_search(app, monkeypatch, "041")
     possible = doc["bands"]["bands"][1]
     assert possible["band"] == "possible" and [m["source"] for m in possible["mated_reach"]] == [
         "frmdb-dev-cctv", "lfw-pair-images"]

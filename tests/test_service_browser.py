@@ -247,20 +247,14 @@ def test_api_token_and_live_ingest_list_in_chromium(base_url, service):  # noqa:
 def test_calibrated_results_page_shows_the_miss_side_in_chromium(base_url, service, monkeypatch):  # noqa: F811
     """With the committed dev calibration, the search's author sees under the search facts how often each band
     held an enrolled person in the calibration data (an empty band is not "not enrolled")."""
-    from tests.conftest import REPO
-    from tests.test_service import client, search
+    from tests.test_service import calibrated_search
 
-    app, _ = service
-    library = app.state.fm.fm
-    monkeypatch.setattr(library, "settings", library.settings.replace(
-        calibration_file=REPO / "docs" / "calibration-dev.json"))
-    made = search(client(app, "nina"), "043")
-    assert made.status_code == 201, made.text
+    made = calibrated_search(service[0], monkeypatch, "043")
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         _login(page, base_url, "nina")
-        page.goto(f"{base_url}/searches/{made.json()['search_id']}")  # the author: opened with its own reason
+        page.goto(f"{base_url}/searches/{made['search_id']}")  # the author: opened with its own reason
         reach = page.locator("p.reach")
         playwright.expect(reach).to_be_visible()
         text = reach.inner_text()
