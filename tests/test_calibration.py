@@ -15,7 +15,7 @@ from facematch.evaluation.metrics import threshold_for_fmr
 from facematch.evaluation.protocols import GalleryEntry, ProbeEntry, Protocol
 from facematch.evaluation.runner import calibration_sample
 from facematch.search import calibration as C
-from facematch.search.bands import BandScheme
+from facematch.search.bands import BandScheme, reach_summary
 from facematch.settings import FalseCandidateTargets, Settings
 
 TEN = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]  # non-mated distances, FMR steps of 0.1
@@ -131,15 +131,38 @@ def test_the_file_keeps_the_mated_curve_and_bands_say_what_they_reach(tmp_path):
     assert doc["mated_curves"] == [{"source": "ten", "description": "hand-made", "n_mated": 3,
                                     "curve": [[0.05, 1 / 3], [0.35, 2 / 3], [0.55, 1.0]]}]
     scheme = C.load_band_scheme(Settings(calibration_file=path))
-    assert scheme.mated_curves == (("ten", 3, ((0.05, 1 / 3), (0.35, 2 / 3), (0.55, 1.0))),)
+    assert scheme.mated_curves == (("ten", 3, ((0.05, 1 / 3), (0.35, 2 / 3), (0.55, 1.0)), ()),)  # no qualities
     # ten non-mated comparisons support a per-face FMR >= 3/10: at three faces only weak (1 false, 1/3 per face)
     bands = scheme.for_gallery(3, 3)
     reach = {b.band: b.mated_reach for b in bands.bands}
     assert reach["strong"] == () and reach["possible"] == ()  # not supported: hold nothing, reach nothing
     weak = bands.bands[2]
     assert weak.threshold == _below(0.4)  # the curve's last point with FMR <= 1/3 (0.3)...
-    assert weak.mated_reach == (("ten", 3, 2 / 3),)  # ...and two of the three mated distances lie within it
-    assert bands.describe()["bands"][2]["mated_reach"] == [{"source": "ten", "n_mated": 3, "fraction": 2 / 3}]
+    assert weak.mated_reach == (("ten", 3, 2 / 3, ()),)  # ...and two of the three mated distances lie within it
+    assert bands.describe()["bands"][2]["mated_reach"] == [{"source": "ten", "n_mated": 3, "fraction": 2 / 3,
+                                                            "by_quality": []}]
+
+
+def test_mated_curves_split_by_probe_quality_and_a_probe_reads_its_own_bin(tmp_path):
+    # six mated searches: the three low-quality probes (10, 15, 30) lie far, the high-quality ones (50, 70, 90) near
+    sample = C.ScoreSample.from_distances("cctv", "hand-made", TEN, (0.55, 0.65, 0.35, 0.05, 0.15, 0.25),
+                                          mated_quality=(10, 15, 30, 50, 70, 90))
+    doc = C.compute_calibration([sample], targets=LOOSE, created_at="2026-01-01T00:00:00Z")
+    (entry,) = doc["mated_curves"]
+    assert C.MATED_QUALITY_EDGES == (20.0, 40.0, 60.0)
+    assert [(q["min_quality"], q["max_quality"], q["n_mated"]) for q in entry["by_quality"]] == [
+        (0.0, 20.0, 2), (20.0, 40.0, 1), (40.0, 60.0, 1), (60.0, None, 2)]
+    assert entry["by_quality"][0]["curve"] == [[0.55, 0.5], [0.65, 1.0]]
+    path = C.write_calibration(doc, tmp_path / "q.json")
+    bands = C.load_band_scheme(Settings(calibration_file=path)).for_gallery(3, 3).describe()["bands"]
+    assert bands[2]["threshold"] == _below(0.4)  # only weak is supported here (see above)
+    assert bands[2]["mated_reach"][0]["fraction"] == pytest.approx(4 / 6)
+    assert reach_summary(bands) == ["cctv (6 mated comparisons): weak 67%"]
+    assert reach_summary(bands, 12.0) == ["cctv, probe quality 0-20 (2 mated comparisons): weak 0%"]
+    assert reach_summary(bands, 20.0) == ["cctv, probe quality 20-40 (1 mated comparisons): weak 100%"]
+    assert reach_summary(bands, 95.0) == ["cctv, probe quality 60-100 (2 mated comparisons): weak 100%"]
+    with pytest.raises(InvalidArgument, match="one quality score per mated distance"):
+        C.ScoreSample.from_distances("cctv", "hand-made", TEN, (0.1, 0.2), mated_quality=(10,))
 
 
 def test_schema_1_files_still_load_without_the_mated_side(tmp_path):

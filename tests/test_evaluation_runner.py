@@ -202,6 +202,7 @@ def test_evaluate_and_calibrate_commands(tmp_path, cctv_protocol, cache_dir, eva
     (mated,) = doc["mated_curves"]
     assert mated["source"] == "mini.json" and mated["n_mated"] == doc["sources"][0]["n_mated"] >= 1
     assert mated["curve"][-1][1] == 1.0
+    assert sum(q["n_mated"] for q in mated["by_quality"]) == mated["n_mated"]  # every acquired probe has a quality
     for band in doc["bands"]:
         within = [f for d, f in mated["curve"] if d <= band["threshold"]]
         reach = within[-1] if within else 0.0
@@ -219,6 +220,10 @@ def test_evaluate_and_calibrate_commands(tmp_path, cctv_protocol, cache_dir, eva
         failures_to_acquire = observed["n_mated"] - mated["n_mated"]
         misses_with_a_face = observed["fnir"] * observed["n_mated"] - failures_to_acquire
         assert row["predicted_fnir"]["mini.json"] == pytest.approx(misses_with_a_face / mated["n_mated"])
+        # probe by probe from the quality bins: on the calibration's own probes the bins add up to the same
+        matched = row["predicted_fnir_quality_matched"]["mini.json"]
+        assert matched["n_mated"] == mated["n_mated"] and matched["fnir"] == pytest.approx(misses_with_a_face /
+                                                                                            mated["n_mated"])
     assert "| predicted FNIR |" in (tmp_path / "calibrated" / "report.md").read_text()
 
 

@@ -10,7 +10,7 @@ from conftest import REPO, require_data
 
 from facematch import Facematch
 from facematch.cli.commands import cli
-from facematch.search.bands import BandScheme, curve_reach, curve_threshold, supported_faces
+from facematch.search.bands import BandScheme, curve_reach, curve_threshold, reach_summary, supported_faces
 from facematch.search.calibration import load_band_scheme, read_calibration
 from facematch.search.ranking import SEARCH_SCHEMA_VERSION
 from facematch.settings import BandThresholds, Settings
@@ -83,14 +83,21 @@ def test_committed_dev_calibration_reads_and_resolves():
     assert possible.expected_false <= 0.1 and weak.expected_false <= 1.0
     assert not any(b.supported for b in scheme.for_gallery(20_000_000, 20_000_000).bands)
     # the miss side: each data set's mated curve reproduces the TAR the file records at its fixed thresholds
-    curves = {name: (n, curve) for name, n, curve in scheme.mated_curves}
+    curves = {name: (n, curve) for name, n, curve, _ in scheme.mated_curves}
     assert {name: n for name, (n, _) in curves.items()} == {s["name"]: s["n_mated"] for s in doc["sources"]}
     for band in doc["bands"]:
         for name, (n, curve) in curves.items():
             tar = band["per_source"][name]["tar_at_threshold"]
             assert tar - 1 / 200 <= curve_reach(curve, band["threshold"]) <= tar  # <= 200 points: conservative
-    reach = {name: fraction for name, _, fraction in possible.mated_reach}
+    reach = {name: fraction for name, _, fraction, _ in possible.mated_reach}
     assert reach["frmdb-dev-cctv"] < 0.5 < reach["lfw-pair-images"]  # CCTV stills miss far more often than photos
+    # ...and by the probe's quality: the CCTV searches split into the quality bins, reached more as quality rises
+    (cctv,) = [r for r in possible.mated_reach if r[0] == "frmdb-dev-cctv"]
+    bins = cctv[3]
+    assert [(low, high) for low, high, _, _ in bins] == [(0, 20), (20, 40), (40, 60), (60, math.inf)]
+    assert sum(k for _, _, k, _ in bins) == 104
+    shares = [f for _, _, _, f in bins]
+    assert shares == sorted(shares) and shares[0] < 0.15 < 0.7 < shares[-1]
 
 
 def _search_cli(fm, args):
@@ -116,10 +123,14 @@ def test_real_search_says_what_each_band_means_among_n_subjects(frmdb_gallery):
     assert text.exit_code == 0, text.output
     assert "possible: at most 0.1 false candidates expected per search of someone not enrolled, among 12 " \
            f"subjects; distance <= {expected.bands[1].threshold:.3f}" in text.output
-    shares = ", ".join(f"{b.band} {100 * dict((n, f) for n, _, f in b.mated_reach)['frmdb-dev-cctv']:.0f}%"
+    shares = ", ".join(f"{b.band} {100 * dict((n, f) for n, _, f, _ in b.mated_reach)['frmdb-dev-cctv']:.0f}%"
                        for b in expected.bands)
     assert "If the person is enrolled: how often the calibration's comparisons of the same person" in text.output
     assert f"  frmdb-dev-cctv (104 mated comparisons): {shares}" in text.output
+    quality = result.probes[0].quality_score
+    (line,) = reach_summary(result.bands["bands"], quality)
+    assert line.startswith("frmdb-dev-cctv, probe quality ")
+    assert f"  If enrolled, the calibration's searches with probes of this quality reached: {line}" in text.output
     raw = _search_cli(fm, ["search", str(probe), "--reason", "bands test", "--json"])
     doc = json.loads(raw.output)
     assert doc["schema_version"] == SEARCH_SCHEMA_VERSION == 3
@@ -130,8 +141,8 @@ def test_real_search_says_what_each_band_means_among_n_subjects(frmdb_gallery):
         assert entry["threshold"] == band.threshold == bands["thresholds"][band.band]
         assert entry["supported"] is True and entry["needs_nonmated"] == band.needs_nonmated
         assert 0 < entry["predicted_fpir"] <= entry["expected_false"] <= entry["max_false"]
-        assert entry["mated_reach"] == [{"source": name, "n_mated": n, "fraction": f}
-                                        for name, n, f in band.mated_reach]
+        assert [(r["source"], r["n_mated"], r["fraction"]) for r in entry["mated_reach"]] == [
+            r[:3] for r in band.mated_reach]
         assert [r["source"] for r in entry["mated_reach"]] == ["frmdb-dev-cctv", "lfw-pair-images"]
     assert doc["expected_false_candidates"] == pytest.approx(expected.bands[2].expected_false)
     assert doc["scene_bands"]["gallery_subjects"] == 0 and doc["probes"][0]["scene_faces"] == []

@@ -152,6 +152,9 @@ def test_calibrated_results_page_says_how_often_the_bands_held_an_enrolled_perso
     page = nina.get(opened.headers["location"])
     assert page.status_code == 200 and 'id="p1-custody-1"' in page.text
     assert f"{escape(REACH_HEADING)}: {escape('; '.join(summary))}." in page.text
+    (own,) = reach_summary(doc["bands"]["bands"], doc["probes"][0]["quality_score"])  # this probe's quality bin
+    assert own.startswith("frmdb-dev-cctv, probe quality ")
+    assert escape(f"searches with probes of this quality reached: {own}.") in page.text
 
 
 def test_probe_of_other_agencys_subject_finds_nothing_of_theirs(service):

@@ -103,7 +103,8 @@ def test_search_review_twice_and_audit_in_chromium(base_url):
             first.focus()
             page.keyboard.press("p")
             page.keyboard.type(note)
-            page.keyboard.press("Enter")
+            with page.expect_navigation():  # the review posts, then redirects back: wait for that page, not the old
+                page.keyboard.press("Enter")
             page.wait_for_load_state()
         page.wait_for_load_state("networkidle")
         broken = page.evaluate("Array.from(document.images).filter(i => !i.complete || !i.naturalWidth)"
@@ -255,11 +256,14 @@ def test_calibrated_results_page_shows_the_miss_side_in_chromium(base_url, servi
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         _login(page, base_url, "nina")
         page.goto(f"{base_url}/searches/{made['search_id']}")  # the author: opened with its own reason
-        reach = page.locator("p.reach")
+        reach = page.locator("p.reach:not(.probe-reach)")
         playwright.expect(reach).to_be_visible()
         text = reach.inner_text()
         assert text.startswith("If the person is enrolled: how often the calibration's comparisons")
         assert "frmdb-dev-cctv (104 mated comparisons): strong " in text and "lfw-pair-images (8,101" in text
+        own = page.locator("#reach-1")  # the probe's own quality bin, under its heading
+        playwright.expect(own).to_contain_text("searches with probes of this quality reached: frmdb-dev-cctv, "
+                                               "probe quality ")
         assert page.locator("#p1-custody-1").is_visible()
         page.screenshot(path="/tmp/facematch-browser-12-miss-side.png")
         browser.close()

@@ -54,6 +54,8 @@ def search_lines(result: SearchResult, decisions: list | None = None) -> list[st
                      f"({probe.detector}), quality {probe.quality_score:.0f}/100")
         if probe.warning:
             lines.append(f"  WARNING: {probe.warning}")
+        lines += [f"  If enrolled, the calibration's searches with probes of this quality reached: {line}"
+                  for line in reach_summary(result.bands.get("bands") or [], probe.quality_score)]
         lines.append("  Custody candidates (subjects):" if probe.subjects else "  Custody candidates: none")
         for c in probe.subjects:
             fmr = "" if c.estimated_fmr is None else f"  FMR {one_in(c.estimated_fmr)}"

@@ -295,12 +295,14 @@ def evaluate_protocol(protocol: Protocol, systems: Sequence[SystemSpec], *, sche
     if not systems:
         raise InvalidArgument("give at least one system to evaluate")
     embedded = {s.name: _embed_protocol(protocol, s, cache, workers, progress) for s in systems}
-    quality = None
+    quality, scores = None, None
     first = next((s for s in systems if s.kind == "facematch"), None)
     if first is not None:
         probes = embedded[first.name].probes
         quality = quality_bins([e.quality_score if e.acquired else None for e in probes],
                                [p.id for p in protocol.probes])
+        scores = {p.id: e.quality_score for p, e in zip(protocol.probes, probes)
+                  if e.acquired and e.quality_score is not None}
     groups = _groups(protocol, quality)
     gallery_bands = scheme.for_gallery(len(protocol.gallery_subjects), len(protocol.gallery))
     bands = {b.band: b.threshold for b in gallery_bands.bands}
@@ -329,7 +331,7 @@ def evaluate_protocol(protocol: Protocol, systems: Sequence[SystemSpec], *, sche
             f"{fusion_name(person_spec[2].fusion, person_spec[2].fusion_k)} (facematch.search.person), for every "
             "system alike; a group with no acquired still is a failure to acquire."] if person_spec else []),
         "notes": [], "bands": {b: t for b, t in bands.items() if t is not None},
-        "band_scheme": gallery_bands.describe(), "gallery_bands": band_rates(gallery_bands, outcomes),
+        "band_scheme": gallery_bands.describe(), "gallery_bands": band_rates(gallery_bands, outcomes, scores),
         "systems": result_systems,
     }
     return Evaluation(result, plots, outcomes)
@@ -473,10 +475,13 @@ def calibration_sample(source: Protocol | Sequence[Pair], system: SystemSpec, *,
         subjects, fused = fused_distances(p_matrix, p_ok, g_matrix, g_ok, [g.subject for g in source.gallery],
                                           _gallery_offsets(system, emb.gallery))
         d, same, _ = _protocol_comparisons(source, subjects, fused)
+        quality = np.repeat(np.array([e.quality_score if e.acquired and e.quality_score is not None else np.nan
+                                      for e in emb.probes], dtype=np.float64), fused.shape[1])
+        mated = same & np.isfinite(d)
         return ScoreSample.from_distances(
             name, f"{source.name}: each probe with a face against each enrolled subject (closest image)",
-            _finite(d[~same]), _finite(d[same]), n_probes=len(source.probes), n_probes_acquired=int(p_ok.sum()),
-            n_gallery_images=len(source.gallery), n_gallery_enrolled=int(g_ok.sum()))
+            _finite(d[~same]), d[mated], mated_quality=quality[mated], n_probes=len(source.probes),
+            n_probes_acquired=int(p_ok.sum()), n_gallery_images=len(source.gallery), n_gallery_enrolled=int(g_ok.sum()))
     pairs = list(source)
     paths, index, labels = _pair_images(pairs)
     report = (lambda d, n: progress(f"{system.name} images", d, n)) if progress else None

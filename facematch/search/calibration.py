@@ -58,6 +58,10 @@ DEFAULT_TARGETS = FmrTargets().as_dict()
 CALIBRATION_FILE_NAME = "calibration.json"
 _EPS = 1e-9  # as metrics._EPS: floor(target * n) robust to binary rounding
 _TAIL_EDGES = np.linspace(0.0, 2.0, 4001)  # 0.0005 steps: dlib descriptor distances stay below ~1.6
+#: Probe quality scores (0-100) where the mated curves are split: chosen on frmdb-dev-cctv, where the share of
+#: mated searches inside "possible" at ~1,000 subjects runs 8% / 13% / 36% / 81% across these bins; the lowres
+#: field sets show the same by quality (docs/evaluation.md).
+MATED_QUALITY_EDGES = (20.0, 40.0, 60.0)
 
 
 @dataclass
@@ -67,7 +71,8 @@ class ScoreSample:
     ``nonmated_low``: ascending ``(k,) float64``, every non-mated distance ``<= cap`` (all of them when
     ``cap`` is inf); ``n_nonmated``: how many non-mated comparisons there were in all. Above ``cap`` the
     FMR comes from ``tail_cumulative`` (non-mated counts below each of ``_TAIL_EDGES``). ``mated``
-    ``(m,)`` distances (may be empty) give the true-accept rate at each threshold. ``counts`` is provenance.
+    ``(m,)`` distances (may be empty) give the true-accept rate at each threshold; ``mated_quality`` ``(m,)``,
+    when known (protocols), the quality score of each mated comparison's probe. ``counts`` is provenance.
     """
 
     name: str
@@ -78,16 +83,21 @@ class ScoreSample:
     mated: np.ndarray = field(default_factory=lambda: np.zeros(0))
     tail_cumulative: np.ndarray | None = None
     counts: dict = field(default_factory=dict)
+    mated_quality: np.ndarray | None = None
 
     @classmethod
-    def from_distances(cls, name: str, description: str, nonmated, mated=(), **counts) -> "ScoreSample":
+    def from_distances(cls, name: str, description: str, nonmated, mated=(), *, mated_quality=None,
+                       **counts) -> "ScoreSample":
         """A sample holding every non-mated distance ``(n,)``; raises CalibrationError when n = 0."""
         values = np.sort(np.asarray(nonmated, dtype=np.float64).ravel())
         values = values[np.isfinite(values)]
         if values.size == 0:
             raise CalibrationError(f"{name}: no non-mated comparisons: nothing to calibrate on")
-        return cls(name, description, int(values.size), values, math.inf,
-                   np.asarray(mated, dtype=np.float64).ravel(), None, dict(counts))
+        mated = np.asarray(mated, dtype=np.float64).ravel()
+        quality = None if mated_quality is None else np.asarray(mated_quality, dtype=np.float64).ravel()
+        if quality is not None and quality.shape != mated.shape:
+            raise InvalidArgument(f"{name}: one quality score per mated distance, got {quality.size} for {mated.size}")
+        return cls(name, description, int(values.size), values, math.inf, mated, None, dict(counts), quality)
 
     def fmr(self, distance) -> np.ndarray:
         """FMR at each distance: the fraction of non-mated comparisons at or below it."""
@@ -108,14 +118,31 @@ class ScoreSample:
                                    f"non-mated distances (cap {self.cap:.3f})")
         return float(np.nextafter(self.nonmated_low[k], -np.inf))
 
-    def mated_curve(self, n_points: int = 200) -> list[list[float]]:
+    def mated_curve(self, n_points: int = 200, keep: np.ndarray | None = None) -> list[list[float]]:
         """``(distance, fraction of mated distances at or below it)`` at up to ``n_points`` of the sorted mated
-        distances, evenly spaced in rank, the largest always included; empty without mated distances."""
-        mated = np.sort(self.mated[np.isfinite(self.mated)])
+        distances (those flagged in ``keep``, else all), evenly spaced in rank, the largest always included;
+        empty without mated distances."""
+        mated = self.mated if keep is None else self.mated[keep]
+        mated = np.sort(mated[np.isfinite(mated)])
         if mated.size == 0:
             return []
         ranks = np.unique(np.round(np.linspace(1, mated.size, min(n_points, mated.size))).astype(int))
         return [[float(mated[k - 1]), k / mated.size] for k in ranks]
+
+    def mated_entry(self) -> dict:
+        """The file's ``mated_curves`` entry: the curve, and one per probe-quality bin when qualities are known
+        (``MATED_QUALITY_EDGES``; a probe's quality says more about its chance than the data set does)."""
+        entry = {"source": self.name, "description": self.description,
+                 "n_mated": int(np.isfinite(self.mated).sum()), "curve": self.mated_curve()}
+        if self.mated_quality is not None:
+            edges = (0.0, *MATED_QUALITY_EDGES, math.inf)
+            entry["by_quality"] = []
+            for low, high in itertools.pairwise(edges):
+                keep = (self.mated_quality >= low) & (self.mated_quality < high) & np.isfinite(self.mated)
+                if keep.any():
+                    entry["by_quality"].append({"min_quality": low, "max_quality": None if high == math.inf else high,
+                                                "n_mated": int(keep.sum()), "curve": self.mated_curve(keep=keep)})
+        return entry
 
     def curve_distances(self, n_points: int = 120) -> np.ndarray:
         """Distances where this sample's FMR steps, spaced geometrically in FMR (for the stored curve)."""
@@ -246,9 +273,7 @@ def compute_calibration(samples: list[ScoreSample], *, targets: dict | None = No
         "combination": "upper envelope of the data sets' FMR curves (each threshold meets its target on every set)",
         "warnings": warnings,
         "fmr_curve": _envelope_curve(samples, list(thresholds.values())),
-        "mated_curves": [{"source": s.name, "description": s.description,
-                          "n_mated": int(np.isfinite(s.mated).sum()), "curve": s.mated_curve()}
-                         for s in samples if np.isfinite(s.mated).any()],
+        "mated_curves": [s.mated_entry() for s in samples if np.isfinite(s.mated).any()],
     }
 
 
@@ -301,6 +326,9 @@ def read_calibration(path: str | Path, settings: Settings | None = None) -> dict
                                "distance, non-decreasing in FMR and within 0..1")
     for entry in doc.get("mated_curves") or []:
         _check_mated_curve(path, entry)
+        for part in entry.get("by_quality") or []:
+            _check_mated_curve(path, {"source": f"{entry.get('source')} (quality from {part.get('min_quality')})",
+                                      **part})
     return doc
 
 
@@ -331,8 +359,17 @@ def band_scheme_from_calibration(doc: dict, path: str | Path,
         fmr_curve=tuple((float(d), float(f)) for d, f in doc["fmr_curve"]),
         target_fmr=tuple((b, float(doc["targets"][b])) for b in BANDS if b in doc.get("targets", {})),
         n_nonmated=_n_nonmated(doc), false_targets=false_targets or FalseCandidateTargets(),
-        mated_curves=tuple((str(c["source"]), int(c["n_mated"]), tuple((float(d), float(f)) for d, f in c["curve"]))
-                           for c in doc.get("mated_curves") or []))
+        mated_curves=tuple(_mated_curve_record(c) for c in doc.get("mated_curves") or []))
+
+
+def _mated_curve_record(entry: dict) -> tuple:
+    """``(source, n_mated, curve, by_quality)`` of a file's mated curve for :class:`BandScheme`."""
+    def points(curve):
+        return tuple((float(d), float(f)) for d, f in curve)
+
+    by_quality = tuple((float(q["min_quality"]), math.inf if q.get("max_quality") is None else float(q["max_quality"]),
+                        int(q["n_mated"]), points(q["curve"])) for q in entry.get("by_quality") or [])
+    return str(entry["source"]), int(entry["n_mated"]), points(entry["curve"]), by_quality
 
 
 def _n_nonmated(doc: dict) -> int:
