@@ -15,7 +15,7 @@ from facematch.evaluation.metrics import threshold_for_fmr
 from facematch.evaluation.protocols import GalleryEntry, ProbeEntry, Protocol
 from facematch.evaluation.runner import calibration_sample
 from facematch.search import calibration as C
-from facematch.search.bands import BandScheme, reach_summary
+from facematch.search.bands import BandScheme, MatedCurve, MatedReach, reach_summary
 from facematch.settings import FalseCandidateTargets, Settings
 
 TEN = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]  # non-mated distances, FMR steps of 0.1
@@ -131,16 +131,17 @@ def test_the_file_keeps_the_mated_curve_and_bands_say_what_they_reach(tmp_path):
     assert doc["mated_curves"] == [{"source": "ten", "description": "hand-made", "n_mated": 3,
                                     "curve": [[0.05, 1 / 3], [0.35, 2 / 3], [0.55, 1.0]]}]
     scheme = C.load_band_scheme(Settings(calibration_file=path))
-    assert scheme.mated_curves == (("ten", 3, ((0.05, 1 / 3), (0.35, 2 / 3), (0.55, 1.0)), ()),)  # no qualities
+    assert scheme.mated_curves == (MatedCurve("ten", 3, ((0.05, 1 / 3), (0.35, 2 / 3), (0.55, 1.0))),)  # no qualities
     # ten non-mated comparisons support a per-face FMR >= 3/10: at three faces only weak (1 false, 1/3 per face)
     bands = scheme.for_gallery(3, 3)
     reach = {b.band: b.mated_reach for b in bands.bands}
     assert reach["strong"] == () and reach["possible"] == ()  # not supported: hold nothing, reach nothing
     weak = bands.bands[2]
     assert weak.threshold == _below(0.4)  # the curve's last point with FMR <= 1/3 (0.3)...
-    assert weak.mated_reach == (("ten", 3, 2 / 3, ()),)  # ...and two of the three mated distances lie within it
-    assert bands.describe()["bands"][2]["mated_reach"] == [{"source": "ten", "n_mated": 3, "fraction": 2 / 3,
-                                                            "by_quality": []}]
+    assert weak.mated_reach == (MatedReach("ten", 3, 2 / 3),)  # ...and two of the three mated distances lie within it
+    described = json.loads(json.dumps(bands.describe()))  # as the search JSON carries it
+    assert described["bands"][2]["mated_reach"] == [{"source": "ten", "n_mated": 3, "fraction": 2 / 3,
+                                                     "by_quality": []}]
 
 
 def test_mated_curves_split_by_probe_quality_and_a_probe_reads_its_own_bin(tmp_path):

@@ -1,5 +1,6 @@
 """Bands that mean the same at every gallery size: thresholds derived from the FMR curve at the live N."""
 
+import dataclasses
 import json
 import math
 import shutil
@@ -83,21 +84,21 @@ def test_committed_dev_calibration_reads_and_resolves():
     assert possible.expected_false <= 0.1 and weak.expected_false <= 1.0
     assert not any(b.supported for b in scheme.for_gallery(20_000_000, 20_000_000).bands)
     # the miss side: each data set's mated curve reproduces the TAR the file records at its fixed thresholds
-    curves = {name: (n, curve) for name, n, curve, _ in scheme.mated_curves}
-    assert {name: n for name, (n, _) in curves.items()} == {s["name"]: s["n_mated"] for s in doc["sources"]}
+    curves = {c.source: c for c in scheme.mated_curves}
+    assert {name: c.n_mated for name, c in curves.items()} == {s["name"]: s["n_mated"] for s in doc["sources"]}
     for band in doc["bands"]:
-        for name, (n, curve) in curves.items():
+        for name, c in curves.items():
             tar = band["per_source"][name]["tar_at_threshold"]
-            assert tar - 1 / 200 <= curve_reach(curve, band["threshold"]) <= tar  # <= 200 points: conservative
-    reach = {name: fraction for name, _, fraction, _ in possible.mated_reach}
-    assert reach["frmdb-dev-cctv"] < 0.5 < reach["lfw-pair-images"]  # CCTV stills miss far more often than photos
+            assert tar - 1 / 200 <= curve_reach(c.curve, band["threshold"]) <= tar  # <= 200 points: conservative
+    reach = {r.source: r for r in possible.mated_reach}
+    assert reach["frmdb-dev-cctv"].fraction < 0.5 < reach["lfw-pair-images"].fraction  # CCTV misses far more
     # ...and by the probe's quality: the CCTV searches split into the quality bins, reached more as quality rises
-    (cctv,) = [r for r in possible.mated_reach if r[0] == "frmdb-dev-cctv"]
-    bins = cctv[3]
-    assert [(low, high) for low, high, _, _ in bins] == [(0, 20), (20, 40), (40, 60), (60, math.inf)]
-    assert sum(k for _, _, k, _ in bins) == 104
-    shares = [f for _, _, _, f in bins]
+    bins = reach["frmdb-dev-cctv"].by_quality
+    assert [(b.min_quality, b.max_quality) for b in bins] == [(0, 20), (20, 40), (40, 60), (60, None)]
+    assert sum(b.n_mated for b in bins) == 104 and reach["lfw-pair-images"].by_quality == ()  # pairs: no probes
+    shares = [b.fraction for b in bins]
     assert shares == sorted(shares) and shares[0] < 0.15 < 0.7 < shares[-1]
+    assert reach["frmdb-dev-cctv"].for_quality(19.9) is bins[0] and reach["frmdb-dev-cctv"].for_quality(60) is bins[3]
 
 
 def _search_cli(fm, args):
@@ -123,7 +124,7 @@ def test_real_search_says_what_each_band_means_among_n_subjects(frmdb_gallery):
     assert text.exit_code == 0, text.output
     assert "possible: at most 0.1 false candidates expected per search of someone not enrolled, among 12 " \
            f"subjects; distance <= {expected.bands[1].threshold:.3f}" in text.output
-    shares = ", ".join(f"{b.band} {100 * dict((n, f) for n, _, f, _ in b.mated_reach)['frmdb-dev-cctv']:.0f}%"
+    shares = ", ".join(f"{b.band} {100 * {r.source: r.fraction for r in b.mated_reach}['frmdb-dev-cctv']:.0f}%"
                        for b in expected.bands)
     assert "If the person is enrolled: how often the calibration's comparisons of the same person" in text.output
     assert f"  frmdb-dev-cctv (104 mated comparisons): {shares}" in text.output
@@ -141,8 +142,7 @@ def test_real_search_says_what_each_band_means_among_n_subjects(frmdb_gallery):
         assert entry["threshold"] == band.threshold == bands["thresholds"][band.band]
         assert entry["supported"] is True and entry["needs_nonmated"] == band.needs_nonmated
         assert 0 < entry["predicted_fpir"] <= entry["expected_false"] <= entry["max_false"]
-        assert [(r["source"], r["n_mated"], r["fraction"]) for r in entry["mated_reach"]] == [
-            r[:3] for r in band.mated_reach]
+        assert entry["mated_reach"] == json.loads(json.dumps([dataclasses.asdict(r) for r in band.mated_reach]))
         assert [r["source"] for r in entry["mated_reach"]] == ["frmdb-dev-cctv", "lfw-pair-images"]
     assert doc["expected_false_candidates"] == pytest.approx(expected.bands[2].expected_false)
     assert doc["scene_bands"]["gallery_subjects"] == 0 and doc["probes"][0]["scene_faces"] == []

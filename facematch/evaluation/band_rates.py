@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 from facematch.evaluation import metrics as M
-from facematch.search.bands import GalleryBands, quality_reach
+from facematch.search.bands import GalleryBands
 
 __all__ = ["band_rates", "band_rates_md"]
 
@@ -38,9 +38,9 @@ def _quality_matched_fnir(band, outcomes: Sequence[M.SearchOutcome], scores: Map
     mated = [scores[o.probe_id] for o in outcomes if o.true_subject is not None and o.acquired and o.probe_id in scores]
     out = {}
     for reach in band.mated_reach:
-        shares = [quality_reach(reach, q) for q in mated]
-        if mated and all(s is not None for s in shares):
-            out[reach[0]] = {"fnir": 1.0 - sum(shares) / len(shares), "n_mated": len(shares)}
+        bins = [reach.for_quality(q) for q in mated]
+        if mated and all(b is not None for b in bins):
+            out[reach.source] = {"fnir": 1.0 - sum(b.fraction for b in bins) / len(bins), "n_mated": len(bins)}
     return out
 
 
@@ -57,7 +57,7 @@ def band_rates(bands: GalleryBands, outcomes: Mapping[str, Sequence[M.SearchOutc
         rows.append({"band": b.band, "meaning": b.meaning, "threshold": b.threshold, "supported": b.supported,
                      "max_false": b.max_false, "expected_false": b.expected_false,
                      "predicted_fpir": b.predicted_fpir,
-                     "predicted_fnir": {name: 1.0 - reach for name, _, reach, _ in b.mated_reach},
+                     "predicted_fnir": {r.source: 1.0 - r.fraction for r in b.mated_reach},
                      "predicted_fnir_quality_matched": _quality_matched_fnir(b, first, quality_scores or {}),
                      "observed": {name: _observed(outs, b.threshold) for name, outs in outcomes.items()}})
     return {"calibrated": bands.scheme.calibrated, "gallery_subjects": bands.subjects,

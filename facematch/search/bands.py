@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass
 from facematch.settings import BandThresholds, FalseCandidateTargets
 
 __all__ = ["BANDS", "NO_BAND", "RULE_OF_THREE", "similarity_score", "supported_faces", "curve_threshold", "curve_reach",
-           "GalleryBand", "GalleryBands", "BandScheme", "one_in", "quality_reach", "reach_summary", "REACH_HEADING"]
+           "QualityReach", "MatedReach", "QualityCurve", "MatedCurve", "GalleryBand", "GalleryBands", "BandScheme",
+           "one_in", "reach_summary", "REACH_HEADING"]
 
 BANDS = ("strong", "possible", "weak")
 NO_BAND = "below"
@@ -44,6 +45,61 @@ def similarity_score(distance: float) -> float:
 
 
 @dataclass(frozen=True)
+class QualityReach:
+    """The share of one probe-quality bin's mated comparisons at or below a band's distance."""
+
+    min_quality: float
+    max_quality: float | None  # None: no upper bound
+    n_mated: int
+    fraction: float
+
+    def holds(self, quality: float) -> bool:
+        """Whether a probe of this quality score falls in the bin (lower bound included)."""
+        return self.min_quality <= quality and (self.max_quality is None or quality < self.max_quality)
+
+
+@dataclass(frozen=True)
+class MatedReach:
+    """How often a band held an enrolled person in one calibration data set: the share of its mated
+    comparisons at or below the band's distance, overall and per probe-quality bin."""
+
+    source: str
+    n_mated: int
+    fraction: float
+    by_quality: tuple[QualityReach, ...] = ()
+
+    def for_quality(self, quality: float) -> QualityReach | None:
+        """The bin holding ``quality``; None when the data set kept no probe qualities or no bin holds it."""
+        return next((b for b in self.by_quality if b.holds(quality)), None)
+
+
+@dataclass(frozen=True)
+class QualityCurve:
+    """One probe-quality bin's ascending ``(distance, share of its mated comparisons at or below it)`` points."""
+
+    min_quality: float
+    max_quality: float | None
+    n_mated: int
+    curve: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class MatedCurve:
+    """One calibration data set's mated comparisons as a curve, overall and per probe-quality bin."""
+
+    source: str
+    n_mated: int
+    curve: tuple[tuple[float, float], ...]
+    by_quality: tuple[QualityCurve, ...] = ()
+
+    def reach(self, distance: float) -> MatedReach:
+        """The shares at or below ``distance`` (a band's threshold)."""
+        return MatedReach(self.source, self.n_mated, curve_reach(self.curve, distance),
+                          tuple(QualityReach(b.min_quality, b.max_quality, b.n_mated, curve_reach(b.curve, distance))
+                                for b in self.by_quality))
+
+
+@dataclass(frozen=True)
 class GalleryBand:
     """One review band resolved for a gallery size: its distance limit and what it means there.
 
@@ -51,10 +107,9 @@ class GalleryBand:
     gallery size). ``expected_false`` is the predicted number of false candidates per search of someone
     not enrolled at or below ``threshold`` (faces x FMR there); ``needs_nonmated`` the non-mated
     comparisons a calibration needs to support the band here (rule of three). None: uncalibrated.
-    ``mated_reach``: per calibration data set with mated searches, ``(name, n_mated, fraction, by_quality)``:
-    how many of its enrolled people's searches had their true subject at or below ``threshold``, overall
-    and, where the calibration kept probe qualities, per quality bin ``(min, max, n_mated, fraction)``
-    (empty when the band holds nothing or the calibration kept no mated distances).
+    ``mated_reach``: per calibration data set with mated searches, how many of its enrolled people's
+    searches had their true subject at or below ``threshold``, overall and per probe-quality bin (empty when
+    the band holds nothing or the calibration kept no mated distances).
     """
 
     band: str
@@ -66,7 +121,7 @@ class GalleryBand:
     face_fmr: float | None = None
     expected_false: float | None = None
     needs_nonmated: int | None = None
-    mated_reach: tuple[tuple[str, int, float, tuple[tuple[float, float, int, float], ...]], ...] = ()
+    mated_reach: tuple[MatedReach, ...] = ()
 
     @property
     def predicted_fpir(self) -> float | None:
@@ -141,8 +196,7 @@ class GalleryBands:
     def describe(self) -> dict:
         return {**self.scheme.describe(), "gallery_subjects": self.subjects, "gallery_faces": self.faces,
                 "thresholds": {b.band: b.threshold for b in self.bands},
-                "bands": [dict(asdict(b), predicted_fpir=b.predicted_fpir,
-                               mated_reach=[_reach_record(r) for r in b.mated_reach]) for b in self.bands]}
+                "bands": [dict(asdict(b), predicted_fpir=b.predicted_fpir) for b in self.bands]}
 
 
 @dataclass(frozen=True)
@@ -154,9 +208,8 @@ class BandScheme:
     ``n_nonmated``: non-mated comparisons of the calibration's smallest data set (the rule of three);
     ``false_targets``: each band's expected false candidates per search (``settings.FalseCandidateTargets``).
     ``thresholds``: the uncalibrated distances, or the calibration's fixed-FMR reference thresholds.
-    ``mated_curves``: per calibration data set, ``(name, n_mated, curve, by_quality)`` with ``curve`` the
-    ascending ``(distance, fraction of mated searches at or below it)`` points and ``by_quality`` the same per
-    probe-quality bin ``(min, max, n_mated, curve)`` (calibration schema 2; empty before).
+    ``mated_curves``: per calibration data set, its mated comparisons as curves (calibration schema 2; empty
+    before).
     """
 
     thresholds: BandThresholds
@@ -166,7 +219,7 @@ class BandScheme:
     target_fmr: tuple[tuple[str, float], ...] = ()
     n_nonmated: int = 0
     false_targets: FalseCandidateTargets = FalseCandidateTargets()
-    mated_curves: tuple = ()
+    mated_curves: tuple[MatedCurve, ...] = ()
 
     @classmethod
     def uncalibrated(cls, thresholds: BandThresholds | None = None) -> "BandScheme":
@@ -204,9 +257,7 @@ class BandScheme:
                                f"{faces:,} faces): needs >= {needs:,} non-mated comparisons, the calibration "
                                f"has {self.n_nonmated:,}; holds no candidates", False, **common)
         expected = faces * self.estimated_fmr(threshold)
-        reach = tuple((name, n, curve_reach(curve, threshold),
-                       tuple((low, high, k, curve_reach(part, threshold)) for low, high, k, part in by_quality))
-                      for name, n, curve, by_quality in self.mated_curves)
+        reach = tuple(curve.reach(threshold) for curve in self.mated_curves)
         return GalleryBand(band, threshold, f"{band}: at most {target:g} false candidate{'' if target == 1 else 's'} expected per search of "
                            f"someone not enrolled, among {subjects:,} subjects; distance <= {threshold:.3f}",
                            True, expected_false=expected, mated_reach=reach, **common)
@@ -261,22 +312,6 @@ REACH_HEADING = ("If the person is enrolled: how often the calibration's compari
                  "each band at this gallery size (an empty band does not mean the person is not enrolled)")
 
 
-def _reach_record(reach: tuple) -> dict:
-    name, n, fraction, by_quality = reach
-    return {"source": name, "n_mated": n, "fraction": fraction,
-            "by_quality": [{"min_quality": low, "max_quality": None if high == math.inf else high, "n_mated": k,
-                            "fraction": f} for low, high, k, f in by_quality]}
-
-
-def quality_reach(reach: tuple, quality: float) -> float | None:
-    """The share in the quality bin holding ``quality`` of one ``GalleryBand.mated_reach`` entry (lower bound
-    included), or None when that data set kept no probe qualities or no bin holds it."""
-    for low, high, _, fraction in reach[3]:
-        if low <= quality < high:
-            return fraction
-    return None
-
-
 def reach_summary(bands: list[dict], quality: float | None = None) -> list[str]:
     """One phrase per calibration data set from a search's band records (``GalleryBands.describe()["bands"]``):
     "frmdb-dev-cctv (104 mated comparisons): possible 27%, weak 43%".
@@ -291,12 +326,12 @@ def reach_summary(bands: list[dict], quality: float | None = None) -> list[str]:
         for r in b.get("mated_reach") or []:
             label, n, fraction = r["source"], r["n_mated"], r["fraction"]
             if quality is not None:
-                part = next((q for q in r.get("by_quality") or [] if q["min_quality"] <= quality
-                             and (q["max_quality"] is None or quality < q["max_quality"])), None)
+                part = next((QualityReach(**q) for q in r.get("by_quality") or [] if QualityReach(**q).holds(quality)),
+                            None)
                 if part is None:
                     continue
-                top = "100" if part["max_quality"] is None else f"{part['max_quality']:g}"
-                label = f"{label}, probe quality {part['min_quality']:g}-{top}"
-                n, fraction = part["n_mated"], part["fraction"]
+                top = "100" if part.max_quality is None else f"{part.max_quality:g}"
+                label = f"{label}, probe quality {part.min_quality:g}-{top}"
+                n, fraction = part.n_mated, part.fraction
             sources.setdefault(label, (n, []))[1].append(f"{b['band']} {100 * fraction:.0f}%")
     return [f"{name} ({n:,} mated comparisons): {', '.join(parts)}" for name, (n, parts) in sources.items()]

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from facematch.errors import CalibrationError, InvalidArgument
-from facematch.search.bands import BANDS, RULE_OF_THREE, BandScheme
+from facematch.search.bands import BANDS, RULE_OF_THREE, BandScheme, MatedCurve, QualityCurve
 from facematch.settings import BandThresholds, FalseCandidateTargets, FmrTargets, Settings
 
 __all__ = ["DEFAULT_TARGETS", "CALIBRATION_FILE_NAME", "SCHEMA", "SCHEMA_VERSION", "RULE_OF_THREE",
@@ -362,14 +362,15 @@ def band_scheme_from_calibration(doc: dict, path: str | Path,
         mated_curves=tuple(_mated_curve_record(c) for c in doc.get("mated_curves") or []))
 
 
-def _mated_curve_record(entry: dict) -> tuple:
-    """``(source, n_mated, curve, by_quality)`` of a file's mated curve for :class:`BandScheme`."""
+def _mated_curve_record(entry: dict) -> MatedCurve:
+    """A file's (validated) ``mated_curves`` entry for :class:`BandScheme`."""
     def points(curve):
         return tuple((float(d), float(f)) for d, f in curve)
 
-    by_quality = tuple((float(q["min_quality"]), math.inf if q.get("max_quality") is None else float(q["max_quality"]),
-                        int(q["n_mated"]), points(q["curve"])) for q in entry.get("by_quality") or [])
-    return str(entry["source"]), int(entry["n_mated"]), points(entry["curve"]), by_quality
+    by_quality = tuple(QualityCurve(float(q["min_quality"]),
+                                    None if q.get("max_quality") is None else float(q["max_quality"]),
+                                    int(q["n_mated"]), points(q["curve"])) for q in entry.get("by_quality") or [])
+    return MatedCurve(str(entry["source"]), int(entry["n_mated"]), points(entry["curve"]), by_quality)
 
 
 def _n_nonmated(doc: dict) -> int:
