@@ -324,10 +324,11 @@ def reach_summary(bands: list[dict], quality: float | None = None) -> list[str]:
     sources: dict[str, tuple[int, list[str]]] = {}
     for b in bands:
         for r in b.get("mated_reach") or []:
-            label, n, fraction = r["source"], r["n_mated"], r["fraction"]
+            reach = MatedReach(r["source"], r["n_mated"], r["fraction"],
+                               tuple(QualityReach(**q) for q in r.get("by_quality") or []))
+            label, n, fraction = reach.source, reach.n_mated, reach.fraction
             if quality is not None:
-                part = next((QualityReach(**q) for q in r.get("by_quality") or [] if QualityReach(**q).holds(quality)),
-                            None)
+                part = reach.for_quality(quality)
                 if part is None:
                     continue
                 top = "100" if part.max_quality is None else f"{part.max_quality:g}"
