@@ -192,6 +192,12 @@ def test_load_band_scheme_finds_the_data_dir_file(tmp_path):
     ({"schema_version": 3}, "schema version 3 is not supported"),
     ({"mated_curves": [{"source": "ten", "n_mated": 3, "curve": [[0.5, 0.6], [0.4, 0.9]]}]}, "mated curve of ten"),
     ({"mated_curves": [{"source": "ten", "curve": [[0.5, 1.0]]}]}, "bad mated curve"),
+    ({"mated_curves": [{"source": "ten", "n_mated": 1, "curve": [[0.5, 1.0]],
+                        "by_quality": [{"n_mated": 1, "curve": [[0.5, 1.0]]}]}]}, "bad quality bin .* of ten"),
+    ({"mated_curves": [{"source": "ten", "n_mated": 1, "curve": [[0.5, 1.0]], "by_quality": [
+        {"min_quality": 40, "max_quality": 20, "n_mated": 1, "curve": [[0.5, 1.0]]}]}]}, "quality bin 40-20 of ten"),
+    ({"mated_curves": [{"source": "ten", "n_mated": 1, "curve": [[0.5, 1.0]], "by_quality": [
+        {"min_quality": 0, "max_quality": None, "n_mated": 1, "curve": [[0.5, 2.0]]}]}]}, r"ten \(quality from 0\)"),
 ])
 def test_bad_files_are_refused(tmp_path, changes, message):
     path, _ = _write(tmp_path, **changes)

@@ -327,9 +327,22 @@ def read_calibration(path: str | Path, settings: Settings | None = None) -> dict
     for entry in doc.get("mated_curves") or []:
         _check_mated_curve(path, entry)
         for part in entry.get("by_quality") or []:
-            _check_mated_curve(path, {"source": f"{entry.get('source')} (quality from {part.get('min_quality')})",
-                                      **part})
+            _check_quality_bin(path, entry.get("source"), part)
     return doc
+
+
+def _check_quality_bin(path: Path, source, part) -> None:
+    """A quality bin of a mated curve: ``min_quality`` below ``max_quality`` (null: no upper bound), and a
+    valid curve of its own."""
+    try:
+        low = float(part["min_quality"])
+        high = None if part.get("max_quality") is None else float(part["max_quality"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CalibrationError(f"calibration file {path}: bad quality bin in the mated curve of {source} "
+                               f"({exc})") from exc
+    if high is not None and not low < high:
+        raise CalibrationError(f"calibration file {path}: quality bin {low:g}-{high:g} of {source} is empty")
+    _check_mated_curve(path, {**part, "source": f"{source} (quality from {low:g})"})
 
 
 def _check_mated_curve(path: Path, entry) -> None:
